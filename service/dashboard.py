@@ -1,7 +1,322 @@
-"""Dashboard pages (owned by the dashboard work; a stub until then)."""
+"""The web dashboard: server-rendered pages that draw a search with Plotly.js, fed by the JSON API.
+
+Pages (`/`, `/searches/{id}`, `/login`) are Jinja2 templates; a little plain JavaScript
+(static/dashboard.js) fetches the same-origin JSON API and draws with the Plotly.js bundle
+shipped inside the `plotly` Python package, so nothing is fetched from another origin and the
+dashboard works on an air-gapped cluster. The pages read data only through the public REST
+API — by an in-process ASGI call that forwards the visitor's credentials — so the dashboard
+sees exactly what a scripted client with the same token sees; who may see a page is decided
+by service.auth's authenticator, the same one behind the API. The login form stores the
+token in the HttpOnly, SameSite=Strict cookie `vitcube_token`, which service.auth accepts
+besides `Authorization: Bearer`.
+
+Imports service.auth only (the token check); must not import search/, workers/, the tables
+or the database session: data comes through the API.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import gzip
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import plotly
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from service.auth import COOKIE_NAME, GRANTS, presented_token
+
+COOKIE_MAX_AGE_S = 7 * 24 * 3600
+
+_HERE = Path(__file__).resolve().parent
+_TEMPLATES_DIR = _HERE / "templates"
+_STATIC_DIR = _HERE / "static"
+_PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# Everything the pages load comes from this origin; Plotly injects <style> elements, hence
+# 'unsafe-inline' for styles only. Scripts run only from files we serve.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Internal base URL of the in-process API calls; never leaves the process.
+_INTERNAL_BASE = "http://dashboard.internal"
+
+Role = Literal["viewer", "admin"]
 
 router = APIRouter(include_in_schema=False)
+
+_env = Environment(
+    loader=FileSystemLoader(str(_TEMPLATES_DIR)),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+# --- formatting helpers shared by the templates -----------------------------------------------
+
+
+def format_macs(macs: float | int | None) -> str:
+    """`1834000000` -> `"1.83 G"`; MACs are per image."""
+    if macs is None or (isinstance(macs, float) and math.isnan(macs)):
+        return "–"
+    value = float(macs)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f}"
+
+
+def format_pct(fraction: float | None) -> str:
+    """A top-1 fraction in [0, 1] as a percentage."""
+    if fraction is None:
+        return "–"
+    return f"{100.0 * float(fraction):.1f} %"
+
+
+def format_time(iso: str | None) -> str:
+    """ISO-8601 from the API as `2025-01-31 14:05 UTC` (or as given if it does not parse)."""
+    if not iso:
+        return "–"
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    zone = moment.strftime("%Z") or "UTC"
+    return moment.strftime("%Y-%m-%d %H:%M ") + zone
+
+
+_env.filters["macs"] = format_macs
+_env.filters["pct"] = format_pct
+_env.filters["when"] = format_time
+
+
+def _render(request: Request, name: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+    html = _env.get_template(name).render(request=request, **context)
+    return HTMLResponse(
+        html,
+        status_code=status_code,
+        headers={
+            "Content-Security-Policy": _CSP,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+# --- reading the API in-process with the visitor's credentials --------------------------------
+
+
+@dataclass(frozen=True)
+class ApiReply:
+    status_code: int
+    body: Any
+
+    @property
+    def detail(self) -> str:
+        """The API's error message, whatever shape FastAPI gave it."""
+        if isinstance(self.body, dict) and "detail" in self.body:
+            detail = self.body["detail"]
+            if isinstance(detail, list):
+                return "; ".join(str(item.get("msg", item)) for item in detail)
+            return str(detail)
+        return f"HTTP {self.status_code}"
+
+
+def _credential_headers(request: Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if "authorization" in request.headers:
+        headers["authorization"] = request.headers["authorization"]
+    token = request.cookies.get(COOKIE_NAME)
+    if token:
+        headers["cookie"] = f"{COOKIE_NAME}={token}"
+    return headers
+
+
+async def _api(
+    request: Request,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    json: Any = None,
+) -> ApiReply:
+    """Call this app's own API in-process (no socket) with the visitor's credentials."""
+    transport = httpx.ASGITransport(app=request.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=_INTERNAL_BASE) as client:
+        reply = await client.request(
+            method, path, headers=headers or _credential_headers(request), json=json
+        )
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    return ApiReply(reply.status_code, body)
+
+
+async def _role_of(request: Request, token: str | None = None) -> Role | None:
+    """The visitor's dashboard role, or None when their credentials do not allow reading.
+
+    Uses service.auth's authenticator, the one the API's dependencies use: a Bearer header or
+    the `vitcube_token` cookie; in open local mode (no token configured) everyone is admin.
+    Worker tokens cannot read searches, so they get None here.
+    """
+    authenticator = request.app.state.authenticator
+    token = token if token is not None else presented_token(request)
+    if token is None:
+        is_open = await run_in_threadpool(authenticator.open_mode)
+        return "admin" if is_open else None
+    principal = await run_in_threadpool(authenticator.authenticate, token)
+    if principal is None or "viewer" not in GRANTS[principal.role]:
+        return None
+    return "admin" if principal.role == "admin" else "viewer"
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never `//host` or `https://host`, which would leave the origin."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return _render(request, "login.html", next=_safe_next(next), error=None, role=None)
+
+
+@router.post("/login", response_model=None)
+async def login_submit(request: Request, token: str = Form(""), next: str = Form("/")) -> Response:
+    token = token.strip()
+    target = _safe_next(next)
+    role = None
+    if token:
+        role = await _role_of(request, token)
+    if role is None:
+        message = (
+            "Paste a viewer or admin token."
+            if not token
+            else "That token was not accepted: use a viewer or admin token "
+            "(worker tokens cannot read searches)."
+        )
+        return _render(
+            request, "login.html", status_code=401, next=target, error=message, role=None
+        )
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=COOKIE_MAX_AGE_S,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout() -> RedirectResponse:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse, response_model=None)
+async def searches_page(request: Request) -> Response:
+    role = await _role_of(request)
+    if role is None:
+        return _login_redirect(request)
+    reply = await _api(request, "GET", "/api/searches")
+    if reply.status_code != 200:
+        return _error_page(request, reply, role=role)
+    searches = reply.body if isinstance(reply.body, list) else reply.body.get("items", [])
+    searches = sorted(searches, key=lambda s: str(s.get("created_at") or ""), reverse=True)
+    return _render(request, "index.html", searches=searches, role=role)
+
+
+@router.get("/searches/{search_id}", response_class=HTMLResponse, response_model=None)
+async def search_page(request: Request, search_id: str) -> Response:
+    role = await _role_of(request)
+    if role is None:
+        return _login_redirect(request)
+    reply = await _api(request, "GET", f"/api/searches/{quote(search_id, safe='')}")
+    if reply.status_code != 200:
+        if reply.status_code in (404, 422):
+            reply = ApiReply(404, {"detail": f"There is no search {search_id!r}."})
+        return _error_page(request, reply, role=role)
+    return _render(request, "search.html", search=reply.body, role=role)
+
+
+def _error_page(request: Request, reply: ApiReply, *, role: Role | None) -> HTMLResponse:
+    status = reply.status_code if 400 <= reply.status_code < 600 else 502
+    title = {404: "Not found", 403: "Not allowed"}.get(status, "Something went wrong")
+    return _render(
+        request, "error.html", status_code=status, title=title, message=reply.detail, role=role
+    )
+
+
+# --- static files ------------------------------------------------------------------------------
+
+
+@cache
+def _plotly_bundle() -> tuple[bytes, bytes, str]:
+    raw = _PLOTLY_JS.read_bytes()
+    return raw, gzip.compress(raw, compresslevel=6), hashlib.sha256(raw).hexdigest()[:16]
+
+
+@router.get("/static/plotly.min.js")
+async def plotly_js(request: Request) -> Response:
+    """The Plotly.js bundle of the installed `plotly` package (4.8 MB; 1.4 MB gzipped)."""
+    raw, packed, digest = _plotly_bundle()
+    etag = f'"{digest}"'
+    headers = {
+        "Cache-Control": "public, max-age=86400",
+        "ETag": etag,
+        "Vary": "Accept-Encoding",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(packed, media_type=_STATIC_TYPES[".js"], headers=headers)
+    return Response(raw, media_type=_STATIC_TYPES[".js"], headers=headers)
+
+
+@router.get("/static/{name}")
+async def static_file(name: str) -> Response:
+    """Our own small assets: only plain files directly inside service/static/."""
+    path = _STATIC_DIR / name
+    if "/" in name or name.startswith(".") or path.suffix not in _STATIC_TYPES:
+        return Response("not found", status_code=404, media_type="text/plain")
+    try:
+        content = path.read_bytes()
+    except OSError:
+        return Response("not found", status_code=404, media_type="text/plain")
+    return Response(
+        content,
+        media_type=_STATIC_TYPES[path.suffix],
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )

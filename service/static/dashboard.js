@@ -1,0 +1,991 @@
+/* vitcube dashboard: fetches the same-origin JSON API and draws with the bundled Plotly.js.
+ *
+ * No request leaves the origin: every URL below is a path on this server. Strings that come
+ * from the API (names, workers, errors) are inserted with textContent, never as HTML.
+ */
+"use strict";
+
+(function () {
+  const FACTORS = ["r", "d_i", "d_m", "w"];
+  const FACTOR_TITLE = {
+    r: "r · resolution",
+    d_i: "d<sub>i</sub> · MV2 depth",
+    d_m: "d<sub>m</sub> · transformer depth",
+    w: "w · width",
+  };
+  const FACTOR_PLAIN = { r: "resolution", d_i: "MV2 depth", d_m: "transformer depth", w: "width" };
+  const FACTOR_COLOR = { r: "#2f6fdb", d_i: "#1f9d55", d_m: "#c77c02", w: "#8e44ad" };
+  const REFERENCE_STYLE = {
+    "reference:width_only": { name: "width-only reference", symbol: "diamond", color: "#e67e22" },
+    "reference:compound": { name: "compound-scaling reference", symbol: "square", color: "#c0392b" },
+    "reference:baseline": { name: "baseline", symbol: "star", color: "#6c3483" },
+  };
+  const GOOD = "#1f9d55";
+  const BAD = "#d64545";
+  const ACCENT = "#2f6fdb";
+  const POLL_MS = 4000;
+  const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif';
+  const PLOT_CONFIG = {
+    displaylogo: false,
+    responsive: true,
+    modeBarButtonsToRemove: ["lasso2d", "select2d", "autoScale2d"],
+  };
+
+  // --- small helpers ------------------------------------------------------------------------
+
+  function $(id) {
+    return document.getElementById(id);
+  }
+
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "text") node.textContent = value;
+      else if (key === "class") node.className = value;
+      else if (key === "style") node.setAttribute("style", value);
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children || []) {
+      if (child === null || child === undefined) continue;
+      node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  function fmtMacs(macs) {
+    if (macs === null || macs === undefined || Number.isNaN(macs)) return "–";
+    const v = Number(macs);
+    if (Math.abs(v) >= 1e9) return (v / 1e9).toPrecision(3) + " G";
+    if (Math.abs(v) >= 1e6) return (v / 1e6).toPrecision(3) + " M";
+    if (Math.abs(v) >= 1e3) return (v / 1e3).toPrecision(3) + " k";
+    return String(Math.round(v));
+  }
+
+  function fmtCount(n) {
+    if (n === null || n === undefined) return "–";
+    const v = Number(n);
+    if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(2) + " M";
+    if (Math.abs(v) >= 1e3) return (v / 1e3).toFixed(1) + " k";
+    return String(v);
+  }
+
+  function fmtPct(fraction, digits) {
+    if (fraction === null || fraction === undefined) return "–";
+    return (100 * Number(fraction)).toFixed(digits === undefined ? 1 : digits) + " %";
+  }
+
+  function fmtNum(x, digits) {
+    if (x === null || x === undefined || Number.isNaN(Number(x))) return "–";
+    return Number(x).toFixed(digits === undefined ? 2 : digits);
+  }
+
+  function errorText(reply) {
+    const body = reply.body;
+    if (body && body.detail !== undefined) {
+      if (Array.isArray(body.detail)) {
+        return body.detail.map((d) => (d && d.msg ? d.msg : JSON.stringify(d))).join("; ");
+      }
+      return String(body.detail);
+    }
+    if (body && body.reason) return String(body.reason);
+    return "the server answered HTTP " + reply.status;
+  }
+
+  async function getJSON(path, options) {
+    let response;
+    try {
+      response = await fetch(path, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+        ...(options || {}),
+      });
+    } catch (err) {
+      return { ok: false, status: 0, body: { detail: "the server could not be reached" } };
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (err) {
+      body = null;
+    }
+    return { ok: response.ok, status: response.status, body };
+  }
+
+  function asList(body) {
+    if (Array.isArray(body)) return body;
+    if (body && Array.isArray(body.items)) return body.items;
+    return [];
+  }
+
+  function baseLayout(extra) {
+    return {
+      uirevision: "keep",
+      font: { family: FONT, size: 12, color: "#1d2633" },
+      paper_bgcolor: "#ffffff",
+      plot_bgcolor: "#ffffff",
+      margin: { l: 56, r: 16, t: 30, b: 46 },
+      hoverlabel: { font: { family: FONT } },
+      ...(extra || {}),
+    };
+  }
+
+  function axis(title, extra) {
+    return {
+      title: { text: title, standoff: 6 },
+      gridcolor: "#e8ecf1",
+      zerolinecolor: "#e8ecf1",
+      linecolor: "#c9d1db",
+      automargin: true,
+      ...(extra || {}),
+    };
+  }
+
+  function showMessage(id, text) {
+    const node = $(id);
+    if (!node) return;
+    node.textContent = text || "";
+    node.hidden = !text;
+  }
+
+  function clearPlot(id) {
+    const node = $(id);
+    if (!node) return;
+    if (window.Plotly && node.data) window.Plotly.purge(node);
+    node.replaceChildren();
+    node.hidden = true;
+  }
+
+  function draw(id, traces, layout) {
+    const node = $(id);
+    node.hidden = false; // before drawing: Plotly sizes the plot to its (visible) container
+    return window.Plotly.react(node, traces, layout, PLOT_CONFIG);
+  }
+
+  /** Indices of the non-dominated points: maximise top-1, minimise MACs. */
+  function paretoIndices(points) {
+    const order = points
+      .map((p, i) => i)
+      .sort((a, b) => points[a].macs - points[b].macs || points[b].top1 - points[a].top1);
+    const front = [];
+    let best = -Infinity;
+    for (const i of order) {
+      if (points[i].top1 > best) {
+        front.push(i);
+        best = points[i].top1;
+      }
+    }
+    return front;
+  }
+
+  function factorsOf(trial) {
+    return trial.effective_factors || trial.factors || {};
+  }
+
+  function kindLabel(kind) {
+    if (REFERENCE_STYLE[kind]) return REFERENCE_STYLE[kind].name;
+    return kind || "search";
+  }
+
+  // --- the list page ------------------------------------------------------------------------
+
+  function initSearchList() {
+    const table = $("searches-table");
+    if (!table || Number(table.dataset.running || 0) === 0) return;
+    // Re-render the server's own table while something runs: one source of truth for markup.
+    const timer = setInterval(async () => {
+      let response;
+      try {
+        response = await fetch("/", { credentials: "same-origin" });
+      } catch (err) {
+        return;
+      }
+      if (!response.ok || new URL(response.url).pathname === "/login") {
+        clearInterval(timer);
+        return;
+      }
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = doc.getElementById("searches-card");
+      if (fresh) $("searches-card").replaceChildren(...fresh.childNodes);
+      const freshTable = $("searches-table");
+      if (!freshTable || Number(freshTable.dataset.running || 0) === 0) clearInterval(timer);
+    }, POLL_MS + 1000);
+  }
+
+  // --- the search page ----------------------------------------------------------------------
+
+  const state = {
+    search: null,
+    role: null,
+    trials: [],
+    analysis: null,
+    curve: null,
+    curveError: null,
+    formulaC: null,
+    formula: null,
+    lastCompleted: -1,
+    sort: { key: "top1", dir: -1 },
+    timer: null,
+  };
+
+  function completedTrials() {
+    return state.trials.filter(
+      (t) => t.state === "completed" && t.top1 !== null && t.top1 !== undefined && t.macs
+    );
+  }
+
+  function bestTrial() {
+    const done = completedTrials().filter(
+      (t) => !state.search.max_macs || t.macs <= state.search.max_macs
+    );
+    if (done.length === 0) return null;
+    return done.reduce((a, b) => (b.top1 > a.top1 ? b : a));
+  }
+
+  function hoverData(t) {
+    const f = factorsOf(t);
+    return [
+      t.id,
+      f.r,
+      f.d_i,
+      f.d_m,
+      f.w,
+      t.resolution ?? (t.arch && t.arch.resolution) ?? "?",
+      fmtCount(t.params),
+      t.worker || "–",
+      kindLabel(t.kind),
+      t.surrogate ? " · surrogate result" : "",
+      fmtMacs(t.macs),
+    ];
+  }
+
+  const HOVER =
+    "<b>trial %{customdata[0]}</b> · %{customdata[8]}<br>" +
+    "top-1 <b>%{y:.2f} %</b> at %{customdata[10]}MACs<br>" +
+    "r %{customdata[1]:.3f} · d<sub>i</sub> %{customdata[2]:.3f} · " +
+    "d<sub>m</sub> %{customdata[3]:.3f} · w %{customdata[4]:.3f}<br>" +
+    "resolution %{customdata[5]} px · params %{customdata[6]}<br>" +
+    "worker %{customdata[7]}%{customdata[9]}<extra></extra>";
+
+  function renderPareto() {
+    const done = completedTrials();
+    const search = state.search;
+    $("pareto-plot").dataset.points = String(done.length);
+    if (done.length === 0) {
+      clearPlot("pareto-plot");
+      const failed = (search.counts && search.counts.failed) || 0;
+      showMessage(
+        "pareto-empty",
+        search.state === "running"
+          ? "No completed trials yet — the front appears when the first trial finishes" +
+              (failed ? ` (${failed} failed so far; see the table below).` : ".")
+          : `This search has no completed trials (${search.state}).`
+      );
+      return;
+    }
+    showMessage("pareto-empty", "");
+    const frontIdx = new Set(paretoIndices(done));
+    const front = done.filter((t, i) => frontIdx.has(i)).sort((a, b) => a.macs - b.macs);
+    const traces = [
+      {
+        name: "Pareto front",
+        x: front.map((t) => t.macs / 1e6),
+        y: front.map((t) => 100 * t.top1),
+        mode: "lines",
+        line: { color: ACCENT, width: 2.5 },
+        hoverinfo: "skip",
+      },
+    ];
+    const groups = [
+      { name: "trial", test: (t, i) => !REFERENCE_STYLE[t.kind] && !frontIdx.has(i),
+        marker: { color: "rgba(120, 144, 178, 0.75)", size: 8, line: { color: "#fff", width: 1 } } },
+      { name: "trial on the front", test: (t, i) => !REFERENCE_STYLE[t.kind] && frontIdx.has(i),
+        marker: { color: ACCENT, size: 12, line: { color: "#fff", width: 1.5 } } },
+    ];
+    for (const [kind, style] of Object.entries(REFERENCE_STYLE)) {
+      groups.push({ name: style.name, test: (t) => t.kind === kind,
+        marker: { color: style.color, symbol: style.symbol, size: 15, line: { color: "#1d2633", width: 1 } } });
+    }
+    for (const g of groups) {
+      const members = done.filter(g.test);
+      if (members.length === 0) continue;
+      traces.push({
+        name: g.name,
+        x: members.map((t) => t.macs / 1e6),
+        y: members.map((t) => 100 * t.top1),
+        customdata: members.map(hoverData),
+        mode: "markers",
+        type: "scatter",
+        marker: g.marker,
+        hovertemplate: HOVER,
+      });
+    }
+    const shapes = [];
+    const annotations = [];
+    if (search.max_macs) {
+      const x = search.max_macs / 1e6;
+      shapes.push({ type: "rect", xref: "x", yref: "paper", x0: x, x1: x * 1.08, y0: 0, y1: 1,
+        fillcolor: "rgba(214, 69, 69, 0.07)", line: { width: 0 }, layer: "below" });
+      shapes.push({ type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
+        line: { color: BAD, width: 2, dash: "dash" } });
+      annotations.push({ xref: "x", yref: "paper", x, y: 1, yanchor: "bottom", xanchor: "right",
+        text: `budget ${fmtMacs(search.max_macs)}MACs`, showarrow: false,
+        font: { color: BAD, size: 12 } });
+    }
+    if (search.min_macs) {
+      const x = search.min_macs / 1e6;
+      shapes.push({ type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
+        line: { color: "#8a94a3", width: 1.5, dash: "dot" } });
+    }
+    const surrogate = done.some((t) => t.surrogate);
+    draw("pareto-plot", traces, baseLayout({
+      xaxis: axis("MACs per image (millions)"),
+      yaxis: axis("top-1 accuracy (%)"),
+      shapes,
+      annotations: annotations.concat(surrogate ? [{
+        xref: "paper", yref: "paper", x: 0, y: 1, xanchor: "left", yanchor: "bottom",
+        text: "surrogate results (not trained)", showarrow: false,
+        font: { color: "#6331a3", size: 11 } }] : []),
+      legend: { orientation: "h", y: -0.16, yanchor: "top", x: 0 },
+      margin: { l: 56, r: 16, t: 28, b: 20 },
+    }));
+  }
+
+  function factorBars(values, bands, color) {
+    const maxShown = 2.5;
+    const box = el("div", { class: "factor-bars" });
+    for (const f of FACTORS) {
+      const v = values[f];
+      if (v === undefined || v === null) continue;
+      const fill = el("div", {
+        class: "factor-fill",
+        style: `width:${Math.min(v / maxShown, 1) * 100}%;background:${color || FACTOR_COLOR[f]}`,
+      });
+      const track = el("div", { class: "factor-track", title: `${f} = ${fmtNum(v, 3)} × baseline` }, [fill]);
+      if (bands && bands[f] !== undefined) {
+        const lo = Math.max(0, v - 2 * bands[f]);
+        const hi = Math.min(maxShown, v + 2 * bands[f]);
+        track.appendChild(el("div", {
+          class: "factor-band",
+          style: `left:${(lo / maxShown) * 100}%;width:${((hi - lo) / maxShown) * 100}%`,
+        }));
+      }
+      track.appendChild(el("div", { class: "factor-one", style: `left:${(1 / maxShown) * 100}%`, title: "baseline (1.0)" }));
+      const name = el("div", { class: "factor-name" }, [f, el("small", { text: FACTOR_PLAIN[f] })]);
+      box.append(name, track, el("div", { class: "factor-value", text: fmtNum(v, 2) + "×" }));
+    }
+    return box;
+  }
+
+  function budgetMeter(macs, budget) {
+    const ratio = budget ? macs / budget : 0;
+    return el("div", { class: "budget-meter", title: `${fmtMacs(macs)} of ${fmtMacs(budget)} MACs` }, [
+      el("div", {
+        class: "budget-meter-fill" + (ratio > 1 ? " over" : ""),
+        style: `width:${Math.min(ratio, 1) * 100}%`,
+      }),
+    ]);
+  }
+
+  function renderBest() {
+    const box = $("best-summary");
+    const best = bestTrial();
+    if (!best) {
+      box.replaceChildren(el("p", { class: "empty", text: "No completed trial yet." }));
+      return;
+    }
+    const refs = completedTrials().filter((t) => REFERENCE_STYLE[t.kind] && t.id !== best.id);
+    const compare = el("ul", { class: "compare" });
+    for (const ref of refs) {
+      const delta = 100 * (best.top1 - ref.top1);
+      compare.appendChild(el("li", {}, [
+        el("span", { class: delta >= 0 ? "text-good" : "text-bad",
+          text: `${delta >= 0 ? "+" : ""}${delta.toFixed(1)} pts` }),
+        ` vs ${REFERENCE_STYLE[ref.kind].name} (${fmtPct(ref.top1)})`,
+      ]));
+    }
+    box.replaceChildren(
+      el("p", { class: "best-line" }, [
+        el("strong", { style: "font-size:1.6rem", text: fmtPct(best.top1) }),
+        " top-1 · ",
+        el("a", { href: "#trial-" + best.id, text: `trial ${best.id}` }),
+        best.surrogate ? el("span", { class: "tag", style: "margin-left:6px", text: "surrogate" }) : null,
+        REFERENCE_STYLE[best.kind] ? el("span", { class: "tag kind-ref", style: "margin-left:6px", text: REFERENCE_STYLE[best.kind].name }) : null,
+      ]),
+      el("div", { class: "small muted", text: `${fmtMacs(best.macs)}MACs of the ${fmtMacs(state.search.max_macs)}MACs budget` }),
+      budgetMeter(best.macs, state.search.max_macs),
+      factorBars(factorsOf(best)),
+      el("div", { class: "small muted", text: `resolution ${best.resolution ?? "?"} px · ${fmtCount(best.params)} params · bars show × baseline (black tick = 1)` }),
+      refs.length ? compare : null
+    );
+  }
+
+  function renderImportance() {
+    const a = state.analysis;
+    if (!a || !a.fitted || !a.importance) {
+      clearPlot("importance-plot");
+      showMessage("importance-empty", a && !a.fitted ? "Shown once the GP is fitted." : "");
+      return;
+    }
+    showMessage("importance-empty", "");
+    const entries = FACTORS.filter((f) => a.importance[f] !== undefined)
+      .map((f) => [f, Number(a.importance[f])])
+      .sort((p, q) => p[1] - q[1]);
+    const total = entries.reduce((s, e) => s + e[1], 0) || 1;
+    draw("importance-plot", [{
+      type: "bar",
+      orientation: "h",
+      y: entries.map((e) => `${e[0]} (${FACTOR_PLAIN[e[0]]})`),
+      x: entries.map((e) => (100 * e[1]) / total),
+      marker: { color: entries.map((e) => FACTOR_COLOR[e[0]]) },
+      text: entries.map((e) => ((100 * e[1]) / total).toFixed(0) + " %"),
+      textposition: "auto",
+      hovertemplate: "%{y}: %{x:.1f} % of the importance<extra></extra>",
+    }], baseLayout({
+      xaxis: axis("share of importance (%)", { rangemode: "tozero" }),
+      yaxis: axis("", { automargin: true }),
+      margin: { l: 10, r: 10, t: 8, b: 40 },
+      showlegend: false,
+    }));
+  }
+
+  function analysisMessage() {
+    const a = state.analysis;
+    if (!a) return "The GP views could not be loaded.";
+    if (a.error) return a.error;
+    if (!a.fitted) {
+      const n = a.n !== undefined ? ` (${a.n} completed so far)` : "";
+      return `The GP is not fitted yet${n}: ${a.reason || "it needs more completed trials"}.`;
+    }
+    return "";
+  }
+
+  function render1d() {
+    const a = state.analysis;
+    const message = analysisMessage();
+    if (message || !a.one_d) {
+      for (const f of FACTORS) clearPlot("gp1d-" + f);
+      showMessage("gp-empty", message || "The analysis has no 1-D views.");
+      return;
+    }
+    showMessage("gp-empty", "");
+    const ref = a.reference_top1;
+    // One shared y range so the four plots compare how much each factor moves top-1.
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const f of FACTORS) {
+      const v = a.one_d[f];
+      if (!v) continue;
+      for (const y of v.lower.concat(v.upper, (v.observations || []).map((o) => o.top1))) {
+        lo = Math.min(lo, y);
+        hi = Math.max(hi, y);
+      }
+    }
+    if (ref !== null && ref !== undefined) {
+      lo = Math.min(lo, ref);
+      hi = Math.max(hi, ref);
+    }
+    const pad = Math.max((hi - lo) * 0.06, 0.002);
+    const yRange = [100 * (lo - pad), 100 * (hi + pad)];
+    for (const [i, f] of FACTORS.entries()) {
+      const v = a.one_d[f];
+      if (!v) {
+        clearPlot("gp1d-" + f);
+        continue;
+      }
+      const color = FACTOR_COLOR[f];
+      const obs = v.observations || [];
+      const better = obs.filter((o) => o.better);
+      const worse = obs.filter((o) => !o.better);
+      const traces = [
+        { x: v.x, y: v.upper.map((y) => 100 * y), mode: "lines", line: { width: 0 },
+          hoverinfo: "skip", showlegend: false },
+        { x: v.x, y: v.lower.map((y) => 100 * y), mode: "lines", line: { width: 0 },
+          fill: "tonexty", fillcolor: hexA(color, 0.18), hoverinfo: "skip", name: "95 % band",
+          showlegend: false },
+        { x: v.x, y: v.mean.map((y) => 100 * y), mode: "lines", line: { color, width: 2.5 },
+          name: "GP mean", showlegend: false,
+          hovertemplate: `${f} %{x:.2f}: %{y:.2f} %<extra>GP mean</extra>` },
+        { x: better.map((o) => o.x), y: better.map((o) => 100 * o.top1), mode: "markers",
+          marker: { color: GOOD, size: 7, line: { color: "#fff", width: 1 } }, name: "better than reference",
+          showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>better</extra>` },
+        { x: worse.map((o) => o.x), y: worse.map((o) => 100 * o.top1), mode: "markers",
+          marker: { color: BAD, size: 7, line: { color: "#fff", width: 1 } }, name: "worse than reference",
+          showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>not better</extra>` },
+      ];
+      const shapes = [];
+      if (ref !== null && ref !== undefined) {
+        shapes.push({ type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: 100 * ref, y1: 100 * ref,
+          line: { color: "#555", width: 1.2, dash: "dot" } });
+      }
+      const share = a.importance && a.importance[f] !== undefined
+        ? ` <span style="font-size:11px;color:#5f6b7a">(importance ${(100 * a.importance[f] / FACTORS.reduce((s, g) => s + (a.importance[g] || 0), 0)).toFixed(0)} %)</span>`
+        : "";
+      draw("gp1d-" + f, traces, baseLayout({
+        title: { text: FACTOR_TITLE[f] + share, font: { size: 13, color }, x: 0.02, xanchor: "left" },
+        xaxis: axis(f + " (× baseline)"),
+        yaxis: axis(i === 0 ? "top-1 (%)" : "", { range: yRange }),
+        shapes,
+        margin: { l: i === 0 ? 50 : 36, r: 8, t: 30, b: 40 },
+        showlegend: false,
+      }));
+    }
+  }
+
+  function hexA(hex, alpha) {
+    const n = parseInt(hex.slice(1), 16);
+    return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+  }
+
+  /** search.analyze's grids are indexed [i over x][j over y]; Plotly wants z[row = y][col = x]. */
+  function gridToZ(grid, xs, ys) {
+    if (grid.length === xs.length && xs.length !== ys.length) {
+      return ys.map((_, j) => xs.map((__, i) => grid[i][j]));
+    }
+    if (grid.length === ys.length && xs.length !== ys.length) return grid;
+    return Z_ROWS_ARE_X ? ys.map((_, j) => xs.map((__, i) => grid[i][j])) : grid;
+  }
+  const Z_ROWS_ARE_X = true;
+
+  function render2d() {
+    const a = state.analysis;
+    const message = analysisMessage();
+    const ids = [];
+    for (const pair of ["r-w", "r-d_m"]) for (const stat of ["mean", "std"]) ids.push([pair, stat]);
+    if (message || !a.two_d) {
+      for (const [pair, stat] of ids) clearPlot(`gp2d-${pair}-${stat}`);
+      showMessage("gp2d-empty", message || "The analysis has no 2-D views.");
+      return;
+    }
+    showMessage("gp2d-empty", "");
+    const done = completedTrials();
+    const best = bestTrial();
+    for (const [pair, stat] of ids) {
+      const id = `gp2d-${pair}-${stat}`;
+      const g = a.two_d[pair];
+      if (!g || !g[stat]) {
+        clearPlot(id);
+        continue;
+      }
+      const [fx, fy] = pair.split("-");
+      const z = gridToZ(g[stat], g.x, g.y).map((row) => row.map((v) => 100 * v));
+      const traces = [
+        {
+          type: "contour",
+          x: g.x,
+          y: g.y,
+          z,
+          colorscale: stat === "mean" ? "Viridis" : "Blues",
+          reversescale: false,
+          ncontours: 14,
+          contours: { coloring: "heatmap", showlines: true },
+          line: { width: 0.5, color: "rgba(255,255,255,0.35)" },
+          colorbar: { thickness: 10, len: 0.9, title: { text: stat === "mean" ? "top-1 %" : "std %", side: "right" }, outlinewidth: 0 },
+          hovertemplate: `${fx} %{x:.2f}, ${fy} %{y:.2f}: %{z:.2f} %<extra>${stat}</extra>`,
+        },
+        {
+          type: "scatter",
+          mode: "markers",
+          x: done.map((t) => factorsOf(t)[fx]),
+          y: done.map((t) => factorsOf(t)[fy]),
+          marker: { color: "rgba(255,255,255,0.9)", size: 6, line: { color: "#1d2633", width: 1 } },
+          hovertemplate: `trial %{text}<extra></extra>`,
+          text: done.map((t) => String(t.id)),
+          showlegend: false,
+        },
+      ];
+      if (best) {
+        traces.push({
+          type: "scatter", mode: "markers", x: [factorsOf(best)[fx]], y: [factorsOf(best)[fy]],
+          marker: { symbol: "star", color: "#ffcc00", size: 15, line: { color: "#1d2633", width: 1 } },
+          hovertemplate: `best: trial ${best.id}<extra></extra>`, showlegend: false,
+        });
+      }
+      const sub = (name) => name.replace("_", "<sub>") + (name.includes("_") ? "</sub>" : "");
+      draw(id, traces, baseLayout({
+        title: { text: `${sub(fx)}–${sub(fy)}: ${stat === "mean" ? "posterior mean" : "uncertainty (std)"}`, font: { size: 13 }, x: 0.02, xanchor: "left" },
+        xaxis: axis(fx, { range: [Math.min(...g.x), Math.max(...g.x)] }),
+        yaxis: axis(fy, { range: [Math.min(...g.y), Math.max(...g.y)] }),
+        margin: { l: 44, r: 8, t: 30, b: 40 },
+        showlegend: false,
+      }));
+    }
+  }
+
+  function renderFormulaPlot() {
+    const curve = state.curve;
+    if (!curve || !curve.factors) {
+      clearPlot("formula-plot");
+      showMessage("formula-empty", state.curveError || "The formula is not available yet.");
+      return;
+    }
+    showMessage("formula-empty", "");
+    const traces = [];
+    const annotations = [];
+    const shapes = [];
+    const layout = baseLayout({
+      grid: { rows: 1, columns: 4, pattern: "independent", xgap: 0.12 },
+      showlegend: false,
+      margin: { l: 44, r: 10, t: 36, b: 44 },
+    });
+    for (const [i, f] of FACTORS.entries()) {
+      const v = curve.factors[f];
+      if (!v) continue;
+      const suffix = i === 0 ? "" : String(i + 1);
+      const xa = "x" + suffix;
+      const ya = "y" + suffix;
+      const color = FACTOR_COLOR[f];
+      traces.push(
+        { x: curve.c, y: v.upper, xaxis: xa, yaxis: ya, mode: "lines", line: { width: 0 }, hoverinfo: "skip" },
+        { x: curve.c, y: v.lower, xaxis: xa, yaxis: ya, mode: "lines", line: { width: 0 }, fill: "tonexty",
+          fillcolor: hexA(color, 0.18), hoverinfo: "skip" },
+        { x: curve.c, y: v.mean, xaxis: xa, yaxis: ya, mode: "lines", line: { color, width: 2.5 },
+          hovertemplate: `c %{x:.2f}: ${f} = %{y:.3f}<extra></extra>` }
+      );
+      const pts = (curve.points || []).filter((p) => p[f] !== undefined);
+      if (pts.length) {
+        traces.push({ x: pts.map((p) => p.c), y: pts.map((p) => p[f]), xaxis: xa, yaxis: ya, mode: "markers",
+          marker: { color: "#fff", size: 6, line: { color, width: 1.5 } },
+          hovertemplate: `Pareto trial: c %{x:.2f}, ${f} %{y:.3f}<extra></extra>` });
+      }
+      layout["xaxis" + suffix] = axis("c = MACs / m<sub>0</sub>");
+      layout["yaxis" + suffix] = axis(i === 0 ? "factor (× baseline)" : "");
+      annotations.push({ text: `<b>${FACTOR_TITLE[f]}</b>`, font: { color, size: 13 }, showarrow: false,
+        xref: xa + " domain", yref: ya + " domain", x: 0, y: 1.02, xanchor: "left", yanchor: "bottom" });
+      const marks = [];
+      if (state.search.c) marks.push([state.search.c, "#8a94a3", "dot"]);
+      if (state.formulaC) marks.push([state.formulaC, "#1d2633", "dash"]);
+      for (const [c, lineColor, dash] of marks) {
+        shapes.push({ type: "line", xref: xa, yref: ya + " domain", x0: c, x1: c, y0: 0, y1: 1,
+          line: { color: lineColor, width: 1.5, dash } });
+      }
+      if (state.formula && state.formula.factors && state.formula.factors[f]) {
+        traces.push({ x: [state.formula.c], y: [state.formula.factors[f].mean], xaxis: xa, yaxis: ya,
+          mode: "markers", marker: { color, size: 12, symbol: "diamond", line: { color: "#1d2633", width: 1.5 } },
+          hovertemplate: `recommended for c %{x:.2f}: ${f} %{y:.3f}<extra></extra>` });
+      }
+    }
+    layout.annotations = annotations;
+    layout.shapes = shapes;
+    draw("formula-plot", traces, layout);
+  }
+
+  async function runFormula(c) {
+    const box = $("formula-result");
+    box.replaceChildren(el("p", { class: "muted", text: "Asking the formula…" }));
+    const reply = await getJSON(
+      `/api/searches/${encodeURIComponent(state.search.id)}/formula?c=${encodeURIComponent(c)}`
+    );
+    if (!reply.ok) {
+      state.formula = null;
+      state.formulaC = null;
+      box.replaceChildren(el("p", { class: "empty", id: "formula-error", text: "No recommendation yet: " + errorText(reply) }));
+      renderFormulaPlot();
+      return;
+    }
+    const r = reply.body;
+    state.formula = r;
+    state.formulaC = Number(r.c);
+    const means = {};
+    const stds = {};
+    for (const f of FACTORS) {
+      if (r.factors && r.factors[f]) {
+        means[f] = Number(r.factors[f].mean);
+        stds[f] = Number(r.factors[f].std);
+      }
+    }
+    const built = r.scale || means;
+    const arch = r.arch || {};
+    const resolution = arch.resolution ?? "?";
+    const over = r.max_macs && r.macs > r.max_macs;
+    box.replaceChildren(
+      el("div", { id: "formula-recommendation" }, [
+        el("p", {}, [
+          "For ",
+          el("strong", { text: `c = ${fmtNum(r.c, 2)}` }),
+          ` (≤ ${fmtMacs(r.max_macs)}MACs) build:`,
+        ]),
+        factorBars(built, stds),
+        el("dl", { class: "kv" }, [
+          el("dt", { text: "MACs" }),
+          el("dd", { id: "formula-macs" }, [
+            el("strong", { text: `${fmtMacs(r.macs)}` }),
+            ` of ${fmtMacs(r.max_macs)} allowed`,
+            over ? el("span", { class: "text-bad", text: " (over)" }) : null,
+          ]),
+          el("dt", { text: "params" }),
+          el("dd", { text: fmtCount(r.params) }),
+          el("dt", { text: "resolution" }),
+          el("dd", { text: `${resolution} px` }),
+          el("dt", { text: "formula" }),
+          el("dd", { class: "small", text: FACTORS.filter((f) => means[f] !== undefined)
+            .map((f) => `${f} ${fmtNum(means[f], 2)} ± ${fmtNum(stds[f], 2)}`).join(" · ") }),
+        ]),
+        budgetMeter(r.macs, r.max_macs),
+        el("p", { class: "small muted", text: "Bars: the factors that were built (× baseline, black tick = 1); grey: ±2 std of the formula." }),
+      ])
+    );
+    renderFormulaPlot();
+  }
+
+  // --- trials table -------------------------------------------------------------------------
+
+  const COLUMNS = [
+    { key: "id", label: "#", num: true, value: (t) => t.id },
+    { key: "kind", label: "kind", value: (t) => t.kind || "search",
+      cell: (t) => REFERENCE_STYLE[t.kind] ? el("span", { class: "tag kind-ref", text: REFERENCE_STYLE[t.kind].name }) : document.createTextNode(kindLabel(t.kind)) },
+    { key: "state", label: "state", value: (t) => t.state,
+      cell: (t) => el("span", { class: `badge state-${t.state}`, text: t.state }) },
+    ...FACTORS.map((f) => ({ key: f, label: f, num: true, value: (t) => factorsOf(t)[f], show: (v) => fmtNum(v, 3) })),
+    { key: "resolution", label: "px", num: true, value: (t) => t.resolution ?? (t.arch && t.arch.resolution) },
+    { key: "macs", label: "MACs", num: true, value: (t) => t.macs, show: fmtMacs },
+    { key: "params", label: "params", num: true, value: (t) => t.params, show: fmtCount },
+    { key: "top1", label: "top-1", num: true, value: (t) => t.top1, show: (v) => fmtPct(v, 2) },
+    { key: "top5", label: "top-5", num: true, value: (t) => t.top5, show: (v) => fmtPct(v, 2) },
+    { key: "latency_ms", label: "latency ms", num: true, value: (t) => t.latency_ms, show: (v) => fmtNum(v, 2) },
+    { key: "worker", label: "worker", value: (t) => t.worker },
+    { key: "attempts", label: "tries", num: true, value: (t) => t.attempts },
+    { key: "source", label: "source", value: (t) => (t.state === "completed" ? (t.surrogate ? "surrogate" : "trained") : null) },
+    { key: "error", label: "error", value: (t) => t.error,
+      cell: (t) => (t.error ? el("div", { class: "error-text", text: t.error }) : document.createTextNode("")) },
+  ];
+
+  function compareValues(a, b) {
+    const aNull = a === null || a === undefined || a === "";
+    const bNull = b === null || b === undefined || b === "";
+    if (aNull || bNull) return aNull === bNull ? 0 : aNull ? 1 : -1;
+    if (typeof a === "number" && typeof b === "number") return a - b;
+    return String(a).localeCompare(String(b), undefined, { numeric: true });
+  }
+
+  function renderTrials() {
+    const table = $("trials-table");
+    const headRow = table.tHead.rows[0];
+    if (headRow.cells.length === 0) {
+      for (const col of COLUMNS) {
+        const th = el("th", { class: col.num ? "num" : "", "data-key": col.key, scope: "col", text: col.label });
+        th.addEventListener("click", () => {
+          state.sort = { key: col.key, dir: state.sort.key === col.key ? -state.sort.dir : col.num ? -1 : 1 };
+          renderTrials();
+        });
+        headRow.appendChild(th);
+      }
+    }
+    for (const th of headRow.cells) {
+      if (th.dataset.key === state.sort.key) th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+    const col = COLUMNS.find((c) => c.key === state.sort.key) || COLUMNS[0];
+    const rows = state.trials.slice().sort((a, b) => {
+      const av = col.value(a);
+      const bv = col.value(b);
+      const nullish = (v) => v === null || v === undefined || v === "";
+      if (nullish(av) || nullish(bv)) return compareValues(av, bv); // empty cells last either way
+      return state.sort.dir * compareValues(av, bv) || compareValues(a.id, b.id);
+    });
+    const done = completedTrials();
+    const front = new Set(paretoIndices(done).map((i) => done[i].id));
+    const body = el("tbody");
+    for (const t of rows) {
+      const tr = el("tr", {
+        id: "trial-" + t.id,
+        class: [t.state === "failed" ? "row-failed" : "", front.has(t.id) ? "row-front" : ""].join(" ").trim(),
+        title: front.has(t.id) ? "on the Pareto front" : null,
+      });
+      for (const c of COLUMNS) {
+        const v = c.value(t);
+        const td = el("td", { class: c.num ? "num" : "" });
+        if (c.cell) td.appendChild(c.cell(t));
+        else td.textContent = v === null || v === undefined ? "–" : c.show ? c.show(v) : String(v);
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    table.replaceChild(body, table.tBodies[0]);
+    const counts = state.trials.reduce((acc, t) => ((acc[t.state] = (acc[t.state] || 0) + 1), acc), {});
+    $("trials-count").textContent = `— ${state.trials.length} in all` +
+      Object.entries(counts).map(([s, n]) => ` · ${n} ${s}`).join("");
+    showMessage("trials-empty", state.trials.length ? "" : "No trials yet: the planner queues the reference trials first, then the strategy's suggestions.");
+    table.hidden = state.trials.length === 0;
+  }
+
+  function renderCurves() {
+    const withCurves = state.trials.filter((t) => Array.isArray(t.curve) && t.curve.length > 0);
+    if (withCurves.length === 0) {
+      clearPlot("curves-plot");
+      showMessage("curves-empty", "No learning curves yet: they appear as trials report epochs.");
+      return;
+    }
+    showMessage("curves-empty", "");
+    const best = bestTrial();
+    const traces = withCurves
+      .sort((a, b) => (a.top1 ?? 0) - (b.top1 ?? 0))
+      .map((t) => {
+        const ref = REFERENCE_STYLE[t.kind];
+        const isBest = best && t.id === best.id;
+        const pts = t.curve.filter((p) => p.val_top1 !== null && p.val_top1 !== undefined);
+        return {
+          name: isBest ? `best (trial ${t.id})` : ref ? ref.name : `trial ${t.id}`,
+          x: pts.map((p) => p.epoch),
+          y: pts.map((p) => 100 * p.val_top1),
+          mode: pts.length === 1 ? "markers" : "lines",
+          showlegend: Boolean(ref || isBest),
+          line: {
+            color: isBest ? ACCENT : ref ? ref.color : "rgba(120, 144, 178, 0.55)",
+            width: isBest ? 3 : ref ? 2 : 1.2,
+            dash: ref && !isBest ? "dash" : t.state === "running" ? "dot" : "solid",
+          },
+          hovertemplate: `trial ${t.id} (${t.state}) · epoch %{x}: %{y:.2f} %<extra></extra>`,
+        };
+      });
+    draw("curves-plot", traces, baseLayout({
+      xaxis: axis("epoch"),
+      yaxis: axis("validation top-1 (%)"),
+      legend: { orientation: "h", y: 1.02, yanchor: "bottom", x: 0 },
+      margin: { l: 56, r: 16, t: 30, b: 44 },
+    }));
+  }
+
+  // --- header, polling, stop ----------------------------------------------------------------
+
+  function renderHeader() {
+    const s = state.search;
+    const badge = $("search-state");
+    badge.textContent = s.state;
+    badge.className = `badge state-${s.state}`;
+    const done = (s.counts && s.counts.completed) || completedTrials().length;
+    const total = s.max_trials || 0;
+    const bar = $("search-progress");
+    bar.style.width = total ? `${Math.min(100, (100 * done) / total)}%` : "0%";
+    bar.className = `progress-fill state-${s.state}`;
+    const c = s.counts || {};
+    $("search-counts").textContent = `${done} / ${total} trials completed` +
+      (c.running ? ` · ${c.running} running` : "") + (c.queued ? ` · ${c.queued} queued` : "") +
+      (c.failed ? ` · ${c.failed} failed` : "");
+    $("surrogate-tag").hidden = !state.trials.some((t) => t.surrogate);
+    const stop = $("stop-button");
+    if (stop) stop.hidden = s.state !== "running";
+    const alert = $("search-alert");
+    if (s.state === "failed") {
+      alert.textContent = "This search failed." + (s.error ? " " + s.error : " The trials table shows what went wrong.");
+      alert.hidden = false;
+    } else if (alert.dataset.kind !== "error") {
+      alert.hidden = true;
+    }
+  }
+
+  function setAlert(text) {
+    const alert = $("search-alert");
+    alert.dataset.kind = text ? "error" : "";
+    alert.replaceChildren(document.createTextNode(text || ""));
+    alert.hidden = !text;
+  }
+
+  async function loadAnalysis(id) {
+    const [analysis, curve] = await Promise.all([
+      getJSON(`/api/searches/${id}/analysis`),
+      getJSON(`/api/searches/${id}/formula/curve`),
+    ]);
+    state.analysis = analysis.ok ? analysis.body : { fitted: false, error: "The GP views could not be loaded: " + errorText(analysis) };
+    if (curve.ok) {
+      state.curve = curve.body;
+      state.curveError = null;
+    } else {
+      state.curve = null;
+      state.curveError = "The downsizing formula is not available yet: " + errorText(curve);
+    }
+  }
+
+  async function refresh(first) {
+    const id = encodeURIComponent(state.search.id);
+    const [search, trials] = await Promise.all([
+      getJSON(`/api/searches/${id}`),
+      getJSON(`/api/searches/${id}/trials`),
+    ]);
+    if (search.status === 401 || trials.status === 401) {
+      setAlert("Your session has ended: log in again to keep watching this search.");
+      $("refresh-note").replaceChildren(el("a", { href: `/login?next=${encodeURIComponent(location.pathname)}`, text: "Log in" }));
+      return;
+    }
+    if (search.ok) state.search = search.body;
+    if (trials.ok) state.trials = asList(trials.body);
+    if (!search.ok || !trials.ok) setAlert("Could not refresh: " + errorText(search.ok ? trials : search));
+    else setAlert("");
+    const completed = completedTrials().length;
+    if (first || completed !== state.lastCompleted) {
+      await loadAnalysis(id);
+      state.lastCompleted = completed;
+      if (state.formulaC !== null) await runFormula(state.formulaC);
+    }
+    renderAll();
+    const running = state.search.state === "running";
+    const now = new Date().toLocaleTimeString();
+    $("refresh-note").textContent = running
+      ? `updated ${now} · refreshing every ${POLL_MS / 1000} s`
+      : `search ${state.search.state} · updated ${now}`;
+    if (running) state.timer = setTimeout(() => refresh(false), POLL_MS);
+    else state.timer = null;
+  }
+
+  function renderAll() {
+    renderHeader();
+    const parts = [renderPareto, renderBest, renderImportance, render1d, render2d, renderFormulaPlot, renderCurves, renderTrials];
+    for (const part of parts) {
+      try {
+        part();
+      } catch (err) {
+        // One broken view must not take the others down; say so instead of a blank page.
+        setAlert(`Part of this page could not be drawn (${part.name}): ${err.message}`);
+        if (window.console) console.warn(err);
+      }
+    }
+  }
+
+  async function stopSearch() {
+    const button = $("stop-button");
+    if (!window.confirm("Stop this search? Queued trials are dropped and running ones are told to stop.")) return;
+    button.disabled = true;
+    const reply = await getJSON(`/api/searches/${encodeURIComponent(state.search.id)}/stop`, { method: "POST" });
+    button.disabled = false;
+    if (!reply.ok) {
+      setAlert("Could not stop the search: " + errorText(reply));
+      return;
+    }
+    if (state.timer) clearTimeout(state.timer);
+    await refresh(false);
+  }
+
+  async function initSearchPage() {
+    state.search = JSON.parse($("search-data").textContent);
+    state.role = JSON.parse($("viewer-data").textContent).role;
+    if (!window.Plotly) {
+      setAlert("The plotting library did not load (/static/plotly.min.js); the tables still work.");
+      window.Plotly = { react: () => Promise.resolve(), purge: () => {} };
+    }
+    $("formula-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const c = Number($("formula-c").value);
+      runFormula(c).then(markReady);
+    });
+    const stop = $("stop-button");
+    if (stop) stop.addEventListener("click", stopSearch);
+    await refresh(true);
+    await runFormula(Number($("formula-c").value));
+    markReady();
+  }
+
+  function markReady() {
+    document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const page = document.body.dataset.page;
+    if (page === "searches") initSearchList();
+    if (page === "search") {
+      initSearchPage().catch((err) => {
+        setAlert("This page could not be drawn: " + err.message);
+        markReady();
+      });
+    }
+  });
+})();
