@@ -1,0 +1,19 @@
+"""`python -m workers ...`: the worker command on a box that has only the worker's dependencies.
+
+Same options as `vitcube worker`; `--gpus` starts its per-GPU children this way. Imports
+nothing from service/ or search/.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from workers.cli import worker_command
+
+
+def main() -> None:
+    typer.run(worker_command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""The worker's HTTP client for the vitcube REST API (lease, heartbeat, complete, fail).
+
+Every call retries connection errors, timeouts, 429 and 5xx responses with exponential
+backoff and jitter (honouring `Retry-After`), until an optional deadline passes or an abort
+event is set; a 409 (the lease is no longer ours) raises `LeaseLost`; 401/403 raise
+`AuthError`; any other 4xx raises `RequestRejected` with the server's message. A 204 from
+lease means "nothing queued" and returns None; polite idling is the caller's business.
+
+Imports httpx; never service/, search/ or torch.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class ClientError(Exception):
+    """Base class of the errors this client raises."""
+
+
+class LeaseLost(ClientError):
+    """409: the lease expired or the trial was re-leased, stopped or completed elsewhere."""
+
+
+class AuthError(ClientError):
+    """401/403: the token is missing, unknown or lacks the worker role."""
+
+
+class RequestRejected(ClientError):
+    """A 4xx other than 401/403/409: retrying the same request cannot succeed."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class ServerUnavailable(ClientError):
+    """The server could not be reached (or kept answering 5xx) before the deadline or abort."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits d/2..d, d = min(max_s, initial_s·2ⁿ)."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.max_s, self.initial_s * (2.0 ** min(attempt, 30)))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A leased trial (the 200 body of POST /api/trials/lease)."""
+
+    id: int
+    lease_id: str
+    search_id: int
+    arch: dict[str, Any]
+    dataset: dict[str, Any]
+    training: dict[str, Any]
+    seed: int
+    lease_seconds: float
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Lease:
+        return cls(
+            id=int(body["id"]),
+            lease_id=str(body["lease_id"]),
+            search_id=int(body["search_id"]),
+            arch=dict(body["arch"]),
+            dataset=dict(body.get("dataset") or {"name": "digits"}),
+            training=dict(body.get("training") or {}),
+            seed=int(body.get("seed") or 0),
+            lease_seconds=float(body.get("lease_seconds") or 120.0),
+            raw=body,
+        )
+
+
+class VitcubeClient:
+    """Talks to one vitcube server as one named worker. Thread-safe (httpx.Client is)."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        worker: str,
+        timeout_s: float = 30.0,
+        backoff: Backoff | None = None,
+        log: Any = None,
+    ) -> None:
+        if not server.startswith(("http://", "https://")):
+            raise ValueError(f"--server must be an http:// or https:// URL, got {server!r}")
+        self.server = server.rstrip("/")
+        self.worker = worker
+        self.backoff = backoff or Backoff()
+        self._log = log or (lambda message: None)
+        self._http = httpx.Client(
+            base_url=self.server,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "vitcube-worker"},
+            timeout=timeout_s,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the four worker endpoints ------------------------------------------------------------
+
+    def lease(self, *, abort: threading.Event | None = None) -> Lease | None:
+        """Lease the next queued trial; None when nothing is queued (204). Retries until abort."""
+        response = self._request(
+            "POST", "/api/trials/lease", {"worker": self.worker}, deadline_s=None, abort=abort
+        )
+        if response.status_code == 204:
+            return None
+        return Lease.from_json(response.json())
+
+    def heartbeat(
+        self,
+        trial_id: int,
+        lease_id: str,
+        *,
+        epoch: int,
+        metrics: dict[str, float] | None = None,
+        deadline_s: float | None = 30.0,
+        abort: threading.Event | None = None,
+    ) -> str:
+        """Extend the lease; returns the server's action, "continue" or "stop"."""
+        body = {"lease_id": lease_id, "epoch": epoch, "metrics": metrics or {}}
+        response = self._request(
+            "POST", f"/api/trials/{trial_id}/heartbeat", body, deadline_s=deadline_s, abort=abort
+        )
+        return str(response.json().get("action", "continue"))
+
+    def complete(
+        self,
+        trial_id: int,
+        body: dict[str, Any],
+        *,
+        deadline_s: float | None = 60.0,
+        abort: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """Report a result (body as DESIGN.md's complete row, lease_id included)."""
+        response = self._request(
+            "POST", f"/api/trials/{trial_id}/complete", body, deadline_s=deadline_s, abort=abort
+        )
+        return dict(response.json())
+
+    def fail(
+        self,
+        trial_id: int,
+        lease_id: str,
+        error: str,
+        *,
+        retry: bool,
+        deadline_s: float | None = 20.0,
+        abort: threading.Event | None = None,
+    ) -> None:
+        """Give a trial up: `retry` true puts it back in the queue."""
+        body = {"lease_id": lease_id, "error": error[:20_000] or "unknown error", "retry": retry}
+        self._request(
+            "POST", f"/api/trials/{trial_id}/fail", body, deadline_s=deadline_s, abort=abort
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        deadline_s: float | None,
+        abort: threading.Event | None,
+    ) -> httpx.Response:
+        deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        attempt = 0
+        while True:
+            wait_s: float
+            try:
+                response = self._http.request(method, path, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as error:
+                problem = f"{type(error).__name__}: {error}"
+                wait_s = self.backoff.delay(attempt)
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response
+                detail = _detail(response)
+                if status == 409:
+                    raise LeaseLost(detail)
+                if status in (401, 403):
+                    raise AuthError(f"{status} from {self.server}{path}: {detail}")
+                if status not in RETRYABLE_STATUS:
+                    raise RequestRejected(status, detail)
+                problem = f"HTTP {status}: {detail}"
+                wait_s = max(self.backoff.delay(attempt), _retry_after(response))
+            attempt += 1
+            if deadline is not None and time.monotonic() + wait_s > deadline:
+                raise ServerUnavailable(f"{method} {self.server}{path} failed: {problem}")
+            self._log(f"{method} {path}: {problem}; retrying in {wait_s:.1f} s")
+            if abort is not None:
+                if abort.wait(wait_s):
+                    raise ServerUnavailable(
+                        f"{method} {self.server}{path} aborted after: {problem}"
+                    )
+            else:
+                time.sleep(wait_s)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:2000]
+    return str(body)[:2000]
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after")
+    try:
+        return min(300.0, max(0.0, float(value))) if value else 0.0
+    except ValueError:
+        return 0.0

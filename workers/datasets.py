@@ -1,0 +1,330 @@
+"""Datasets a worker trains on, loaded without torchvision.
+
+`load_dataset(spec, data_root)` turns a trial's `dataset` block into an `ImageDataset` of two
+splits. Small datasets (`digits`, `cifar10`, `cifar100`) are held whole in memory as uint8
+tensors `[N, 3, H, W]`; `imagefolder` is a list of files decoded with Pillow in DataLoader
+worker processes. Augmentation (random resized crop, flip, resizing to the trial's resolution)
+happens later, with torch on the training device (`workers.augment`).
+
+Anything missing or malformed raises `DatasetError` naming the path and the expected layout, so
+the worker fails the trial with `retry: false` instead of crashing.
+
+Imports torch, numpy, Pillow and scikit-learn; never service/ or search/.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
+
+CIFAR10_LAYOUT = (
+    "<data-root>/cifar-10-batches-py/ with the python-pickle batches data_batch_1 … data_batch_5 "
+    "and test_batch (cifar-10-python.tar.gz extracted)"
+)
+CIFAR100_LAYOUT = (
+    "<data-root>/cifar-100-python/ with the python-pickle files train and test "
+    "(cifar-100-python.tar.gz extracted)"
+)
+IMAGEFOLDER_LAYOUT = (
+    "<data-root>/train/<class>/<image> and <data-root>/val/<class>/<image> "
+    f"(images ending in {', '.join(IMAGE_SUFFIXES)}; val classes must also exist in train)"
+)
+
+
+class DatasetError(ValueError):
+    """The dataset is missing or malformed; the message names the path and the expected layout."""
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    """A split held in memory.
+
+    images: a `N x 3 x H x W` uint8 tensor; labels: a `N` int64 tensor.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class FolderSplit:
+    """A split of image files, decoded on demand (`FolderImages`)."""
+
+    files: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+Split = TensorSplit | FolderSplit
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Two splits and how to evaluate them.
+
+    val_crop_fraction: the centre crop taken before resizing for evaluation (ImageNet-style
+    0.875 for photographs, 1.0 for whole small images such as digits and CIFAR).
+    """
+
+    name: str
+    num_classes: int
+    train: Split
+    val: Split
+    val_crop_fraction: float = 1.0
+
+
+def load_dataset(spec: dict[str, Any], data_root: Path | str | None = None) -> ImageDataset:
+    """Load the dataset a trial names.
+
+    spec: the trial's `dataset` block, `{"name": "digits" | "cifar10" | "cifar100" |
+    "imagefolder", "path" (or "root"): optional sub-directory of data_root, "num_classes":
+    optional, checked against what is on disk}`.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise DatasetError(f"dataset must be an object with a 'name' (one of {DATASETS}): {spec!r}")
+    name = spec["name"]
+    if name == "digits":
+        return load_digits()
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; this worker knows {', '.join(DATASETS)}")
+    root = _resolve_root(name, spec, data_root)
+    if name == "cifar10":
+        data = load_cifar10(root)
+    elif name == "cifar100":
+        data = load_cifar100(root)
+    else:
+        data = load_imagefolder(root)
+    expected = spec.get("num_classes")
+    if expected is not None and expected != data.num_classes:
+        raise DatasetError(
+            f"dataset {name!r} at {root} has {data.num_classes} classes but the search says "
+            f"num_classes {expected}; fix the search or the folders"
+        )
+    return data
+
+
+def _resolve_root(name: str, spec: dict[str, Any], data_root: Path | str | None) -> Path:
+    layout = {
+        "cifar10": CIFAR10_LAYOUT,
+        "cifar100": CIFAR100_LAYOUT,
+        "imagefolder": IMAGEFOLDER_LAYOUT,
+    }[name]
+    if data_root is None:
+        raise DatasetError(f"dataset {name!r} needs --data-root DIR; expected {layout}")
+    root = Path(data_root).expanduser()
+    sub = spec.get("path") or spec.get("root")
+    if sub:
+        root = root / str(sub)
+    if not root.is_dir():
+        raise DatasetError(f"dataset {name!r}: {root} is not a directory; expected {layout}")
+    return root
+
+
+# --- digits -----------------------------------------------------------------------------------
+
+DIGITS_VAL_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+def load_digits() -> ImageDataset:
+    """scikit-learn's handwritten digits (1,797 8×8 grey images, 10 classes), shipped in the wheel.
+
+    The split is fixed (seed 0, 20 % validation, stratified by class) so every trial of every
+    search sees the same 1,437 training and 360 validation images.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    pixels = np.asarray(bunch.images, dtype=np.float64)  # [N, 8, 8] in 0..16
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    grey = np.clip(np.rint(pixels * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    images = np.repeat(grey[:, None, :, :], 3, axis=1)  # [N, 3, 8, 8]
+
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    val_index: list[int] = []
+    for label in range(10):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        val_index.extend(members[: round(len(members) * DIGITS_VAL_FRACTION)].tolist())
+    is_val = np.zeros(len(labels), dtype=bool)
+    is_val[val_index] = True
+    return ImageDataset(
+        name="digits",
+        num_classes=10,
+        train=_tensor_split(images[~is_val], labels[~is_val]),
+        val=_tensor_split(images[is_val], labels[is_val]),
+    )
+
+
+def _tensor_split(images: np.ndarray, labels: np.ndarray) -> TensorSplit:
+    return TensorSplit(
+        images=torch.from_numpy(np.ascontiguousarray(images)),
+        labels=torch.from_numpy(np.ascontiguousarray(labels)).long(),
+    )
+
+
+# --- CIFAR --------------------------------------------------------------------------------------
+
+
+def load_cifar10(root: Path) -> ImageDataset:
+    """CIFAR-10 from `root/cifar-10-batches-py/` (or `root` itself if it holds the batches)."""
+    folder = _cifar_folder(root, "cifar-10-batches-py", "data_batch_1", CIFAR10_LAYOUT)
+    train = [
+        _read_cifar_batch(folder / f"data_batch_{i}", b"labels", CIFAR10_LAYOUT)
+        for i in (1, 2, 3, 4, 5)
+    ]
+    test = _read_cifar_batch(folder / "test_batch", b"labels", CIFAR10_LAYOUT)
+    return _cifar_dataset("cifar10", 10, train, test, folder)
+
+
+def load_cifar100(root: Path) -> ImageDataset:
+    """CIFAR-100 (fine labels) from `root/cifar-100-python/` (or `root` itself)."""
+    folder = _cifar_folder(root, "cifar-100-python", "train", CIFAR100_LAYOUT)
+    train = _read_cifar_batch(folder / "train", b"fine_labels", CIFAR100_LAYOUT)
+    test = _read_cifar_batch(folder / "test", b"fine_labels", CIFAR100_LAYOUT)
+    return _cifar_dataset("cifar100", 100, [train], test, folder)
+
+
+def _cifar_folder(root: Path, name: str, marker: str, layout: str) -> Path:
+    for folder in (root / name, root):
+        if (folder / marker).is_file():
+            return folder
+    raise DatasetError(f"{root / name} not found or incomplete (no {marker}); expected {layout}")
+
+
+def _read_cifar_batch(path: Path, label_key: bytes, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing; expected {layout}")
+    try:
+        with path.open("rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except Exception as error:  # unpickling garbage raises nearly anything
+        raise DatasetError(
+            f"{path} is not a CIFAR python-pickle batch ({type(error).__name__}: {error}); "
+            f"expected {layout}"
+        ) from error
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
+        raise DatasetError(
+            f"{path}: 'data' has shape {data.shape} for {labels.shape[0]} labels; expected "
+            f"N x 3072 uint8 rows (3 x 32 x 32, channel-major) and N labels; expected {layout}"
+        )
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _cifar_dataset(
+    name: str,
+    num_classes: int,
+    train: list[tuple[np.ndarray, np.ndarray]],
+    test: tuple[np.ndarray, np.ndarray],
+    folder: Path,
+) -> ImageDataset:
+    train_images = np.concatenate([images for images, _ in train])
+    train_labels = np.concatenate([labels for _, labels in train])
+    for labels in (train_labels, test[1]):
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DatasetError(
+                f"{folder}: labels outside 0..{num_classes - 1} "
+                f"(found {labels.min()}..{labels.max()})"
+            )
+    return ImageDataset(
+        name=name,
+        num_classes=num_classes,
+        train=_tensor_split(train_images, train_labels),
+        val=_tensor_split(test[0], test[1]),
+    )
+
+
+# --- image folders --------------------------------------------------------------------------------
+
+
+def load_imagefolder(root: Path) -> ImageDataset:
+    """`root/train/<class>/*` and `root/val/<class>/*`; classes: the sorted train folder names."""
+    train_dir, val_dir = root / "train", root / "val"
+    for split_dir in (train_dir, val_dir):
+        if not split_dir.is_dir():
+            raise DatasetError(f"{split_dir} is not a directory; expected {IMAGEFOLDER_LAYOUT}")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(f"{train_dir} has no class folders; expected {IMAGEFOLDER_LAYOUT}")
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in index)
+    if unknown:
+        raise DatasetError(
+            f"{val_dir} has classes missing from {train_dir}: {', '.join(unknown[:5])}; "
+            f"expected {IMAGEFOLDER_LAYOUT}"
+        )
+    return ImageDataset(
+        name="imagefolder",
+        num_classes=len(classes),
+        train=_folder_split(train_dir, index),
+        val=_folder_split(val_dir, index),
+        val_crop_fraction=0.875,
+    )
+
+
+def _folder_split(split_dir: Path, index: dict[str, int]) -> FolderSplit:
+    files: list[Path] = []
+    labels: list[int] = []
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                files.append(path)
+                labels.append(index[class_dir.name])
+    if not files:
+        raise DatasetError(f"{split_dir} holds no images; expected {IMAGEFOLDER_LAYOUT}")
+    return FolderSplit(files=tuple(files), labels=tuple(labels))
+
+
+class FolderImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """Decodes one image with Pillow (in a DataLoader worker) into a square uint8 tensor.
+
+    The shorter side is resized to `load_size` and the centre square kept: `3 x load_size x
+    load_size`. Random crops, flips and the final resize happen on the device.
+    """
+
+    def __init__(self, split: FolderSplit, load_size: int) -> None:
+        self.split = split
+        self.load_size = load_size
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        path = self.split.files[i]
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+        except Exception as error:
+            raise DatasetError(
+                f"{path} cannot be decoded as an image ({type(error).__name__}: {error}); "
+                f"expected {IMAGEFOLDER_LAYOUT}"
+            ) from error
+        width, height = rgb.size
+        scale = self.load_size / min(width, height)
+        size = (
+            max(self.load_size, round(width * scale)),
+            max(self.load_size, round(height * scale)),
+        )
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        left = (size[0] - self.load_size) // 2
+        top = (size[1] - self.load_size) // 2
+        rgb = rgb.crop((left, top, left + self.load_size, top + self.load_size))
+        array = np.asarray(rgb, dtype=np.uint8)  # [H, W, 3]
+        return torch.from_numpy(array.copy()).permute(2, 0, 1), self.split.labels[i]

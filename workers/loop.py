@@ -1,0 +1,473 @@
+"""The worker loop: lease a trial, train it, keep the lease alive, report, repeat.
+
+For every trial: load the dataset, build the architecture (models/), train it (or evaluate the
+surrogate landscape), heartbeat every epoch and at least every 30 s from a background thread,
+then write the result to the spool and complete it. Faults, as DESIGN.md's "Workers" says:
+- 409 on a heartbeat (lease lost): the trial is abandoned, nothing is reported;
+- "stop" from a heartbeat: training ends and the partial curve is reported;
+- SIGINT/SIGTERM: the trial is failed with `retry: true` (queued again) and the worker exits 0;
+- a missing/malformed dataset, a bad training block, a diverged loss, CUDA out-of-memory:
+  failed with `retry: false` and a message saying what to change;
+- a server that cannot be reached: retried with backoff; a finished result stays in the
+  spool and is re-sent before every lease and by the next worker start until acknowledged.
+
+Imports models (through workers.trainer) and workers.*; never service/ or search/.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from workers.client import (
+    AuthError,
+    Lease,
+    LeaseLost,
+    RequestRejected,
+    ServerUnavailable,
+    VitcubeClient,
+)
+from workers.datasets import DatasetError, ImageDataset, load_dataset
+from workers.progress import WorkerProgress
+from workers.spool import Spool, deliver
+from workers.trainer import (
+    Control,
+    EpochReport,
+    TrainingAborted,
+    TrainingConfig,
+    TrainingDiverged,
+    TrainingListener,
+    TrialOutcome,
+)
+
+HEARTBEAT_MAX_INTERVAL_S = 30.0
+IDLE_MAX_S = 15.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    server: str
+    token: str
+    device: str = "auto"
+    data_root: Path | None = None
+    max_trials: int | None = None
+    trainer: str = "real"  # or "surrogate"
+    name: str | None = None
+    spool_dir: Path | None = None
+    deliver_timeout_s: float = 60.0
+
+
+def default_worker_name(device: str) -> str:
+    return f"{socket.gethostname()}:{device.replace(':', '')}"
+
+
+class Heartbeat:
+    """A background thread that keeps one lease alive.
+
+    It beats every `interval_s` and immediately after `update()` (each epoch, with metrics).
+    "stop" sets `control.stop`; a 409 sets `control.lease_lost`; an unreachable server is
+    logged and tried again at the next beat (the lease usually outlives a blip).
+    """
+
+    def __init__(
+        self,
+        client: VitcubeClient,
+        lease: Lease,
+        control: Control,
+        *,
+        interval_s: float,
+        log: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.lease = lease
+        self.control = control
+        self.interval_s = interval_s
+        self.log = log
+        self.epoch = 0
+        self.metrics: dict[str, float] = {}
+        self.beats = 0
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> None:
+        with self._lock:
+            self.epoch = epoch
+            self.metrics = {k: v for k, v in metrics.items() if _finite(v)}
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._wake.set()
+        self._thread.join(timeout=self.interval_s + 35)
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._done.is_set():
+                return
+            with self._lock:
+                epoch, metrics = self.epoch, dict(self.metrics)
+            try:
+                action = self.client.heartbeat(
+                    self.lease.id,
+                    self.lease.lease_id,
+                    epoch=epoch,
+                    metrics=metrics,
+                    deadline_s=max(1.0, self.interval_s),
+                    abort=self._done,
+                )
+            except LeaseLost as error:
+                self.log(f"trial {self.lease.id}: lease lost ({error}); abandoning it")
+                self.control.lease_lost.set()
+                return
+            except (ServerUnavailable, RequestRejected) as error:
+                self.log(f"trial {self.lease.id}: heartbeat failed ({error}); will retry")
+                continue
+            except AuthError as error:
+                self.log(f"trial {self.lease.id}: heartbeat refused ({error})")
+                continue
+            self.beats += 1
+            if action == "stop" and not self.control.stop.is_set():
+                self.log(f"trial {self.lease.id}: the server asked to stop; reporting what we have")
+                self.control.stop.set()
+
+
+class _Listener(TrainingListener):
+    """Forwards training events to the progress display and the heartbeat."""
+
+    def __init__(self, progress: WorkerProgress, heartbeat: Heartbeat) -> None:
+        self.progress = progress
+        self.heartbeat = heartbeat
+
+    def on_start(self, *, epochs: int, steps_per_epoch: int, train_images: int) -> None:
+        self.progress.on_start(
+            epochs=epochs, steps_per_epoch=steps_per_epoch, train_images=train_images
+        )
+
+    def on_step(
+        self, *, epoch: int, step: int, loss: float, images_per_s: float, lr: float
+    ) -> None:
+        self.progress.on_step(epoch=epoch, step=step, loss=loss, images_per_s=images_per_s, lr=lr)
+
+    def on_epoch(self, report: EpochReport) -> None:
+        self.progress.on_epoch(report)
+        self.heartbeat.update(
+            report.epoch,
+            {
+                "train_loss": report.train_loss,
+                "val_top1": report.val_top1,
+                "val_top5": report.val_top5,
+                "lr": report.lr,
+                "images_per_s": report.images_per_s,
+            },
+        )
+
+
+class Worker:
+    """One worker process bound to one device."""
+
+    def __init__(self, options: WorkerOptions, progress: WorkerProgress) -> None:
+        from workers.spool import default_spool_dir
+
+        self.options = options
+        self.progress = progress
+        self.device_name = options.device
+        self.name = options.name or default_worker_name(options.device)
+        self.client = VitcubeClient(
+            options.server, options.token, worker=self.name, log=self._debug
+        )
+        self.spool = Spool(options.spool_dir or default_spool_dir())
+        self.shutdown = threading.Event()
+        self.signal_name: str | None = None
+        self._control: Control | None = None
+        self._dataset_cache: tuple[str, ImageDataset] | None = None
+        self.trials_done = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until max_trials or a signal; returns the process exit code."""
+        previous = self._install_signal_handlers()
+        try:
+            return self._run()
+        except AuthError as error:
+            self.progress.log(f"the server refused the worker token: {error}")
+            return 3
+        finally:
+            self._restore_signal_handlers(previous)
+            self.client.close()
+
+    def _run(self) -> int:
+        import torch
+
+        from workers.trainer import resolve_device
+
+        device = resolve_device(self.options.device)
+        self.device = device
+        if self.options.trainer not in ("real", "surrogate"):
+            raise ValueError(f"--trainer must be real or surrogate, got {self.options.trainer!r}")
+        self.progress.log(
+            f"worker {self.name} on {device} ({self.options.trainer} trainer, torch "
+            f"{torch.__version__}) serving {self.client.server}; spool {self.spool.directory}"
+        )
+        self._deliver_spool(deadline_s=10.0)
+        idle_s = 1.0
+        while not self.shutdown.is_set():
+            if self.options.max_trials is not None and self.trials_done >= self.options.max_trials:
+                break
+            self._deliver_spool(deadline_s=10.0)
+            try:
+                lease = self.client.lease(abort=self.shutdown)
+            except ServerUnavailable:
+                break  # only raised when shutdown was requested while retrying
+            if lease is None:
+                # Nothing queued: wait politely, longer each time, with jitter.
+                self.shutdown.wait(idle_s)
+                idle_s = min(IDLE_MAX_S, idle_s * 1.5)
+                continue
+            idle_s = 1.0
+            self._process(lease)
+            self.trials_done += 1
+        left = self._deliver_spool(deadline_s=self.options.deliver_timeout_s)
+        if left:
+            self.progress.log(
+                f"{left} result(s) not yet acknowledged stay in {self.spool.directory}; "
+                "the next worker start sends them"
+            )
+        self.progress.log(f"worker {self.name} exiting after {self.trials_done} trial(s)")
+        return 0
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.shutdown.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means "now"
+        self.signal_name = signal.Signals(signum).name
+        self.shutdown.set()
+        if self._control is not None:
+            self._control.interrupted.set()
+
+    def _deliver_spool(self, *, deadline_s: float) -> int:
+        _, left = deliver(
+            self.spool,
+            self.client,
+            deadline_s=deadline_s,
+            abort=self.shutdown if deadline_s > 30 else None,
+            log=self.progress.log,
+        )
+        return left
+
+    def _debug(self, message: str) -> None:
+        self.progress.log(message)
+
+    # -- one trial -----------------------------------------------------------------------------
+
+    def _process(self, lease: Lease) -> None:
+        control = Control()
+        self._control = control
+        if self.shutdown.is_set():
+            control.interrupted.set()
+        interval = min(HEARTBEAT_MAX_INTERVAL_S, max(0.5, lease.lease_seconds / 3))
+        heartbeat = Heartbeat(
+            self.client, lease, control, interval_s=interval, log=self.progress.log
+        )
+        arch = lease.arch
+        self.progress.start_trial(
+            lease.id,
+            f"search {lease.search_id}, {arch.get('base', {}).get('family', '?')} at "
+            f"{arch.get('resolution', '?')} px, dataset {lease.dataset.get('name')}",
+        )
+        heartbeat.start()
+        outcome: TrialOutcome | None = None
+        surrogate = self.options.trainer == "surrogate"
+        try:
+            config = TrainingConfig.from_dict(lease.training)
+            if surrogate:
+                outcome = self._surrogate(lease, config, control, heartbeat)
+            else:
+                data = self._load_dataset(lease.dataset)
+                control.check()
+                from workers.trainer import run_trial
+
+                outcome = run_trial(
+                    lease.arch,
+                    data,
+                    config=config,
+                    seed=lease.seed,
+                    device=self.device,
+                    control=control,
+                    listener=_Listener(self.progress, heartbeat),
+                )
+        except TrainingAborted as aborted:
+            heartbeat.stop()
+            if aborted.reason == "lease_lost":
+                self.progress.end_trial("abandoned: the lease was lost")
+            else:
+                self._fail(
+                    lease, f"worker {self.name} interrupted by {self.signal_name}", retry=True
+                )
+            return
+        except BaseException as error:
+            heartbeat.stop()
+            if isinstance(error, KeyboardInterrupt | SystemExit):
+                self._fail(lease, f"worker {self.name} killed during training", retry=True)
+                raise
+            if control.lease_lost.is_set():
+                self.progress.end_trial("abandoned: the lease was lost")
+                return
+            if control.interrupted.is_set():
+                # A signal can surface as another error (e.g. DataLoader workers killed with us).
+                self._fail(
+                    lease, f"worker {self.name} interrupted by {self.signal_name}", retry=True
+                )
+                return
+            message, retry = describe_failure(error, lease, self.options.data_root)
+            del error
+            _release_device_memory()
+            self._fail(lease, message, retry=retry)
+            return
+        finally:
+            self._control = None
+        heartbeat.stop()
+        if control.lease_lost.is_set():
+            self.progress.end_trial("abandoned: the lease was lost")
+            return
+        body = {"lease_id": lease.lease_id, **outcome.report(), "surrogate": surrogate}
+        entry = self.spool.put(self.client.server, lease.id, body)
+        delivered, _ = deliver(
+            self.spool,
+            self.client,
+            deadline_s=self.options.deliver_timeout_s,
+            abort=self.shutdown,
+            log=self.progress.log,
+            only=entry,
+        )
+        what = "stopped early" if outcome.stopped else "completed"
+        state = "reported" if delivered else f"kept in the spool ({entry.path})"
+        self.progress.end_trial(
+            f"{what}: top-1 {outcome.top1:.2%} (epoch {outcome.best_epoch}), "
+            f"{outcome.macs / 1e6:.1f} M MACs, {outcome.params / 1e6:.2f} M params; {state}"
+        )
+
+    def _fail(self, lease: Lease, message: str, *, retry: bool) -> None:
+        try:
+            self.client.fail(lease.id, lease.lease_id, message, retry=retry)
+            self.progress.end_trial(
+                f"failed ({'will be retried' if retry else 'final'}): {message}"
+            )
+        except LeaseLost:
+            self.progress.end_trial(f"failed, but the lease was already lost: {message}")
+        except (ServerUnavailable, RequestRejected) as error:
+            self.progress.end_trial(
+                f"failed ({message}); the server did not take the report ({error}); "
+                "the lease will expire and the trial be queued again"
+            )
+
+    def _load_dataset(self, spec: dict[str, Any]) -> ImageDataset:
+        key = json.dumps([spec, str(self.options.data_root)], sort_keys=True, default=str)
+        if self._dataset_cache is not None and self._dataset_cache[0] == key:
+            return self._dataset_cache[1]
+        data = load_dataset(spec, self.options.data_root)
+        self._dataset_cache = (key, data)
+        return data
+
+    def _surrogate(
+        self, lease: Lease, config: TrainingConfig, control: Control, heartbeat: Heartbeat
+    ) -> TrialOutcome:
+        """The documented synthetic landscape instead of training (reports say surrogate)."""
+        from models import Arch, count_macs, count_params
+        from workers.surrogate import surrogate_curve
+
+        arch = Arch.from_dict(dict(lease.arch))
+        name = str(lease.dataset.get("name", "digits"))
+        values = surrogate_curve(arch, dataset=name, epochs=config.epochs, seed=lease.seed)
+        self.progress.on_start(epochs=len(values), steps_per_epoch=1, train_images=0)
+        curve: list[dict[str, float]] = []
+        stopped = False
+        for epoch, top1 in enumerate(values, start=1):
+            control.check()
+            if control.stop.is_set():
+                stopped = True
+                break
+            curve.append({"epoch": epoch, "val_top1": float(top1)})
+            report = EpochReport(epoch, 0.0, float(top1), float(top1), 0.0, 0.0)
+            self.progress.on_epoch(report)
+            heartbeat.update(epoch, {"val_top1": float(top1)})
+        best = (
+            max(curve, key=lambda point: point["val_top1"])
+            if curve
+            else {"epoch": 0, "val_top1": 0.0}
+        )
+        return TrialOutcome(
+            top1=best["val_top1"],
+            top5=None,
+            params=count_params(arch),
+            macs=count_macs(arch),
+            latency_ms=None,
+            images_per_s=None,
+            curve=curve,
+            stopped=stopped,
+            best_epoch=int(best["epoch"]),
+        )
+
+
+def describe_failure(
+    error: BaseException, lease: Lease, data_root: Path | None
+) -> tuple[str, bool]:
+    """The fail message and whether a retry could help."""
+    import torch
+
+    if isinstance(error, DatasetError):
+        return f"dataset error on worker (data root {data_root}): {error}", False
+    if isinstance(error, torch.OutOfMemoryError):
+        batch = lease.training.get("batch_size", 64)
+        return (
+            f"CUDA out of memory training at batch size {batch} and "
+            f"{lease.arch.get('resolution', '?')} px: lower training.batch_size or use a GPU "
+            f"with more memory ({str(error).splitlines()[0][:300]})",
+            False,
+        )
+    if isinstance(error, TrainingDiverged):
+        return str(error), False
+    if isinstance(error, ValueError):
+        return f"invalid trial: {error}", False
+    trace = "".join(traceback.format_exception(error, limit=8))
+    return f"{type(error).__name__}: {error}\n{trace[-4000:]}", True
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _finite(value: float) -> bool:
+    try:
+        return value == value and abs(value) != float("inf")
+    except TypeError:
+        return False

@@ -1,0 +1,667 @@
+"""Train one architecture on one dataset the MobileViT way and measure it.
+
+The recipe follows the MobileViT reference training (Apple's ml-cvnets configs for MobileViT
+v1/v2): AdamW with weight decay only on weight matrices/kernels (never on norms or biases),
+linear warm-up then cosine decay, cross-entropy with label smoothing 0.1, an exponential
+moving average (EMA) of the weights that is the model evaluated and reported, random resized
+crop + horizontal flip (done on the device, `workers.augment`), gradient-norm clipping, bf16
+autocast and channels_last on CUDA, optionally `torch.compile` and the multi-scale variable
+batch sampler. Everything random is seeded from the trial's seed.
+
+`TrainingConfig.from_dict(trial["training"])` holds the documented defaults; `train()` runs the
+loop against a `Control` (stop / lease lost / interrupted flags set by other threads) and
+returns a `TrainResult`; `run_trial()` builds the network with models/ and adds params, MACs
+and batch-1 latency.
+
+Imports torch, models and workers.*; never service/ or search/.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.augment import center_resize, random_resized_crop
+from workers.batches import Batch, BatchLoader, fixed_plan, multiscale_resolutions, variable_plan
+from workers.datasets import FolderSplit, ImageDataset
+
+# Per-dataset augmentation defaults: 8×8 digits cannot survive an 8 % crop, and a mirrored digit
+# is a different glyph, so digits get gentler crops and no flip.
+CROP_SCALE_DEFAULTS = {"digits": (0.5, 1.0), "cifar10": (0.25, 1.0), "cifar100": (0.25, 1.0)}
+HFLIP_DEFAULTS = {"digits": False}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """A trial's `training` block. Every key is optional; unknown keys are an error.
+
+    Defaults (MobileViT v2 recipe, scaled to short runs):
+      epochs 30; batch_size 64; lr 0.002 (peak); min_lr 0.0002 (cosine floor);
+      warmup_epochs 5 % of epochs (linear from warmup_init_lr 1e-6); weight_decay 0.05 (not on
+      norms/biases); label_smoothing 0.1; ema_decay 0.9995 per step (with the usual warm-up
+      min(decay, (1+t)/(10+t)) so short runs are not dominated by the initial weights);
+      grad_clip 10.0 (max gradient norm; 0 disables); crop_scale (0.08, 1) for image folders,
+      (0.25, 1) for CIFAR, (0.5, 1) for digits; hflip true except digits; amp "auto" (bf16 on
+      CUDA, off on CPU) | "bf16" | "off"; channels_last null = on CUDA only; compile false;
+      multiscale false (variable batch sampler over 5 resolutions from 0.5× to 1.25×, multiples
+      of 32 px); eval_batch_size 2 × batch_size; num_workers 4 (image decoding processes);
+      max_steps_per_epoch null (no cap; for smoke runs).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.002
+    min_lr: float = 0.0002
+    warmup_epochs: float | None = None
+    warmup_init_lr: float = 1e-6
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.9995
+    grad_clip: float = 10.0
+    crop_scale: tuple[float, float] | None = None
+    hflip: bool | None = None
+    amp: str = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    multiscale: bool = False
+    multiscale_min: float = 0.5
+    multiscale_max: float = 1.25
+    multiscale_n: int = 5
+    eval_batch_size: int | None = None
+    num_workers: int = 4
+    max_steps_per_epoch: int | None = None
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any] | None) -> TrainingConfig:
+        """Validate a `training` block; raises ValueError naming the key and what is allowed."""
+        block = dict(block or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(block) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            )
+        values: dict[str, Any] = {}
+        for key, value in block.items():
+            values[key] = _coerce(key, value)
+        config = cls(**values)
+        config._validate()
+        return config
+
+    def _validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"training.{message}")
+
+        need(1 <= self.epochs <= 10_000, f"epochs must be in 1..10000, got {self.epochs}")
+        need(
+            1 <= self.batch_size <= 65_536, f"batch_size must be in 1..65536, got {self.batch_size}"
+        )
+        need(0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}")
+        need(0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr], got {self.min_lr}")
+        need(0 <= self.warmup_init_lr <= self.lr, "warmup_init_lr must be in [0, lr]")
+        need(
+            self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
+            f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}",
+        )
+        need(0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got {self.weight_decay}")
+        need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        need(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)")
+        if self.crop_scale is not None:
+            low, high = self.crop_scale
+            need(
+                0 < low <= high <= 1,
+                f"crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale}",
+            )
+        need(
+            self.amp in ("auto", "bf16", "off"),
+            f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}",
+        )
+        need(
+            0 < self.multiscale_min <= 1 <= self.multiscale_max <= 4,
+            "multiscale_min <= 1 <= multiscale_max",
+        )
+        need(1 <= self.multiscale_n <= 16, "multiscale_n must be in 1..16")
+        need(
+            self.eval_batch_size is None or self.eval_batch_size >= 1,
+            "eval_batch_size must be >= 1",
+        )
+        need(0 <= self.num_workers <= 64, "num_workers must be in 0..64")
+        need(
+            self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+            "max_steps_per_epoch must be >= 1",
+        )
+
+    @property
+    def warmup(self) -> float:
+        """Warm-up length in epochs (may be fractional)."""
+        return self.warmup_epochs if self.warmup_epochs is not None else 0.05 * self.epochs
+
+    def lr_at(self, epoch_progress: float) -> float:
+        """Learning rate at a fractional epoch: linear warm-up, then cosine to min_lr."""
+        warmup = self.warmup
+        if epoch_progress < warmup:
+            return self.warmup_init_lr + (self.lr - self.warmup_init_lr) * epoch_progress / warmup
+        span = max(self.epochs - warmup, 1e-9)
+        t = min(1.0, (epoch_progress - warmup) / span)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
+
+
+_INT_KEYS = {
+    "epochs",
+    "batch_size",
+    "multiscale_n",
+    "eval_batch_size",
+    "num_workers",
+    "max_steps_per_epoch",
+}
+_BOOL_KEYS = {"hflip", "channels_last", "compile", "multiscale"}
+_OPTIONAL = {
+    "warmup_epochs",
+    "crop_scale",
+    "hflip",
+    "channels_last",
+    "eval_batch_size",
+    "max_steps_per_epoch",
+}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if value is None:
+        if key in _OPTIONAL:
+            return None
+        raise ValueError(f"training.{key} must not be null")
+    if key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise ValueError(f"training.{key} must be true or false, got {value!r}")
+        return value
+    if key == "amp":
+        return str(value)
+    if key == "crop_scale":
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ValueError(f"training.crop_scale must be [low, high], got {value!r}")
+        return (_number(key, value[0]), _number(key, value[1]))
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ValueError(f"training.{key} must be an integer, got {value!r}")
+        return int(value)
+    return _number(key, value)
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"training.{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class Control:
+    """Flags other threads set while a trial trains; the training loop checks them every step."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()  # the server said stop: finish early, report what we have
+        self.lease_lost = threading.Event()  # 409: someone else owns the trial; abandon it
+        self.interrupted = threading.Event()  # SIGINT/SIGTERM: give the trial back
+
+    def check(self) -> None:
+        if self.interrupted.is_set():
+            raise TrainingAborted("interrupted")
+        if self.lease_lost.is_set():
+            raise TrainingAborted("lease_lost")
+
+
+class TrainingAborted(Exception):
+    """Training ended without a result; `reason` is "interrupted" or "lease_lost"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says what to change."""
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    train_loss: float
+    val_top1: float
+    val_top5: float
+    lr: float
+    images_per_s: float
+
+
+@dataclass
+class TrainResult:
+    """What training produced: best-epoch EMA accuracy (fractions), the curve, throughput."""
+
+    top1: float
+    top5: float
+    best_epoch: int
+    curve: list[dict[str, float]]
+    images_per_s: float
+    stopped: bool
+    model: nn.Module = field(repr=False)  # the EMA model, eval mode, on the device
+
+
+class TrainingListener:
+    """Hooks a caller may override (progress display, heartbeats). Default: do nothing."""
+
+    def on_start(self, *, epochs: int, steps_per_epoch: int, train_images: int) -> None:
+        """Training is about to start."""
+
+    def on_step(
+        self, *, epoch: int, step: int, loss: float, images_per_s: float, lr: float
+    ) -> None:
+        """Called every few steps with the running mean loss of the epoch."""
+
+    def on_epoch(self, report: EpochReport) -> None:
+        """An epoch finished and was evaluated."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda:0 when a GPU is visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible; use --device cpu or auto")
+    return device
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices and conv kernels, none on norms and biases."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        # 1-D parameters are exactly the biases and the norm scales/shifts.
+        (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class ModelEma:
+    """Exponential moving average of a model's parameters and floating-point buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        ema_state = self.module.state_dict()
+        live_state = model.state_dict()
+        self._float_pairs = [
+            (ema_state[k], live_state[k]) for k in ema_state if ema_state[k].is_floating_point()
+        ]
+        self._other_pairs = [
+            (ema_state[k], live_state[k]) for k in ema_state if not ema_state[k].is_floating_point()
+        ]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        t = self.updates
+        decay = min(self.decay, (1 + t) / (10 + t))
+        ema = [pair[0] for pair in self._float_pairs]
+        live = [pair[1] for pair in self._float_pairs]
+        torch._foreach_lerp_(ema, live, 1.0 - decay)
+        for ema_tensor, live_tensor in self._other_pairs:
+            ema_tensor.copy_(live_tensor)
+
+
+def train(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    resolution: int,
+    config: TrainingConfig,
+    seed: int,
+    device: torch.device,
+    control: Control | None = None,
+    listener: TrainingListener | None = None,
+) -> TrainResult:
+    """Train `model` (already on `device`) on `data` at `resolution` px; return the EMA result.
+
+    Raises TrainingAborted when `control` says so (interrupt, lease lost), TrainingDiverged on a
+    NaN loss; a `control.stop` ends training early with the epochs done so far.
+    """
+    control = control or Control()
+    listener = listener or TrainingListener()
+    cuda = device.type == "cuda"
+    amp = config.amp == "bf16" or (config.amp == "auto" and cuda)
+    channels_last = config.channels_last if config.channels_last is not None else cuda
+    crop_scale = config.crop_scale or CROP_SCALE_DEFAULTS.get(data.name, (0.08, 1.0))
+    hflip = config.hflip if config.hflip is not None else HFLIP_DEFAULTS.get(data.name, True)
+    resolutions = (
+        multiscale_resolutions(
+            resolution,
+            min_scale=config.multiscale_min,
+            max_scale=config.multiscale_max,
+            n_scales=config.multiscale_n,
+        )
+        if config.multiscale
+        else [resolution]
+    )
+    load_size = math.ceil(max(resolutions) / data.val_crop_fraction)
+    workers = config.num_workers if isinstance(data.train, FolderSplit) else 0
+    train_loader = BatchLoader(data.train, device, load_size=load_size, num_workers=workers)
+    val_loader = BatchLoader(data.val, device, load_size=load_size, num_workers=workers)
+    if len(train_loader) < 2:
+        raise ValueError(
+            f"dataset {data.name!r} has {len(train_loader)} training images; need >= 2"
+        )
+
+    plan_generator = torch.Generator().manual_seed(seed)
+    augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    ema = ModelEma(model, config.ema_decay)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.weight_decay), lr=config.warmup_init_lr, betas=(0.9, 0.999)
+    )
+    step_model: Callable[[torch.Tensor], torch.Tensor] = (
+        torch.compile(model) if config.compile else model
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_train = len(train_loader)
+    eval_batch = config.eval_batch_size or 2 * config.batch_size
+
+    def plan_epoch() -> list[Batch]:
+        if config.multiscale:
+            plan = variable_plan(
+                n_train, config.batch_size, resolution, resolutions, generator=plan_generator
+            )
+        else:
+            plan = fixed_plan(
+                n_train, config.batch_size, resolution, generator=plan_generator, drop_last=True
+            )
+        return plan[: config.max_steps_per_epoch] if config.max_steps_per_epoch else plan
+
+    steps_per_epoch = _expected_steps(config, n_train)
+    listener.on_start(epochs=config.epochs, steps_per_epoch=steps_per_epoch, train_images=n_train)
+
+    curve: list[dict[str, float]] = []
+    best: EpochReport | None = None
+    train_seconds = 0.0
+    train_images = 0
+    stopped = False
+    for epoch in range(config.epochs):
+        model.train()
+        plan = plan_epoch()
+        plan_images = max(1, sum(len(batch.indices) for batch in plan))
+        epoch_images = 0
+        loss_sum = torch.zeros((), device=device)
+        loss_count = 0
+        epoch_start = time.perf_counter()
+        lr = config.lr_at(epoch)
+        for step, ((images, labels), batch) in enumerate(
+            zip(train_loader.iterate(plan), plan, strict=True)
+        ):
+            control.check()
+            if control.stop.is_set():
+                stopped = True
+                break
+            lr = config.lr_at(epoch + epoch_images / plan_images)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs = random_resized_crop(
+                images, batch.resolution, scale=crop_scale, hflip=hflip, generator=augment_generator
+            )
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = step_model(inputs)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            ema.update()
+            loss_sum += loss.detach()
+            loss_count += 1
+            epoch_images += labels.shape[0]
+            if step % 10 == 0 or step == len(plan) - 1:
+                # Reading the loss synchronises the device: only every few steps.
+                mean_loss = float(loss_sum) / loss_count
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(
+                        f"training loss became {mean_loss} in epoch {epoch + 1}: lower training.lr "
+                        f"(now {config.lr}) or keep training.grad_clip > 0"
+                    )
+                elapsed = time.perf_counter() - epoch_start
+                listener.on_step(
+                    epoch=epoch + 1,
+                    step=step + 1,
+                    loss=mean_loss,
+                    images_per_s=epoch_images / max(elapsed, 1e-9),
+                    lr=lr,
+                )
+        if cuda:
+            torch.cuda.synchronize(device)
+        epoch_seconds = time.perf_counter() - epoch_start
+        train_seconds += epoch_seconds
+        train_images += epoch_images
+        if loss_count == 0:
+            break  # stopped before a single step of this epoch: report what earlier epochs had
+        control.check()
+        top1, top5 = evaluate(
+            ema.module,
+            val_loader,
+            resolution=resolution,
+            batch_size=eval_batch,
+            crop_fraction=data.val_crop_fraction,
+            amp=amp,
+            channels_last=channels_last,
+        )
+        report = EpochReport(
+            epoch=epoch + 1,
+            train_loss=float(loss_sum) / loss_count,
+            val_top1=top1,
+            val_top5=top5,
+            lr=lr,
+            images_per_s=epoch_images / max(epoch_seconds, 1e-9),
+        )
+        curve.append(
+            {
+                "epoch": report.epoch,
+                "val_top1": report.val_top1,
+                "val_top5": report.val_top5,
+                "train_loss": report.train_loss,
+                "lr": report.lr,
+                "epoch_time_s": epoch_seconds,
+            }
+        )
+        if best is None or report.val_top1 > best.val_top1:
+            best = report
+        listener.on_epoch(report)
+        if stopped or control.stop.is_set():
+            stopped = True
+            break
+
+    if best is None:
+        # Stopped before the first epoch ended: evaluate the EMA weights once so there is a result.
+        top1, top5 = evaluate(
+            ema.module,
+            val_loader,
+            resolution=resolution,
+            batch_size=eval_batch,
+            crop_fraction=data.val_crop_fraction,
+            amp=amp,
+            channels_last=channels_last,
+        )
+        best = EpochReport(0, float("nan"), top1, top5, 0.0, 0.0)
+    return TrainResult(
+        top1=best.val_top1,
+        top5=best.val_top5,
+        best_epoch=best.epoch,
+        curve=curve,
+        images_per_s=train_images / train_seconds if train_seconds > 0 else 0.0,
+        stopped=stopped,
+        model=ema.module,
+    )
+
+
+def _expected_steps(config: TrainingConfig, n_train: int) -> int:
+    steps = max(1, n_train // config.batch_size)
+    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: BatchLoader,
+    *,
+    resolution: int,
+    batch_size: int,
+    crop_fraction: float = 1.0,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (fractions) of `model` on a whole split."""
+    model.eval()
+    plan = fixed_plan(len(loader), batch_size, resolution, generator=None, drop_last=False)
+    correct1 = torch.zeros((), dtype=torch.long, device=loader.device)
+    correct5 = torch.zeros((), dtype=torch.long, device=loader.device)
+    seen = 0
+    for images, labels in loader.iterate(plan):
+        inputs = center_resize(images, resolution, crop_fraction=crop_fraction)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(loader.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(inputs)
+        k = min(5, logits.shape[1])
+        top = logits.float().topk(k, dim=1).indices  # [B, k]
+        hits = top.eq(labels[:, None])
+        correct1 += hits[:, 0].sum()
+        correct5 += hits.any(dim=1).sum()
+        seen += labels.shape[0]
+    return float(correct1) / seen, float(correct5) / seen
+
+
+@torch.inference_mode()
+def measure_latency_ms(
+    model: nn.Module,
+    resolution: int,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 10.0,
+) -> float:
+    """Median wall time (ms) of one batch-1 forward pass after `warmup` untimed passes."""
+    model.eval()
+    x = torch.rand(1, 3, resolution, resolution, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    cuda = device.type == "cuda"
+    timings: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    for i in range(warmup + runs):
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model(x)
+        if cuda:
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            timings.append((time.perf_counter() - start) * 1000.0)
+            if time.perf_counter() > deadline and len(timings) >= 3:
+                break
+    return statistics.median(timings)
+
+
+@dataclass
+class TrialOutcome:
+    """Everything a worker reports for a finished (or stopped) trial."""
+
+    top1: float
+    top5: float | None
+    params: int
+    macs: int
+    latency_ms: float | None
+    images_per_s: float | None
+    curve: list[dict[str, float]]
+    stopped: bool
+    best_epoch: int
+
+    def report(self) -> dict[str, Any]:
+        """The metrics part of the complete body (DESIGN.md's REST table)."""
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "params": self.params,
+            "macs": self.macs,
+            "latency_ms": self.latency_ms,
+            "images_per_s": self.images_per_s,
+            "curve": self.curve,
+        }
+
+
+def run_trial(
+    arch_dict: Mapping[str, Any],
+    data: ImageDataset,
+    *,
+    config: TrainingConfig,
+    seed: int,
+    device: torch.device,
+    control: Control | None = None,
+    listener: TrainingListener | None = None,
+) -> TrialOutcome:
+    """Build the trial's architecture with models/, train it, measure params/MACs/latency."""
+    from models import Arch, build_model, count_macs, count_params
+
+    arch = Arch.from_dict(dict(arch_dict))
+    if arch.num_classes < data.num_classes:
+        raise ValueError(
+            f"the trial's network has {arch.num_classes} outputs but dataset {data.name!r} has "
+            f"{data.num_classes} classes; create the search with num_classes >= {data.num_classes}"
+        )
+    torch.manual_seed(seed)
+    model = build_model(arch).to(device)
+    result = train(
+        model,
+        data,
+        resolution=arch.resolution,
+        config=config,
+        seed=seed,
+        device=device,
+        control=control,
+        listener=listener,
+    )
+    cuda = device.type == "cuda"
+    amp = config.amp == "bf16" or (config.amp == "auto" and cuda)
+    channels_last = config.channels_last if config.channels_last is not None else cuda
+    latency_ms = measure_latency_ms(
+        result.model, arch.resolution, device, amp=amp, channels_last=channels_last
+    )
+    return TrialOutcome(
+        top1=result.top1,
+        top5=result.top5,
+        params=count_params(arch),
+        macs=count_macs(arch),
+        latency_ms=latency_ms,
+        images_per_s=result.images_per_s,
+        curve=result.curve,
+        stopped=result.stopped,
+        best_epoch=result.best_epoch,
+    )
