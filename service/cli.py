@@ -36,3 +36,129 @@ def demo(
     raise typer.Exit(
         run_demo(trials=trials, workers=workers, port=port, exit_when_done=exit_when_done)
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: could resolve anywhere
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, max=64, help="uvicorn worker processes."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Upgrade the database schema, then serve the API and dashboard with uvicorn.
+
+    Settings come from VITCUBE_* variables (VITCUBE_DATABASE_URL, VITCUBE_ADMIN_TOKEN, …).
+    Listening on a non-loopback address needs an admin token.
+    """
+    import uvicorn
+
+    from service import db
+    from service.settings import get_settings
+
+    settings = get_settings()
+    db.upgrade(settings.database_url)
+    if not _is_loopback(host) and not (
+        settings.admin_token is not None or _has_db_admin_token(settings.database_url)
+    ):
+        typer.echo(
+            f"refusing to listen on {host} without an admin token: set VITCUBE_ADMIN_TOKEN "
+            "(or run `vitcube token create --role admin`), or bind 127.0.0.1",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if workers > 1:
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
+        return
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+def _has_db_admin_token(url: str) -> bool:
+    from sqlalchemy import select
+
+    from service.db import Database
+    from service.tables import ApiToken
+
+    database = Database(url)
+    try:
+        with database.session() as session:
+            found = session.scalar(
+                select(ApiToken.id).where(ApiToken.role == "admin", ApiToken.revoked_at.is_(None))
+            )
+        return found is not None
+    finally:
+        database.dispose()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Apply migrations up to REVISION (default head): the only way a schema is made."""
+    from service import db
+    from service.settings import get_settings
+
+    url = get_settings().database_url
+    db.upgrade(url, revision)
+    typer.echo(f"database at revision {db.current_revision(url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base.")) -> None:
+    """Revert migrations down to REVISION."""
+    from service import db
+    from service.settings import get_settings
+
+    url = get_settings().database_url
+    db.downgrade(url, revision)
+    typer.echo(f"database at revision {db.current_revision(url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's current revision."""
+    from service import db
+    from service.settings import get_settings
+
+    typer.echo(db.current_revision(get_settings().database_url) or "(empty database)")
+
+
+@token_app.command("create")
+def token_create(
+    role: str = typer.Option(..., "--role", help="admin, worker or viewer."),
+    name: str | None = typer.Option(None, help="A label, e.g. the worker box."),
+) -> None:
+    """Create a token and print it once; only its SHA-256 is stored."""
+    from service import db
+    from service.auth import GRANTS, create_token
+    from service.settings import get_settings
+
+    if role not in GRANTS:
+        typer.echo(f"--role must be one of {', '.join(sorted(GRANTS))}", err=True)
+        raise typer.Exit(2)
+    url = get_settings().database_url
+    db.upgrade(url)
+    database = db.Database(url)
+    try:
+        with database.session(write=True) as session:
+            _, token = create_token(session, role, name)  # type: ignore[arg-type]
+    finally:
+        database.dispose()
+    typer.echo(token)

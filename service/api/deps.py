@@ -1,0 +1,44 @@
+"""Typed FastAPI dependencies shared by the routers (the database, the roles, the planner).
+
+Imports service.auth, service.db, service.planner, service.results, service.settings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.auth import Principal, require_role
+from service.db import Database
+from service.planner import Planner
+from service.results import Results
+from service.settings import Settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_planner(request: Request) -> Planner:
+    return request.app.state.planner
+
+
+def get_results(request: Request) -> Results:
+    return request.app.state.results
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+PlannerDep = Annotated[Planner, Depends(get_planner)]
+ResultsDep = Annotated[Results, Depends(get_results)]
+AdminAuth = Annotated[Principal, Depends(require_role("admin"))]
+WorkerAuth = Annotated[Principal, Depends(require_role("worker"))]
+ViewerAuth = Annotated[Principal, Depends(require_role("viewer"))]
+# Ids are 32-bit in the schema; larger ones are refused as 422, never reach the database.
+SearchId = Annotated[int, Path(ge=1, le=2_147_483_647, description="Search id")]
+TrialId = Annotated[int, Path(ge=1, le=2_147_483_647, description="Trial id")]

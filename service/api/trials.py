@@ -1,0 +1,97 @@
+"""/api/trials: the worker protocol (lease, heartbeat, complete, fail) and one trial's view.
+
+A stale lease gets 409 and changes nothing; completing twice with the same report is 200.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from service import store
+from service.api.deps import DbDep, PlannerDep, SettingsDep, TrialId, ViewerAuth, WorkerAuth
+from service.schemas import (
+    HeartbeatReply,
+    LeaseRequest,
+    TrialAck,
+    TrialFailure,
+    TrialHeartbeat,
+    TrialLease,
+    TrialPublic,
+    TrialReport,
+)
+
+router = APIRouter(prefix="/trials", tags=["trials"])
+
+
+@router.post(
+    "/lease",
+    response_model=TrialLease,
+    responses={204: {"description": "Nothing is queued; ask again later."}},
+)
+def lease(
+    body: LeaseRequest, db: DbDep, settings: SettingsDep, _: WorkerAuth
+) -> TrialLease | Response:
+    """Lease the oldest queued trial of the least-served running search."""
+    with db.session(write=True) as session:
+        leased = store.lease(session, worker=body.worker, lease_seconds=settings.lease_seconds)
+    if leased is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return TrialLease(**leased)
+
+
+@router.post("/{trial_id}/heartbeat", response_model=HeartbeatReply)
+def heartbeat(
+    trial_id: TrialId,
+    body: TrialHeartbeat,
+    db: DbDep,
+    settings: SettingsDep,
+    planner: PlannerDep,
+    _: WorkerAuth,
+) -> HeartbeatReply:
+    """Extend the lease and record the epoch; `stop` if the search stopped or the median
+    stopping rule judges the trial hopeless (see service.store.heartbeat)."""
+    with db.session(write=True) as session:
+        reply = store.heartbeat(
+            session,
+            trial_id,
+            body,
+            lease_seconds=settings.lease_seconds,
+            min_trials=settings.median_stop_min_trials,
+            warmup_epochs=settings.median_stop_warmup_epochs,
+        )
+    if reply["action"] == "stop":
+        planner.wake()
+    return HeartbeatReply(**reply)
+
+
+@router.post("/{trial_id}/complete", response_model=TrialAck)
+def complete(
+    trial_id: TrialId, body: TrialReport, db: DbDep, planner: PlannerDep, _: WorkerAuth
+) -> TrialAck:
+    with db.session(write=True) as session:
+        ack = store.complete(session, trial_id, body)
+    planner.wake()
+    return ack
+
+
+@router.post("/{trial_id}/fail", response_model=TrialAck)
+def fail(
+    trial_id: TrialId,
+    body: TrialFailure,
+    db: DbDep,
+    settings: SettingsDep,
+    planner: PlannerDep,
+    _: WorkerAuth,
+) -> TrialAck:
+    """`retry: true` queues the trial again (attempts + 1) until max attempts, then failed."""
+    with db.session(write=True) as session:
+        ack = store.fail(session, trial_id, body, max_attempts=settings.max_attempts)
+    planner.wake()
+    return ack
+
+
+@router.get("/{trial_id}", response_model=TrialPublic)
+def read_trial(trial_id: TrialId, db: DbDep, _: ViewerAuth) -> TrialPublic:
+    with db.session() as session:
+        trial = store.get_trial(session, trial_id)
+        return store.trial_public(trial, store.curves(session, [trial_id]).get(trial_id, []))

@@ -1,0 +1,167 @@
+"""The FastAPI application: `create_app(settings)` wires the database, auth, planner and routes.
+
+Error mapping lives here: domain errors (service.errors) → their status with `{"detail": …}`;
+a database that cannot be reached → 503 with Retry-After (never 500); bodies over
+`max_body_bytes` → 413. Imports service.* only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from service import dashboard
+from service.api import api_router
+from service.auth import Authenticator
+from service.db import Database, upgrade
+from service.errors import ServiceError
+from service.planner import Planner
+from service.results import Results
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("vitcube.app")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `limit` bytes with 413, by header or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    await self._refuse(send)
+                    return
+        received = 0
+        refused = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    refused = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            if refused:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body over {self.limit} bytes; send less"}, status_code=413
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:  # pragma: no cover - JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+def _database_down(exc: Exception) -> bool:
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _json_safe(value: Any) -> Any:
+    """Validation errors echo the input; NaN/Infinity must be spelled out to stay valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The vitcube server. With `settings.background` the planner and sweeper threads run."""
+    settings = settings or get_settings()
+    if settings.migrate_on_start:
+        upgrade(settings.database_url)
+    db = Database.from_settings(settings)
+    planner = Planner(db, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.background:
+            planner.start()
+        try:
+            yield
+        finally:
+            planner.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="vitcube",
+        version="0.1.0",
+        summary="Bayesian-optimisation search for the best MobileViT under a MAC budget.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.planner = planner
+    app.state.results = Results(db)
+    app.state.authenticator = Authenticator(settings, db)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _json_safe(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+        if _database_down(exc):
+            log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
+            return JSONResponse(
+                {"detail": "the database is unavailable; retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+        log.error("database error", exc_info=exc)
+        return JSONResponse({"detail": "internal database error"}, status_code=500)
+
+    app.include_router(api_router)
+    app.include_router(dashboard.router)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app
