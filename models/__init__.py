@@ -1,1 +1,27 @@
+"""vitcube's neural-network architectures and their analytic cost model.
 
+`ArchConfig` names a baseline (MobileViT v1/v2, ExMobileViT, MobileNet v1/v2/v3),
+`ArchConfig.scale(r=, d_i=, d_m=, w=)` gives a concrete `Arch` per DESIGN.md "The cube",
+`build_model` builds it in PyTorch, `count_macs` / `count_params` cost it by arithmetic.
+
+Imports nothing of vitcube's other packages (search, service, workers).
+"""
+
+from models.arch import FACTORS, Arch, ConvBlock, Stage, TransformerSpec, make_divisible
+from models.config import ArchConfig, register_preset
+from models.cost import count_macs, count_params
+from models.network import build_model
+
+__all__ = [
+    "FACTORS",
+    "Arch",
+    "ArchConfig",
+    "ConvBlock",
+    "Stage",
+    "TransformerSpec",
+    "build_model",
+    "count_macs",
+    "count_params",
+    "make_divisible",
+    "register_preset",
+]

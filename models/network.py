@@ -1,0 +1,113 @@
+"""`build_model`: turn an `Arch` (or an `ArchConfig`, built at its baseline) into a PyTorch
+module taking [B, 3, arch.resolution, arch.resolution] images and returning [B, classes]
+logits. One generic network — stem, stages, head — reads every family's `Arch`; the
+family-specific parts (activations of stem and head, classifier dropout) are in
+`FAMILY_HEADS`.
+
+Imports torch and `models` modules only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models import mobilevit, mobilevit_v2
+from models.arch import Arch
+from models.config import ArchConfig
+from models.layers import ConvNormAct, activation, conv_block
+from models.mobilevit import MobileViTBlock
+from models.mobilevit_v2 import MobileViTV2Block
+
+
+@dataclass(frozen=True)
+class FamilyHead:
+    """Per-family details an `Arch` leaves implicit: stem/head activations and dropout."""
+
+    stem_activation: str
+    head_activation: str
+    dropout: float
+
+
+FAMILY_HEADS = {
+    "mobilevit_v1": FamilyHead("silu", "silu", mobilevit.CLASSIFIER_DROPOUT),
+    "mobilevit_v2": FamilyHead("silu", "silu", mobilevit_v2.CLASSIFIER_DROPOUT),
+    "mobilenet_v1": FamilyHead("relu", "relu", 0.0),
+    "mobilenet_v2": FamilyHead("relu6", "relu6", 0.2),
+    "mobilenet_v3_large": FamilyHead("hardswish", "hardswish", 0.2),
+    "mobilenet_v3_small": FamilyHead("hardswish", "hardswish", 0.2),
+}
+
+
+class Network(nn.Module):
+    """Stem → stages → [head 1×1 conv] → global average pool → [ExMobileViT shortcuts
+    concatenated] → [hidden linear] → dropout → linear classifier."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.arch = arch
+        family = FAMILY_HEADS[arch.family]
+        self.stem = ConvNormAct(3, arch.stem_channels, 3, 2, act=family.stem_activation)
+        channels = arch.stem_channels
+        stages: list[nn.Module] = []
+        for stage in arch.stages:
+            layers: list[nn.Module] = []
+            for block in stage.blocks:
+                layers.append(conv_block(channels, block))
+                channels = block.out_channels
+            t = stage.transformer
+            if t is not None and t.kind == "mobilevit_v1":
+                layers.append(
+                    MobileViTBlock(
+                        channels, t.dim, t.depth, t.ffn_dim, t.num_heads, t.patch_size, t.fusion
+                    )
+                )
+            elif t is not None:
+                layers.append(MobileViTV2Block(channels, t.dim, t.depth, t.ffn_dim, t.patch_size))
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        # ExMobileViT: 1×1 conv + BN + SiLU on each tapped stage output, then pooled
+        tapped = arch.stages[len(arch.stages) - len(arch.exshortcut_channels) :]
+        self.shortcuts = nn.ModuleList(
+            ConvNormAct(stage.out_channels, extra, 1, act=family.head_activation)
+            for stage, extra in zip(tapped, arch.exshortcut_channels, strict=True)
+        )
+        self.head_conv: nn.Module = nn.Identity()
+        if arch.head_channels:
+            self.head_conv = ConvNormAct(
+                channels, arch.head_channels, 1, act=family.head_activation
+            )
+            channels = arch.head_channels
+        features = channels + sum(arch.exshortcut_channels)
+        hidden: list[nn.Module] = []
+        if arch.classifier_hidden:
+            hidden = [
+                nn.Linear(features, arch.classifier_hidden),
+                activation(family.head_activation),
+            ]
+            features = arch.classifier_hidden
+        self.classifier = nn.Sequential(
+            *hidden, nn.Dropout(family.dropout), nn.Linear(features, arch.num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # [B, 3, R, R] -> [B, C0, R/2, R/2]
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)  # [B, C_i, H_i, W_i]
+            outputs.append(x)
+        pooled = [self.head_conv(x).mean(dim=(2, 3))]  # [B, C_head]
+        first_tap = len(outputs) - len(self.shortcuts)
+        for conv, tap in zip(self.shortcuts, outputs[first_tap:], strict=True):
+            pooled.append(conv(tap).mean(dim=(2, 3)))  # [B, E_i]
+        return self.classifier(torch.cat(pooled, dim=1))  # [B, C_head + ΣE_i] -> [B, classes]
+
+
+def build_model(cfg_or_arch: ArchConfig | Arch) -> Network:
+    """The PyTorch network for an `Arch` (an `ArchConfig` is built at its baseline)."""
+    arch = cfg_or_arch.baseline() if isinstance(cfg_or_arch, ArchConfig) else cfg_or_arch
+    if not isinstance(arch, Arch):
+        raise ValueError(f"build_model needs an ArchConfig or Arch, got {type(arch).__name__}")
+    return Network(arch)
