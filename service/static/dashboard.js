@@ -806,7 +806,7 @@
     $("trials-count").textContent = `— ${state.trials.length} in all` +
       Object.entries(counts).map(([s, n]) => ` · ${n} ${s}`).join("");
     showMessage("trials-empty", state.trials.length ? "" : "No trials yet: the planner queues the reference trials first, then the strategy's suggestions.");
-    table.hidden = state.trials.length === 0;
+    table.parentElement.hidden = state.trials.length === 0;
   }
 
   function renderCurves() {
@@ -881,10 +881,20 @@
     alert.hidden = !text;
   }
 
+  /** From well below the search's own budget up to it: the formula is for smaller budgets. */
+  function curveRange() {
+    const s = state.search;
+    const c = s.c || (s.m0 && s.max_macs ? s.max_macs / s.m0 : null);
+    if (!c) return "";
+    const asked = Number($("formula-c").value) || c;
+    const low = Math.min(0.4 * c, asked);
+    return `c_min=${low.toFixed(4)}&c_max=${Math.max(c, asked).toFixed(4)}`;
+  }
+
   async function loadAnalysis(id) {
     const [analysis, curve] = await Promise.all([
       getJSON(`/api/searches/${id}/analysis`),
-      getJSON(`/api/searches/${id}/formula/curve`),
+      getJSON(`/api/searches/${id}/formula/curve?${curveRange()}`),
     ]);
     state.analysis = analysis.ok ? analysis.body : { fitted: false, error: "The GP views could not be loaded: " + errorText(analysis) };
     if (curve.ok) {

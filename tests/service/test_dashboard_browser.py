@@ -1,0 +1,359 @@
+"""The dashboard in a real headless Chromium against a real uvicorn server.
+
+A SQLite database is seeded only through the public API: an admin creates a search, and a
+worker that is just an httpx client leases its trials and completes them with the documented
+surrogate accuracy (`workers.surrogate`), marked `surrogate: true`. Chromium is Debian's
+(/usr/bin/chromium) driven by Playwright's Python API. Every test also checks that the page
+raised no error, logged no console error and requested nothing outside the server's origin.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ADMIN, WORKER, VIEWER = "adm-" + "a" * 20, "wrk-" + "b" * 20, "view-" + "c" * 20
+SEEDED_TRIALS = 14
+
+if not CHROMIUM.exists():  # pragma: no cover - CI installs it (`make browser`)
+    pytest.skip("Debian's chromium is not installed: run `make browser`", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    origin: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    searches: dict[str, Any] = field(default_factory=dict)
+
+    def api(self, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.origin, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+
+def _search_body(name: str, *, max_trials: int, parallelism: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "base": {"family": "mobilevit_v2", "width": 1.0, "resolution": 256, "num_classes": 10},
+        "dataset": {"name": "digits"},
+        "budget": {"c": 0.5},
+        "objective": "accuracy",
+        "strategy": "sobol",
+        "max_trials": max_trials,
+        "parallelism": parallelism,
+        "training": {"epochs": 8, "batch_size": 64},
+        "seed": 3,
+    }
+
+
+def _complete_all(server: Server, search_id: Any, n: int, deadline_s: float = 60.0) -> None:
+    """A worker that is only an HTTP client: lease, compute the surrogate result, complete."""
+    from models import Arch, count_macs, count_params
+    from workers.surrogate import surrogate_curve, surrogate_top1
+
+    done = 0
+    deadline = time.monotonic() + deadline_s
+    with server.api(WORKER) as worker:
+        while done < n:
+            assert time.monotonic() < deadline, f"only {done} of {n} trials could be leased"
+            lease = worker.post("/api/trials/lease", json={"worker": "browser-test:cpu"})
+            if lease.status_code == 204:
+                time.sleep(0.2)
+                continue
+            assert lease.status_code == 200, lease.text
+            trial = lease.json()
+            assert trial["search_id"] == search_id
+            arch = Arch.from_dict(trial["arch"])
+            epochs = int(trial["training"].get("epochs", 8))
+            top1 = surrogate_top1(arch, dataset="digits", epochs=epochs, seed=trial["seed"])
+            curve = surrogate_curve(arch, dataset="digits", epochs=epochs, seed=trial["seed"])
+            body = {
+                "lease_id": trial["lease_id"],
+                "top1": top1,
+                "top5": min(1.0, top1 + 0.05),
+                "params": count_params(arch),
+                "macs": count_macs(arch),
+                "latency_ms": 1.0 + count_macs(arch) / 1e9,
+                "images_per_s": 1000.0,
+                "surrogate": True,
+                "curve": [
+                    {
+                        "epoch": e + 1,
+                        "val_top1": v,
+                        "val_top5": min(1.0, v + 0.05),
+                        "train_loss": 1 - v,
+                    }
+                    for e, v in enumerate(curve)
+                ],
+            }
+            reply = worker.post(f"/api/trials/{trial['id']}/complete", json=body)
+            assert reply.status_code == 200, reply.text
+            done += 1
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "VITCUBE_DATABASE_URL": f"sqlite:///{tmp / 'vitcube.db'}",
+        "VITCUBE_ADMIN_TOKEN": ADMIN,
+        "VITCUBE_WORKER_TOKEN": WORKER,
+        "VITCUBE_VIEWER_TOKEN": VIEWER,
+        "VITCUBE_MIGRATE_ON_START": "true",
+        "VITCUBE_PLANNER_INTERVAL_S": "0.2",
+    }
+    log = tmp / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    srv = Server(origin=f"http://127.0.0.1:{port}", process=process, log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "the server exited:\n" + log.read_text()
+            try:
+                if httpx.get(srv.origin + "/login", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start:\n" + log.read_text()
+            time.sleep(0.2)
+        with srv.api(ADMIN) as admin:
+            created = admin.post(
+                "/api/searches",
+                json=_search_body("v2 at half budget", max_trials=SEEDED_TRIALS, parallelism=4),
+            )
+            assert created.status_code == 201, created.text
+            done = created.json()
+            _complete_all(srv, done["id"], SEEDED_TRIALS)
+            # A second search that stays running with nothing completed: the early states.
+            fresh = admin.post(
+                "/api/searches", json=_search_body("still empty", max_trials=30, parallelism=1)
+            )
+            assert fresh.status_code == 201, fresh.text
+        srv.searches = {"done": done, "fresh": fresh.json()}
+        yield srv
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+
+
+@dataclass
+class Watch:
+    """What a page did: errors it raised or logged, and every URL it requested."""
+
+    origin: str
+    errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def attach(self, page: Any) -> None:
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("console", self._console)
+        page.on("request", lambda request: self.requests.append(request.url))
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.errors.append(f"console: {msg.text} @ {msg.location.get('url')}")
+
+    def assert_clean(self, *, allowed_errors: tuple[str, ...] = ()) -> None:
+        errors = [e for e in self.errors if not any(a in e for a in allowed_errors)]
+        assert errors == [], errors
+        foreign = [u for u in self.requests if not u.startswith(self.origin + "/")]
+        assert foreign == [], f"requests left the origin: {foreign}"
+        assert self.requests, "the page requested nothing at all"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+def _page(browser: Any, server: Server, token: str | None) -> tuple[Any, Watch]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900},
+        extra_http_headers=headers,
+        base_url=server.origin,
+    )
+    page = context.new_page()
+    watch = Watch(server.origin)
+    watch.attach(page)
+    return page, watch
+
+
+def _wait_drawn(page: Any) -> None:
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=30_000)
+
+
+def test_login_form_sets_an_httponly_cookie_and_refuses_a_wrong_token(
+    browser: Any, server: Server
+) -> None:
+    page, watch = _page(browser, server, token=None)
+    page.goto("/")
+    assert page.url.startswith(server.origin + "/login"), "an anonymous visit must go to /login"
+
+    page.fill("#token", "not-a-token")
+    page.click("#login-form button[type=submit]")
+    assert "not accepted" in page.inner_text("#login-error")
+    assert page.context.cookies() == []
+
+    page.fill("#token", WORKER)  # workers may not read searches
+    page.click("#login-form button[type=submit]")
+    assert "not accepted" in page.inner_text("#login-error")
+
+    page.fill("#token", VIEWER)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(server.origin + "/")
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "vitcube_token"
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == "", "the token must be invisible to scripts"
+    names = page.locator("#searches-table .search-link").all_inner_texts()
+    assert "v2 at half budget" in names and "still empty" in names
+
+    # The JSON the page loads accepts the cookie, and a viewer sees no stop button.
+    page.click("text=v2 at half budget")
+    _wait_drawn(page)
+    assert page.locator("#stop-button").count() == 0
+    assert page.locator("#pareto-plot .scatterlayer path.point").count() > 0
+
+    page.click("text=Log out")
+    page.wait_for_url("**/login")
+    assert page.context.cookies() == []
+    page.goto("/")
+    assert page.url.startswith(server.origin + "/login")
+    # The refused logins answer 401, which Chromium logs against /login; nothing else may be.
+    watch.assert_clean(allowed_errors=(f"{server.origin}/login",))
+
+
+def test_search_page_draws_the_front_the_gp_views_and_the_formula(
+    browser: Any, server: Server, test_output_dir: Path
+) -> None:
+    search = server.searches["done"]
+    with server.api(VIEWER) as api:
+        trials = api.get(f"/api/searches/{search['id']}/trials").json()
+        expected_formula = api.get(f"/api/searches/{search['id']}/formula", params={"c": 0.3})
+    completed = [t for t in trials if t["state"] == "completed"]
+    assert len(completed) == SEEDED_TRIALS
+
+    page, watch = _page(browser, server, token=ADMIN)
+    page.goto("/")
+    row = page.locator(f"tr[data-search-id='{search['id']}']")
+    assert "14 / 14" in row.inner_text()
+    row.locator("a").click()
+    _wait_drawn(page)
+
+    # Pareto: one marker per completed trial, references marked, the budget line drawn.
+    assert page.locator("#pareto-plot .scatterlayer path.point").count() == len(completed)
+    legend = page.locator("#pareto-plot .legend").inner_text()
+    assert "Pareto front" in legend and "width-only reference" in legend
+    assert "compound-scaling reference" in legend
+    assert "budget" in page.locator("#pareto-plot .annotation").all_inner_texts()[-1]
+    # GP views: four 1-D plots with their bands, four 2-D contours, importance bars.
+    for factor in ("r", "d_i", "d_m", "w"):
+        assert page.locator(f"#gp1d-{factor} .scatterlayer .trace").count() >= 3, factor
+    assert page.locator("#gp2d .contourlayer").count() == 4
+    assert page.locator("#importance-plot .barlayer path").count() == 4
+    # The downsizing formula: four factor panels against c, and the form's answer.
+    assert page.locator("#formula-plot .subplot.xy").count() == 4
+    assert page.locator("#curves-plot .scatterlayer .trace").count() == len(completed)
+    assert expected_formula.status_code == 200, expected_formula.text
+    page.fill("#formula-c", "0.3")
+    page.click("#formula-form button[type=submit]")
+    page.wait_for_selector("#formula-recommendation >> text=c = 0.30")
+    macs_text = page.inner_text("#formula-macs")
+    from service.dashboard import format_macs
+
+    assert format_macs(expected_formula.json()["macs"]).replace(" ", "") in macs_text.replace(
+        " ", ""
+    )
+
+    # Sorting: a click on top-1 sorts descending, a second click ascending.
+    page.click("#trials-table th[data-key=top1]")
+    ids = [int(i) for i in page.locator("#trials-table tbody tr td:first-child").all_inner_texts()]
+    by_top1 = [t["id"] for t in sorted(completed, key=lambda t: (-t["top1"], t["id"]))]
+    assert ids == by_top1 + [i for i in ids if i not in by_top1]
+    page.click("#trials-table th[data-key=top1]")
+    ids = [int(i) for i in page.locator("#trials-table tbody tr td:first-child").all_inner_texts()]
+    assert ids[0] == min(completed, key=lambda t: t["top1"])["id"]
+    page.click("#trials-table th[data-key=top1]")  # back to best first for the screenshot
+
+    page.locator("#formula-plot").scroll_into_view_if_needed()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(test_output_dir / "dashboard-search.png"), full_page=True)
+    watch.assert_clean()
+
+
+def test_early_search_explains_itself_and_an_admin_can_stop_it(
+    browser: Any, server: Server, test_output_dir: Path
+) -> None:
+    search = server.searches["fresh"]
+    page, watch = _page(browser, server, token=ADMIN)
+    page.goto(f"/searches/{search['id']}")
+    _wait_drawn(page)
+    assert "No completed trials yet" in page.inner_text("#pareto-empty")
+    assert "not fitted" in page.inner_text("#gp-empty")
+    assert page.locator("#formula-empty").is_visible()
+    assert page.locator("#formula-error").is_visible()
+    assert page.locator("#pareto-plot .main-svg").count() == 0
+    assert page.inner_text("#search-state") == "running"
+
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#stop-button")
+    page.wait_for_selector("#search-state >> text=stopped")
+    assert page.locator("#stop-button").is_hidden()
+    assert "stopped" in page.inner_text("#refresh-note")
+    polled = len(watch.requests)
+    page.wait_for_timeout(5_000)  # longer than the 4 s poll: a stopped search is not polled
+    assert watch.requests[polled:] == []
+    with server.api(VIEWER) as api:
+        assert api.get(f"/api/searches/{search['id']}").json()["state"] == "stopped"
+    page.screenshot(path=str(test_output_dir / "dashboard-early.png"), full_page=True)
+    # The formula endpoints answer 4xx for a search with nothing completed (Chromium logs each
+    # failed fetch); the page shows why instead. Nothing else may be logged.
+    watch.assert_clean(allowed_errors=("/formula",))
