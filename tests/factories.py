@@ -1,0 +1,132 @@
+"""Test data for the service tests: request bodies, settings and role headers, in one place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from service.settings import Settings
+
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+WORKER_TOKEN = "worker-token-for-tests-012345678"
+VIEWER_TOKEN = "viewer-token-for-tests-012345678"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+WORKER = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+VIEWER = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+
+BASE = {"family": "mobilevit_v1", "size": "xxs", "resolution": 256}
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for a test server: the three tokens, quick planner and sweeper."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "admin_token": ADMIN_TOKEN,
+        "worker_token": WORKER_TOKEN,
+        "viewer_token": VIEWER_TOKEN,
+        "planner_interval_s": 0.05,
+        "sweep_interval_s": 0.05,
+        "lease_seconds": 60.0,
+        "pool_size": 5,
+        "max_overflow": 40,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def search_body(**overrides: Any) -> dict[str, Any]:
+    """A small, fast search: random strategy, a half budget, digits."""
+    body: dict[str, Any] = {
+        "name": "test search",
+        "base": dict(BASE),
+        "dataset": {"name": "digits"},
+        "budget": {"c": 0.5},
+        "objective": "accuracy",
+        "strategy": "random",
+        "max_trials": 6,
+        "parallelism": 3,
+        "training": {"epochs": 3, "batch_size": 16},
+        "seed": 1,
+    }
+    body.update(overrides)
+    return body
+
+
+def curve(epochs: int, final_top1: float) -> list[dict[str, Any]]:
+    """A plausible rising learning curve that ends at `final_top1`."""
+    return [
+        {
+            "epoch": e,
+            "val_top1": round(final_top1 * (e + 1) / epochs, 6),
+            "val_top5": min(1.0, round(final_top1 * (e + 1) / epochs + 0.1, 6)),
+            "train_loss": round(2.0 / (e + 1), 6),
+        }
+        for e in range(epochs)
+    ]
+
+
+def report_body(lease: dict[str, Any], top1: float = 0.8, **overrides: Any) -> dict[str, Any]:
+    """A complete report for a leased trial."""
+    body: dict[str, Any] = {
+        "lease_id": lease["lease_id"],
+        "top1": top1,
+        "top5": min(1.0, top1 + 0.1),
+        "params": lease["params"],
+        "macs": lease["macs"],
+        "latency_ms": 3.5,
+        "images_per_s": 900.0,
+        "surrogate": True,
+        "curve": curve(3, top1),
+    }
+    body.update(overrides)
+    return body
+
+
+def heartbeat_body(lease: dict[str, Any], epoch: int = 0, **metrics: float) -> dict[str, Any]:
+    return {"lease_id": lease["lease_id"], "epoch": epoch, "metrics": metrics}
+
+
+def surrogate_top1(factors: dict[str, float]) -> float:
+    """A smooth toy landscape for tests that need accuracies with structure."""
+    score = 0.55 + 0.1 * factors["r"] + 0.05 * factors["d_i"] + 0.04 * factors["d_m"]
+    return round(min(0.99, score + 0.15 * factors["w"]), 6)
+
+
+# -- API helpers (take a TestClient or an httpx.Client) ---------------------------------------
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.02
+) -> Any:
+    """Poll until `predicate()` is truthy; its value, or AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+def create_search(client: Any, **overrides: Any) -> dict[str, Any]:
+    response = client.post("/api/searches", json=search_body(**overrides), headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def queued(client: Any, search_id: int) -> list[dict[str, Any]]:
+    trials = client.get(f"/api/searches/{search_id}/trials", headers=ADMIN).json()
+    return [t for t in trials if t["state"] == "queued"]
+
+
+def lease_one(client: Any, worker: str = "test-worker", timeout_s: float = 20.0) -> Any:
+    """Lease a trial, waiting for the planner to queue one."""
+
+    def attempt() -> Any:
+        response = client.post("/api/trials/lease", json={"worker": worker}, headers=WORKER)
+        assert response.status_code in (200, 204), response.text
+        return response.json() if response.status_code == 200 else None
+
+    return wait_for(attempt, timeout_s)

@@ -1,0 +1,139 @@
+"""POST/GET /api/searches and stop, on SQLite and PostgreSQL: validation, planning, counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.factories import (
+    ADMIN,
+    VIEWER,
+    WORKER,
+    create_search,
+    heartbeat_body,
+    lease_one,
+    search_body,
+    wait_for,
+)
+
+
+def test_create_returns_the_search_with_budget_resolved(client: TestClient) -> None:
+    search = create_search(client, budget={"c": 0.5}, extra_note="kept")
+    assert search["state"] == "running"
+    assert search["max_macs"] == int(0.5 * search["m0"])
+    assert search["c"] == pytest.approx(0.5, rel=1e-6)
+    assert search["base"]["num_classes"] == 10  # from the dataset
+    assert search["space"]["r"] == [0.8, 1.7]
+    assert search["counts"] == {
+        "queued": 0,
+        "running": 0,
+        "completed": 0,
+        "failed": 0,
+        "stopped": 0,
+    }
+    assert search["extra"] == {"extra_note": "kept"}
+    assert client.get(f"/api/searches/{search['id']}", headers=VIEWER).json()["id"] == search["id"]
+    assert [s["id"] for s in client.get("/api/searches", headers=VIEWER).json()] == [search["id"]]
+
+
+def test_planner_queues_reference_trials_first_up_to_parallelism(client: TestClient) -> None:
+    search = create_search(client, parallelism=3, max_trials=6)
+
+    def three_queued() -> list[dict[str, Any]]:
+        trials = client.get(f"/api/searches/{search['id']}/trials", headers=VIEWER).json()
+        return trials if len(trials) >= 3 else []
+
+    trials = wait_for(three_queued)
+    assert len(trials) == 3  # parallelism caps queued + running
+    # m0 is over a half budget, so no baseline reference: width-only, compound, then the strategy.
+    assert [t["kind"] for t in trials] == ["reference:width_only", "reference:compound", "search"]
+    for trial in trials:
+        assert trial["macs"] <= search["max_macs"]
+        assert set(trial["factors"]) == set(trial["effective_factors"]) == {"r", "d_i", "d_m", "w"}
+        assert trial["arch"]["resolution"] == trial["resolution"]
+    # Distinct networks only.
+    assert len({str(sorted(t["effective_factors"].items())) for t in trials}) == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"space": {"r": [1.5, 1.0]}}, "space.r"),
+        ({"base": {"family": "resnet", "size": "xxs"}}, "base"),
+        ({"budget": {"c": 0}}, "budget"),
+        ({"budget": {"c": -1}}, "budget"),
+        ({"budget": {"c": 0.5, "max_macs": 10}}, "exactly one"),
+        ({"budget": {"max_macs": 1000}}, "smallest"),
+        ({"dataset": {"name": "imagefolder"}}, "num_classes"),
+        ({"dataset": {"name": "cifar10", "num_classes": 100}}, "10 classes"),
+        ({"max_trials": 0}, "max_trials"),
+        ({"strategy": "grid"}, "strategy"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_searches_get_422_naming_the_problem_and_write_nothing(
+    client: TestClient, change: dict[str, Any], message: str
+) -> None:
+    response = client.post("/api/searches", json=search_body(**change), headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert message in response.text
+    assert client.get("/api/searches", headers=VIEWER).json() == []
+
+
+def test_an_unmeetable_budget_names_the_smallest_reachable_macs(client: TestClient) -> None:
+    response = client.post(
+        "/api/searches", json=search_body(budget={"max_macs": 1000}), headers=ADMIN
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "smallest reachable" in detail and "MACs" in detail
+
+
+def test_malformed_and_oversized_bodies_are_refused(client: TestClient) -> None:
+    malformed = client.post(
+        "/api/searches",
+        content=b'{"name": ',
+        headers={**ADMIN, "content-type": "application/json"},
+    )
+    assert malformed.status_code == 422
+    huge = search_body(name="x", extra_blob="y" * 2_000_000)
+    assert client.post("/api/searches", json=huge, headers=ADMIN).status_code == 413
+    assert client.get("/api/searches", headers=VIEWER).json() == []
+
+
+def test_unknown_search_is_404(client: TestClient) -> None:
+    response = client.get("/api/searches/424242", headers=VIEWER)
+    assert response.status_code == 404
+    assert "424242" in response.json()["detail"]
+
+
+def test_stop_stops_queued_trials_and_tells_running_ones(client: TestClient) -> None:
+    search = create_search(client, parallelism=3, max_trials=10)
+    lease = lease_one(client)
+    wait_for(
+        lambda: (
+            client.get(f"/api/searches/{search['id']}", headers=VIEWER).json()["counts"]["queued"]
+            == 2
+        )
+    )
+    stopped = client.post(f"/api/searches/{search['id']}/stop", headers=ADMIN)
+    assert stopped.status_code == 200
+    assert stopped.json()["state"] == "stopped"
+    assert stopped.json()["counts"] == {
+        "queued": 0,
+        "running": 1,
+        "completed": 0,
+        "failed": 0,
+        "stopped": 2,
+    }
+    reply = client.post(
+        f"/api/trials/{lease['id']}/heartbeat", json=heartbeat_body(lease, 0), headers=WORKER
+    )
+    assert reply.json()["action"] == "stop"
+    # Stopping twice is harmless; nothing more is queued.
+    assert client.post(f"/api/searches/{search['id']}/stop", headers=ADMIN).status_code == 200
+    assert client.post("/api/trials/lease", json={"worker": "w"}, headers=WORKER).status_code == 204
+    after = client.get(f"/api/searches/{search['id']}", headers=VIEWER).json()
+    assert after["counts"]["stopped"] == 3 and after["counts"]["queued"] == 0

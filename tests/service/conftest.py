@@ -1,0 +1,110 @@
+"""Fixtures for the service tests: one shared suite on SQLite and on the machine's PostgreSQL.
+
+PostgreSQL: a fresh database `vitcube_test_<random>` is created through the admin URL
+VITCUBE_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres) once
+per test session and dropped afterwards; tables are emptied between tests. When the server is
+unreachable the PostgreSQL half is skipped locally and FAILS when the CI variable is set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # `tests.factories` is imported as a module of the checkout
+    sys.path.insert(0, str(REPO_ROOT))
+
+from service import db as service_db  # noqa: E402
+from service.app import create_app  # noqa: E402
+from tests.factories import make_settings  # noqa: E402
+
+DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TABLES = ("trial_metrics", "trials", "searches", "api_tokens")
+
+
+def _admin_url() -> str:
+    return os.environ.get("VITCUBE_TEST_POSTGRES_URL", DEFAULT_ADMIN_URL)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    admin_url = _admin_url()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"vitcube_test_{secrets.token_hex(4)}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        message = f"PostgreSQL at {admin_url} is unreachable: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI is set: PostgreSQL tests must run)")
+        pytest.skip(message)
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    service_db.upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "vitcube.db"
+    url = f"sqlite:///{path}"
+    service_db.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The backend's database, emptied before each test."""
+    url = str(request.getfixturevalue(f"{backend}_url"))
+    empty_tables(url)
+    yield url
+
+
+def empty_tables(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in TABLES:
+                    connection.execute(text(f"DELETE FROM {table}"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    """The app with its planner and sweeper threads running, on the backend under test."""
+    app = create_app(make_settings(database_url))
+    with TestClient(app) as test_client:
+        yield test_client
