@@ -1,0 +1,26 @@
+# vitcube server and GPU worker image (one image, two commands; see docker-compose.yml).
+FROM python:3.11-slim
+
+# PyPI's Linux torch wheel carries CUDA; override for a CPU-only image:
+#   docker build --build-arg TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" .
+ARG TORCH_SPEC="torch==2.13.0"
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+WORKDIR /app
+RUN pip install ${TORCH_SPEC}
+COPY pyproject.toml README.md ./
+COPY models ./models
+COPY search ./search
+COPY service ./service
+COPY workers ./workers
+COPY migrations ./migrations
+RUN pip install .
+
+RUN useradd --create-home --uid 1000 vitcube
+USER vitcube
+WORKDIR /home/vitcube
+EXPOSE 8000
+CMD ["vitcube", "--help"]

@@ -1,0 +1,100 @@
+"""docker-compose.yml and the Dockerfile agree with the CLI and the settings.
+
+No Docker engine runs on CI machines, so the files are checked by parsing: every service's
+command must parse with the real `vitcube` click command, and every VITCUBE_ variable must be a
+setting the server or the worker actually reads.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import typer.main
+import yaml
+
+from service.cli import app
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _parse(argv: list[str]) -> click.Context:
+    """Parse argv (without the program name) with the real CLI, as the container would."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, click.Group)
+    name, *rest = argv
+    command = group.commands[name]
+    return command.make_context(name, list(rest), resilient_parsing=False)
+
+
+def test_compose_has_the_three_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "server", "worker"}
+    postgres = compose["services"]["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    assert "pgdata:/var/lib/postgresql/data" in postgres["volumes"]
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert "pgdata" in compose["volumes"]
+
+
+def test_server_command_parses_and_uses_postgres(compose: dict[str, Any]) -> None:
+    server = compose["services"]["server"]
+    assert server["command"][0] == "vitcube"
+    ctx = _parse(server["command"][1:])
+    assert ctx.params["host"] == "0.0.0.0"
+    assert ctx.params["port"] == 8000
+    # a non-loopback bind needs an admin token: compose must provide one
+    assert "VITCUBE_ADMIN_TOKEN" in server["environment"]
+    assert server["environment"]["VITCUBE_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_worker_command_parses_with_all_gpus_and_read_only_data(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["command"][0] == "vitcube"
+    ctx = _parse(worker["command"][1:])
+    assert ctx.params["server"] == "http://server:8000"
+    assert ctx.params["gpus"] == "all"
+    assert str(ctx.params["data_root"]) == "/data"
+    assert any(v.endswith(":/data:ro") for v in worker["volumes"])
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_worker_token_comes_from_the_environment(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = compose["services"]["worker"]
+    assert "VITCUBE_WORKER_TOKEN" in worker["environment"]
+    monkeypatch.setenv("VITCUBE_WORKER_TOKEN", "from-env")
+    ctx = _parse(worker["command"][1:])
+    assert ctx.params["token"] == "from-env"
+
+
+def test_every_vitcube_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
+    fields = {f"VITCUBE_{name.upper()}" for name in Settings.model_fields}
+    fields.add("VITCUBE_DATA")  # compose's own: the host folder mounted at /data
+    used: set[str] = set()
+    for service in compose["services"].values():
+        used.update(k for k in service.get("environment", {}) if k.startswith("VITCUBE_"))
+    example = (ROOT / ".env.example").read_text()
+    used.update(re.findall(r"^(VITCUBE_\w+)=", example, flags=re.MULTILINE))
+    assert used, "compose sets no VITCUBE_ variable"
+    assert used <= fields, f"unknown settings: {sorted(used - fields)}"
+
+
+def test_dockerfile_installs_the_package_and_every_top_level_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^RUN pip install \.$", dockerfile, flags=re.MULTILINE)
+    for package in ("models", "search", "service", "workers", "migrations"):
+        assert f"COPY {package} ./{package}" in dockerfile
+    # the CPU-safe torch pin of pyproject must be satisfiable by the image's torch
+    assert 'TORCH_SPEC="torch==2.13.0"' in dockerfile
