@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import typer.main
 import yaml
@@ -27,10 +26,12 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def _parse(argv: list[str]) -> click.Context:
-    """Parse argv (without the program name) with the real CLI, as the container would."""
-    group = typer.main.get_command(app)
-    assert isinstance(group, click.Group)
+def _parse(argv: list[str]) -> Any:
+    """Parse argv (without the program name) with the real CLI, as the container would.
+
+    Returns the click context (typer vendors its own click, so it is typed loosely here).
+    """
+    group: Any = typer.main.get_command(app)
     name, *rest = argv
     command = group.commands[name]
     return command.make_context(name, list(rest), resilient_parsing=False)
@@ -57,8 +58,11 @@ def test_server_command_parses_and_uses_postgres(compose: dict[str, Any]) -> Non
     assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_worker_command_parses_with_all_gpus_and_read_only_data(compose: dict[str, Any]) -> None:
+def test_worker_command_parses_with_all_gpus_and_read_only_data(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     worker = compose["services"]["worker"]
+    monkeypatch.setenv("VITCUBE_WORKER_TOKEN", "from-env")
     assert worker["command"][0] == "vitcube"
     ctx = _parse(worker["command"][1:])
     assert ctx.params["server"] == "http://server:8000"
