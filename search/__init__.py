@@ -1,1 +1,73 @@
+"""search: Bayesian optimisation of MobileViT's global factors under an exact MAC budget.
 
+Public API (see /tmp/contracts.md): ``make_strategy``, ``Observation``, ``Strategy``,
+``reference_trials``, ``ReferenceTrial``, ``min_reachable_macs``, ``InfeasibleBudgetError``,
+``DEFAULT_SPACE``, ``analyze``, ``fit_formula``, ``Formula``, ``pareto_front``.
+
+Names resolve lazily (PEP 562) so that ``import search`` imports neither botorch nor ax: a
+worker box or the web process imports only what it calls. Imports ``models`` only; never
+service or workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "DEFAULT_SPACE": "search.space",
+    "FACTORS": "search.space",
+    "InfeasibleBudgetError": "search.space",
+    "min_reachable_macs": "search.space",
+    "Observation": "search.strategies",
+    "ReferenceTrial": "search.strategies",
+    "Strategy": "search.strategies",
+    "make_strategy": "search.strategies",
+    "reference_trials": "search.strategies",
+    "analyze": "search.analysis",
+    "Formula": "search.formula",
+    "fit_formula": "search.formula",
+    "pareto_front": "search.pareto",
+}
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "FACTORS",
+    "Formula",
+    "InfeasibleBudgetError",
+    "Observation",
+    "ReferenceTrial",
+    "Strategy",
+    "analyze",
+    "fit_formula",
+    "make_strategy",
+    "min_reachable_macs",
+    "pareto_front",
+    "reference_trials",
+]
+
+if TYPE_CHECKING:
+    from search.analysis import analyze
+    from search.formula import Formula, fit_formula
+    from search.pareto import pareto_front
+    from search.space import DEFAULT_SPACE, FACTORS, InfeasibleBudgetError, min_reachable_macs
+    from search.strategies import (
+        Observation,
+        ReferenceTrial,
+        Strategy,
+        make_strategy,
+        reference_trials,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

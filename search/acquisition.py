@@ -1,0 +1,184 @@
+"""The core Bayesian-optimisation step: fit, build an acquisition, pick a batch from a set.
+
+Problem-agnostic on purpose: it sees unit-cube points and outcome columns, not networks, so
+the same code proposes MobileViT variants (``strategies.GPStrategy``) and points of BoTorch's
+test problems (``benchmarks/bench_search_quality.py``).
+
+- One objective: ``qLogNoisyExpectedImprovement`` (incumbent = best posterior mean among
+  the admissible observations; black-box constraints as sigmoid-weighted feasibility).
+- Two or more objectives: ``qLogNoisyExpectedHypervolumeImprovement``. Objectives that are
+  known exactly (MACs) are not modelled: an ``MCMultiOutputObjective`` appends them to every
+  posterior sample from a deterministic function of ``X``, so they carry no noise and no
+  model error.
+- The batch is optimised over a finite set of admissible choices by sequential greedy
+  selection; every chosen point joins ``X_pending``, so the next one is picked against a
+  fantasy of the earlier ones (the batch is diverse and never repeats a choice).
+
+Imports torch and botorch; never ax, models, service or workers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from botorch.acquisition.acquisition import AcquisitionFunction
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
+from botorch.acquisition.objective import GenericMCObjective
+from botorch.sampling.normal import SobolQMCNormalSampler
+from linear_operator.utils.warnings import NumericalWarning
+from torch import Tensor
+
+from search.gp import DTYPE, as_tensor, fit_gp
+
+MC_SAMPLES = 128
+EVAL_CHUNK = 512
+# Picks after the first of a batch are taken from this many best first-pass choices.
+SHORTLIST = 512
+
+KnownObjectives = Callable[[Tensor], Tensor]
+
+
+def propose_from_choices(
+    train_X: Tensor,
+    train_Y: Tensor,
+    choices: Tensor,
+    q: int,
+    *,
+    num_objectives: int = 1,
+    X_pending: Tensor | None = None,
+    known_objectives: KnownObjectives | None = None,
+    ref_point: Sequence[float] | None = None,
+    baseline_mask: Tensor | None = None,
+    bounds: Tensor | None = None,
+    seed: int = 0,
+) -> list[int]:
+    """Pick ``q`` rows of ``choices`` by sequential greedy acquisition maximisation.
+
+    Args:
+        train_X: ``n x d`` observed inputs.
+        train_Y: ``n x (m + c)`` observed outcomes: ``m = num_objectives`` modelled
+            objectives (maximised) then ``c`` black-box constraints (feasible when <= 0).
+        choices: ``k x d`` admissible candidates (already filtered for known constraints
+            and for points already observed or pending).
+        q: batch size; fewer indices come back if ``k < q``.
+        X_pending: ``p x d`` points under evaluation (fantasised).
+        known_objectives: maps ``... x d`` inputs to ``... x j`` exactly known objectives
+            (maximised), appended after the modelled ones.
+        ref_point: ``m + j`` reference point; required when ``m + j >= 2``.
+        baseline_mask: ``n`` booleans, the observations that may serve as incumbents
+            (e.g. those within the MAC budget); all when ``None`` or none admissible.
+        bounds: ``2 x d`` input bounds; the unit cube by default.
+
+    Returns:
+        Indices into ``choices``, in the order picked.
+    """
+    train_X, train_Y, choices = as_tensor(train_X), as_tensor(train_Y), as_tensor(choices)
+    d = train_X.shape[-1]
+    q = min(q, choices.shape[0])
+    if q <= 0:
+        return []
+    if bounds is None:
+        bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
+    model = fit_gp(train_X, train_Y, bounds=bounds, seed=seed)
+    baseline = train_X
+    if baseline_mask is not None and bool(baseline_mask.any()):
+        baseline = train_X[baseline_mask]
+    acq = _acquisition(
+        model,
+        baseline,
+        num_objectives=num_objectives,
+        num_constraints=train_Y.shape[-1] - num_objectives,
+        known_objectives=known_objectives,
+        ref_point=ref_point,
+        seed=seed,
+    )
+    pending = as_tensor(X_pending) if X_pending is not None else torch.empty(0, d, dtype=DTYPE)
+    chosen: list[int] = []
+    candidates = torch.arange(choices.shape[0])
+    for step in range(q):
+        stacked = torch.cat([pending, choices[chosen]]) if (chosen or len(pending)) else None
+        acq.set_X_pending(stacked)
+        values = _evaluate(acq, choices[candidates])
+        if step == 0 and len(candidates) > SHORTLIST:
+            # Later picks only re-rank the best first-pass choices: fantasies lower values
+            # near earlier picks, they do not raise values elsewhere.
+            keep = torch.topk(values, SHORTLIST).indices
+            candidates, values = candidates[keep], values[keep]
+        taken = torch.tensor([int(c) in chosen for c in candidates], dtype=torch.bool)
+        values[taken] = -torch.inf
+        chosen.append(int(candidates[int(torch.argmax(values))]))
+    return chosen
+
+
+def _evaluate(acq: AcquisitionFunction, choices: Tensor) -> Tensor:
+    with torch.no_grad(), warnings.catch_warnings():
+        # Jitter notices from near-duplicate fantasies are expected and harmless here.
+        warnings.simplefilter("ignore", NumericalWarning)
+        return torch.cat(
+            [
+                acq(choices[start : start + EVAL_CHUNK].unsqueeze(-2))
+                for start in range(0, choices.shape[0], EVAL_CHUNK)
+            ]
+        )
+
+
+def _column(j: int) -> Callable[[Tensor], Tensor]:
+    def column(Z: Tensor) -> Tensor:
+        return Z[..., j]
+
+    return column
+
+
+def _first(Z: Tensor, X: Tensor | None = None) -> Tensor:
+    return Z[..., 0]
+
+
+def _acquisition(
+    model: torch.nn.Module,
+    baseline: Tensor,
+    *,
+    num_objectives: int,
+    num_constraints: int,
+    known_objectives: KnownObjectives | None,
+    ref_point: Sequence[float] | None,
+    seed: int,
+) -> AcquisitionFunction:
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([MC_SAMPLES]), seed=seed)
+    m = num_objectives
+    constraints = [_column(m + i) for i in range(num_constraints)]
+    total = m + (0 if known_objectives is None else 1)
+    if total == 1:
+        return qLogNoisyExpectedImprovement(
+            model=model,  # type: ignore[arg-type]
+            X_baseline=baseline,
+            sampler=sampler,
+            objective=GenericMCObjective(_first),
+            constraints=constraints or None,
+            prune_baseline=True,
+        )
+    if ref_point is None:
+        raise ValueError("ref_point is required with two or more objectives")
+
+    def objectives(Z: Tensor, X: Tensor | None = None) -> Tensor:
+        modelled = Z[..., :m]
+        if known_objectives is None:
+            return modelled
+        if X is None:
+            raise ValueError("known objectives need the inputs X")
+        known = known_objectives(X).to(modelled)
+        # Posterior samples carry a leading sample dimension that X lacks.
+        return torch.cat([modelled, known.expand(*modelled.shape[:-1], known.shape[-1])], -1)
+
+    return qLogNoisyExpectedHypervolumeImprovement(
+        model=model,  # type: ignore[arg-type]
+        ref_point=torch.as_tensor(list(ref_point), dtype=DTYPE),
+        X_baseline=baseline,
+        sampler=sampler,
+        objective=GenericMCMultiOutputObjective(objectives),
+        constraints=constraints or None,
+        prune_baseline=True,
+    )

@@ -1,0 +1,514 @@
+"""Search strategies: given observations and pending trials, propose factors to try next.
+
+Every strategy is stateless between calls (the service may rebuild it for every planning
+step) and shares one guarantee: each proposal is a *requested* ``(r, d_i, d_m, w)`` that
+builds, through ``base.scale``, a network whose exact MACs lie in ``[min_macs, max_macs]``
+and that is neither observed nor pending nor repeated in the batch. Identity of a network
+is its effective factors (what the GP sees; identical networks have identical ones).
+
+- ``random`` — the paper's method: uniform requests, rejected until within budget.
+- ``sobol`` — scrambled Sobol requests (the sequence continues across calls), same rejection.
+- ``gp`` — Bayesian optimisation (:mod:`search.acquisition`) on effective factors, over a
+  pool of buildable, in-budget, unseen networks: Sobol points, the same projected onto the
+  budget boundary, and local perturbations of the best observations. Until
+  :data:`SOBOL_INIT` distinct observations exist it proposes like ``sobol``.
+- ``ax`` — Ax's ``Client`` (ax-platform >= 1.0, imported lazily) with its default generation
+  strategy; its proposals are rounded to the lattice and projected onto the budget.
+
+When random sampling finds too few feasible points within :data:`MAX_DRAWS` draws (a budget
+far below the typical network of the space), the rest come from the budget projection so
+that a search never stalls; fewer than ``n`` come back only when the lattice is exhausted.
+
+Imports ``models``, numpy and (lazily, inside the GP/Ax strategies) torch, botorch and ax;
+never service or workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from scipy.stats import qmc
+
+from models import ArchConfig, count_macs
+from search.space import (
+    FACTORS,
+    Candidates,
+    InfeasibleBudgetError,
+    Space,
+    check_budget,
+    feasible_mask,
+    identity,
+)
+
+Objective = Literal["accuracy", "pareto"]
+STRATEGIES = ("gp", "random", "sobol", "ax")
+
+# GP proposals start once this many distinct networks have been observed: a 4-D ARD
+# Matérn GP has 6 hyperparameters, and d + 2 points is the smallest design on which its
+# fits were stable in our benchmarks; below that the batch is filled from the Sobol sequence.
+SOBOL_INIT = len(FACTORS) + 2
+# Size of the random/Sobol draw per attempt and the cap on draws before projecting.
+DRAW_BATCH = 1024
+MAX_DRAWS = 16_384
+# GP candidate pool: Sobol points, their budget projections and local perturbations.
+POOL_SOBOL = 2048
+POOL_PROJECTED = 512
+POOL_LOCAL = 512
+LOCAL_TOP = 8
+LOCAL_SIGMAS = (0.03, 0.1)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A completed trial: ``factors`` are the EFFECTIVE factors (what was built)."""
+
+    factors: dict[str, float]
+    top1: float
+    macs: int
+
+
+@dataclass(frozen=True)
+class ReferenceTrial:
+    """A baseline shrink the search must beat: ``name`` is "width_only" or "compound"."""
+
+    name: str
+    factors: dict[str, float] = field(default_factory=dict)
+
+
+def validate_observations(observations: Sequence[Observation]) -> None:
+    """Raise ``ValueError`` naming the first bad observation (NaN, out of range, ...)."""
+    for i, obs in enumerate(observations):
+        if not isinstance(obs, Observation):
+            raise ValueError(f"observation {i} must be an Observation, got {type(obs).__name__}")
+        missing = [f for f in FACTORS if f not in obs.factors]
+        if missing:
+            raise ValueError(f"observation {i} lacks factor(s) {missing}")
+        for f in FACTORS:
+            v = obs.factors[f]
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"observation {i} has factor {f}={v!r}; must be finite and > 0")
+        if not (isinstance(obs.top1, int | float) and math.isfinite(obs.top1)):
+            raise ValueError(f"observation {i} has top1={obs.top1!r}; must be a finite number")
+        if not 0.0 <= obs.top1 <= 1.0:
+            raise ValueError(f"observation {i} has top1={obs.top1}; must be a fraction in [0, 1]")
+        if not isinstance(obs.macs, int | np.integer) or obs.macs <= 0:
+            raise ValueError(f"observation {i} has macs={obs.macs!r}; must be a positive integer")
+
+
+def _validate_pending(pending: Sequence[Mapping[str, float]]) -> None:
+    for i, p in enumerate(pending):
+        for f in FACTORS:
+            v = p.get(f) if isinstance(p, Mapping) else None
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"pending {i} has factor {f}={v!r}; must be finite and > 0")
+
+
+class Strategy:
+    """Base class: budget checks, identities of seen networks, sampling helpers."""
+
+    name = "base"
+
+    def __init__(
+        self,
+        *,
+        base: ArchConfig,
+        max_macs: int,
+        objective: Objective = "accuracy",
+        space: Mapping[str, Sequence[float]] | None = None,
+        seed: int = 0,
+        min_macs: int | None = None,
+    ) -> None:
+        if objective not in ("accuracy", "pareto"):
+            raise ValueError(f"objective must be 'accuracy' or 'pareto', got {objective!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.space = Space(base, space)
+        check_budget(base, self.space.bounds, max_macs=max_macs, min_macs=min_macs)
+        self.base = base
+        self.max_macs = int(max_macs)
+        self.min_macs = None if min_macs is None else int(min_macs)
+        self.objective: Objective = objective
+        self.seed = seed
+
+    # -- public -------------------------------------------------------------------------
+    def suggest(
+        self,
+        observations: Sequence[Observation],
+        pending: Sequence[Mapping[str, float]],
+        n: int,
+    ) -> list[dict[str, float]]:
+        """Propose up to ``n`` requested factor dicts (see the module docstring)."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        validate_observations(observations)
+        _validate_pending(pending)
+        if n == 0:
+            return []
+        seen = {identity([o.factors[f] for f in FACTORS]) for o in observations}
+        seen |= {identity(self.effective_of(p)) for p in pending}
+        chosen = self._propose(list(observations), list(pending), n, seen)
+        return self._verified(chosen, seen)[:n]
+
+    def effective_of(self, requested: Mapping[str, float]) -> list[float]:
+        arch = self.base.scale(**{f: float(requested[f]) for f in FACTORS})
+        eff = arch.effective_factors()
+        return [eff[f] for f in FACTORS]
+
+    # -- to implement -----------------------------------------------------------------
+    def _propose(
+        self,
+        observations: list[Observation],
+        pending: list[Mapping[str, float]],
+        n: int,
+        seen: set[tuple[float, ...]],
+    ) -> Candidates:
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------------
+    def _verified(self, chosen: Candidates, seen: set[tuple[float, ...]]) -> list[dict[str, float]]:
+        """Rebuild every proposal and keep those that are in budget and new (belt and braces)."""
+        out: list[dict[str, float]] = []
+        taken = set(seen)
+        for request in chosen.requested_dicts():
+            arch = self.base.scale(**request)
+            macs = count_macs(arch)
+            eff = arch.effective_factors()
+            key = identity([eff[f] for f in FACTORS])
+            ok = macs <= self.max_macs and (self.min_macs is None or macs >= self.min_macs)
+            if ok and key not in taken:
+                taken.add(key)
+                out.append(request)
+        return out
+
+    def _unseen(self, cands: Candidates, seen: set[tuple[float, ...]]) -> Candidates:
+        keep = np.array([identity(row) not in seen for row in cands.effective], dtype=bool)
+        return cands.take(keep) if len(cands) else cands
+
+    def _feasible(self, cands: Candidates) -> Candidates:
+        return cands.take(feasible_mask(cands.macs, max_macs=self.max_macs, min_macs=self.min_macs))
+
+    def _sample(
+        self,
+        n: int,
+        seen: set[tuple[float, ...]],
+        draw: Any,
+        rng: np.random.Generator,
+    ) -> Candidates:
+        """Rejection-sample ``n`` new feasible networks from ``draw(k) -> k x 4`` unit points.
+
+        Order of the draw is kept (Sobol points stay space-filling); after
+        :data:`MAX_DRAWS` draws the rest comes from budget projections of further draws.
+        """
+        picked: list[Candidates] = []
+        taken = set(seen)
+        count = 0
+
+        def take(cands: Candidates, order: np.ndarray) -> None:
+            nonlocal count
+            for i in order:
+                key = identity(cands.effective[i])
+                if count < n and key not in taken:
+                    taken.add(key)
+                    picked.append(cands.take(np.array([i])))
+                    count += 1
+
+        draws = 0
+        while count < n and draws < MAX_DRAWS:
+            unit = draw(DRAW_BATCH)
+            draws += len(unit)
+            levels = self.space.snap(self.space.from_unit(unit))
+            macs = self.space._macs_rows(levels)
+            ok = feasible_mask(macs, max_macs=self.max_macs, min_macs=self.min_macs)
+            cands = self.space.candidates(levels[ok]) if ok.any() else None
+            if cands is None:
+                continue
+            # candidates() sorts rows; restore the draw order of first occurrence.
+            first = _first_occurrence_order(levels[ok], cands.levels)
+            take(cands, first)
+        tries = 0
+        while count < n and tries < 8:
+            tries += 1
+            projected = self.space.project(
+                rng.random((DRAW_BATCH, len(FACTORS))),
+                max_macs=self.max_macs,
+                min_macs=self.min_macs,
+                rng=rng,
+            )
+            take(projected, rng.permutation(len(projected)))
+        if count < n and self.space.lattice_size <= 200_000:
+            # Small lattices: enumerate, so "fewer than n" really means exhausted.
+            every = self._feasible(self.space.enumerate_all())
+            take(every, rng.permutation(len(every)))
+        if not picked:
+            return _empty()
+        return Candidates.concat(picked)
+
+
+def _first_occurrence_order(rows: np.ndarray, unique_rows: np.ndarray) -> np.ndarray:
+    """Indices into ``unique_rows`` ordered by first appearance in ``rows``."""
+    index = {tuple(r): i for i, r in enumerate(unique_rows.tolist())}
+    order: list[int] = []
+    seen: set[int] = set()
+    for r in rows.tolist():
+        i = index[tuple(r)]
+        if i not in seen:
+            seen.add(i)
+            order.append(i)
+    return np.array(order, dtype=np.int64)
+
+
+def _empty() -> Candidates:
+    z = np.zeros((0, len(FACTORS)))
+    return Candidates(z.astype(np.int64), z, z, np.zeros(0, dtype=np.int64))
+
+
+class RandomStrategy(Strategy):
+    """The paper's method: uniform requests, rejection to the budget."""
+
+    name = "random"
+
+    def _propose(
+        self,
+        observations: list[Observation],
+        pending: list[Mapping[str, float]],
+        n: int,
+        seen: set[tuple[float, ...]],
+    ) -> Candidates:
+        # A fresh stream per call that still differs between calls of one search.
+        rng = np.random.default_rng([self.seed, len(observations), len(pending)])
+        return self._sample(n, seen, lambda k: rng.random((k, len(FACTORS))), rng)
+
+
+class SobolStrategy(Strategy):
+    """Scrambled Sobol requests; the sequence continues from the number of trials so far."""
+
+    name = "sobol"
+
+    def _propose(
+        self,
+        observations: list[Observation],
+        pending: list[Mapping[str, float]],
+        n: int,
+        seen: set[tuple[float, ...]],
+    ) -> Candidates:
+        return self._sobol(len(observations) + len(pending), n, seen)
+
+    def _sobol(self, skip: int, n: int, seen: set[tuple[float, ...]]) -> Candidates:
+        engine = qmc.Sobol(d=len(FACTORS), scramble=True, seed=self.seed)
+        if skip:
+            engine.fast_forward(skip)
+        rng = np.random.default_rng([self.seed, skip])
+        return self._sample(n, seen, lambda k: engine.random(k), rng)
+
+
+class GPStrategy(SobolStrategy):
+    """Bayesian optimisation over buildable, in-budget networks (module docstring)."""
+
+    name = "gp"
+
+    def _propose(
+        self,
+        observations: list[Observation],
+        pending: list[Mapping[str, float]],
+        n: int,
+        seen: set[tuple[float, ...]],
+    ) -> Candidates:
+        distinct = {identity([o.factors[f] for f in FACTORS]) for o in observations}
+        if len(distinct) < SOBOL_INIT:
+            return self._sobol(len(observations) + len(pending), n, seen)
+        import torch
+
+        from search.acquisition import propose_from_choices
+
+        pool = self._pool(observations, seen)
+        if len(pool) == 0:
+            return pool
+        space = self.space
+        X = np.array([[o.factors[f] for f in FACTORS] for o in observations])
+        Y = np.array([[o.top1] for o in observations])
+        macs = np.array([o.macs for o in observations], dtype=np.int64)
+        in_budget = feasible_mask(macs, max_macs=self.max_macs, min_macs=self.min_macs)
+        bounds = np.stack([space.lower, space.upper])
+        X_pending = np.array([self.effective_of(p) for p in pending]).reshape(-1, len(FACTORS))
+        known = None
+        ref_point = None
+        if self.objective == "pareto":
+            # MACs are exact: the GP models top-1 only and -MACs/max_macs is looked up.
+            lookup = _MacsLookup(self.max_macs)
+            lookup.add(X, macs)
+            lookup.add(pool.effective, pool.macs)
+            if len(pending):
+                lookup.add(
+                    X_pending,
+                    np.array([count_macs(self.base.scale(**p)) for p in pending]),
+                )
+            known = lookup
+            good = Y[in_budget, 0] if in_budget.any() else Y[:, 0]
+            spread = float(good.max() - good.min()) or 0.1
+            # Reference point: a little below the worst in-budget accuracy, and the budget.
+            ref_point = [float(good.min()) - 0.1 * spread, -1.0]
+        picked = propose_from_choices(
+            torch.as_tensor(X),
+            torch.as_tensor(Y),
+            torch.as_tensor(pool.effective),
+            n,
+            X_pending=torch.as_tensor(X_pending) if len(X_pending) else None,
+            known_objectives=known,
+            ref_point=ref_point,
+            baseline_mask=torch.as_tensor(in_budget),
+            bounds=torch.as_tensor(bounds),
+            seed=self.seed + len(observations),
+        )
+        return pool.take(np.array(picked, dtype=np.int64))
+
+    def _pool(self, observations: list[Observation], seen: set[tuple[float, ...]]) -> Candidates:
+        space = self.space
+        rng = np.random.default_rng([self.seed, len(observations), 7])
+        engine = qmc.Sobol(d=len(FACTORS), scramble=True, seed=rng)
+        sobol = engine.random(POOL_SOBOL)
+        parts = [space.from_unit_points(sobol)]
+        parts.append(
+            space.project(
+                sobol[rng.choice(POOL_SOBOL, POOL_PROJECTED, replace=False)],
+                max_macs=self.max_macs,
+                min_macs=self.min_macs,
+                rng=rng,
+            )
+        )
+        ranked = sorted(observations, key=lambda o: -o.top1)[:LOCAL_TOP]
+        if ranked:
+            centres = space.to_unit(np.array([[o.factors[f] for f in FACTORS] for o in ranked]))
+            per = POOL_LOCAL // (len(centres) * len(LOCAL_SIGMAS)) + 1
+            local = np.concatenate(
+                [
+                    c + rng.normal(scale=s, size=(per, len(FACTORS)))
+                    for c in centres
+                    for s in LOCAL_SIGMAS
+                ]
+            )
+            local = np.clip(local, 0.0, 1.0)
+            parts.append(space.from_unit_points(local))
+            # Perturbations that overshoot the budget are pulled back onto it.
+            parts.append(space.project(local, max_macs=self.max_macs, min_macs=self.min_macs))
+        pool = self._feasible(Candidates.concat(parts))
+        _, first = np.unique(pool.levels, axis=0, return_index=True)
+        return self._unseen(pool.take(np.sort(first)), seen)
+
+
+class _MacsLookup:
+    """Exact ``-MACs / max_macs`` of networks known by their effective factors."""
+
+    def __init__(self, max_macs: int) -> None:
+        self.max_macs = max_macs
+        self.table: dict[tuple[float, ...], float] = {}
+
+    def add(self, effective: np.ndarray, macs: np.ndarray) -> None:
+        for row, m in zip(np.asarray(effective).tolist(), np.asarray(macs).tolist(), strict=True):
+            self.table[identity(row)] = -float(m) / self.max_macs
+
+    def __call__(self, X: Any) -> Any:
+        import torch
+
+        flat = X.reshape(-1, X.shape[-1]).tolist()
+        values = [self.table[identity(row)] for row in flat]
+        return torch.tensor(values, dtype=X.dtype).reshape(*X.shape[:-1], 1)
+
+
+def make_strategy(
+    name: str,
+    *,
+    base: ArchConfig,
+    max_macs: int,
+    objective: Objective = "accuracy",
+    space: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    min_macs: int | None = None,
+) -> Strategy:
+    """Build a strategy by name; raises ``ValueError``/``InfeasibleBudgetError`` on bad input."""
+    classes: dict[str, type[Strategy]] = {
+        "gp": GPStrategy,
+        "random": RandomStrategy,
+        "sobol": SobolStrategy,
+    }
+    if name == "ax":
+        from search.ax_strategy import AxStrategy
+
+        classes["ax"] = AxStrategy
+    if name not in classes:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {list(STRATEGIES)}")
+    return classes[name](
+        base=base,
+        max_macs=max_macs,
+        objective=objective,
+        space=space,
+        seed=seed,
+        min_macs=min_macs,
+    )
+
+
+def reference_trials(base: ArchConfig, max_macs: int) -> list[ReferenceTrial]:
+    """Width-only and EfficientNet compound shrinks of ``base`` to ``max_macs``.
+
+    ``width_only``: the largest ``w`` (``r = d_i = d_m = 1``) under the budget, by bisection on
+    the exact count. ``compound``: ``d = α^φ`` (both ``d_i`` and ``d_m``), ``w = β^φ``,
+    ``r = γ^φ`` with α=1.2, β=1.1, γ=1.15 (α·β²·γ² ≈ 1.92, EfficientNet's grid search) and the
+    largest ``φ`` under the budget (usually negative). A rule that cannot reach the budget
+    at all (even its smallest network is over it) is left out of the list.
+    """
+    if not isinstance(max_macs, int | np.integer) or max_macs <= 0:
+        raise ValueError(f"max_macs must be a positive integer, got {max_macs!r}")
+    out: list[ReferenceTrial] = []
+    w = _largest_under(lambda t: {"w": t}, base, max_macs, lo=0.05, hi=4.0)
+    if w is not None:
+        out.append(ReferenceTrial("width_only", {"r": 1.0, "d_i": 1.0, "d_m": 1.0, "w": w}))
+
+    def compound(phi: float) -> dict[str, float]:
+        d = ALPHA**phi
+        return {"r": GAMMA**phi, "d_i": d, "d_m": d, "w": BETA**phi}
+
+    phi = _largest_under(compound, base, max_macs, lo=-12.0, hi=8.0)
+    if phi is not None:
+        out.append(ReferenceTrial("compound", compound(phi)))
+    return out
+
+
+ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
+
+
+def _largest_under(
+    factors_of: Any, base: ArchConfig, max_macs: int, *, lo: float, hi: float, steps: int = 50
+) -> float | None:
+    """Largest t in [lo, hi] (to bisection precision) whose network fits ``max_macs``."""
+
+    def fits(t: float) -> bool:
+        try:
+            arch = base.scale(**factors_of(t))
+        except ValueError:
+            return False
+        return count_macs(arch) <= max_macs
+
+    if not fits(lo):
+        return None
+    if fits(hi):
+        return hi
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+__all__ = [
+    "InfeasibleBudgetError",
+    "Observation",
+    "ReferenceTrial",
+    "Strategy",
+    "make_strategy",
+    "reference_trials",
+]
