@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -26,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:  # `tests.factories` is imported as a module 
 
 from service import db as service_db  # noqa: E402
 from service.app import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
 from tests.factories import make_settings  # noqa: E402
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -108,3 +113,41 @@ def client(database_url: str) -> Iterator[TestClient]:
     app = create_app(make_settings(database_url))
     with TestClient(app) as test_client:
         yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server in a thread, speaking HTTP on 127.0.0.1."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(database_url: str) -> Iterator[LiveServer]:
+    with LiveServer(make_settings(database_url)) as server:
+        yield server
