@@ -25,17 +25,39 @@ app.command("worker")(worker_command)
 
 @app.command()
 def demo(
-    trials: int = typer.Option(12, min=1, help="Trials in the demo search."),
-    workers: int = typer.Option(2, min=1, help="Local CPU workers that really train."),
+    trials: int = typer.Option(12, min=1, max=1000, help="Trials in the demo search."),
+    workers: int = typer.Option(2, min=1, max=64, help="Local CPU workers that really train."),
     port: int = typer.Option(8000, min=0, max=65535, help="Dashboard port; 0 picks a free one."),
-    exit_when_done: bool = typer.Option(False, help="Exit once the search completes."),
+    exit_when_done: bool = typer.Option(
+        False, "--exit-when-done", help="Exit once the search completes."
+    ),
+    epochs: int = typer.Option(3, min=1, max=1000, help="Training epochs per trial."),
+    resolution: int = typer.Option(
+        64, min=32, max=1024, help="Baseline resolution R0 in pixels (a multiple of 16)."
+    ),
+    c: float = typer.Option(
+        0.5, min=0.01, max=1.0, help="Budget as a fraction of the baseline's MACs."
+    ),
+    trainer: str = typer.Option(
+        "real", help="real: train on digits; surrogate: the synthetic landscape (no training)."
+    ),
 ) -> None:
     """Run the whole mission on this machine: server, a gp search on digits, local workers."""
-    from service.demo import run_demo
+    from service.demo import DemoOptions, run_demo
 
-    raise typer.Exit(
-        run_demo(trials=trials, workers=workers, port=port, exit_when_done=exit_when_done)
+    if trainer not in ("real", "surrogate"):
+        raise typer.BadParameter("must be real or surrogate", param_hint="--trainer")
+    options = DemoOptions(
+        trials=trials,
+        workers=workers,
+        port=port,
+        exit_when_done=exit_when_done,
+        epochs=epochs,
+        resolution=resolution,
+        c=c,
+        trainer=trainer,
     )
+    raise typer.Exit(run_demo(options))
 
 
 def _is_loopback(host: str) -> bool:
@@ -162,3 +184,7 @@ def token_create(
     finally:
         database.dispose()
     typer.echo(token)
+
+
+if __name__ == "__main__":
+    app()

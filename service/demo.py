@@ -1,7 +1,280 @@
-"""`vitcube demo`: the whole mission on one machine (server, search, local workers)."""
+"""`vitcube demo`: the whole mission on one machine, with no configuration.
+
+It starts the server on loopback (embedded SQLite, generated tokens) in this process, creates a
+`gp` search on scikit-learn's digits (a MobileViT v2 baseline at a small resolution, a budget of
+about half its MACs), starts local CPU workers as subprocesses (`python -m workers`) that really
+train, shows progress, and when the search completes prints the Pareto front, the best
+architecture and the downsizing formula's recommendation for a smaller budget. Everything it
+started stops with it. It talks to the server over HTTP only, like any other client.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-def run_demo(*, trials: int, workers: int, port: int, exit_when_done: bool) -> int:
-    raise NotImplementedError("vitcube demo is not built yet (issue 'demo')")
+import httpx
+from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+DEMO_DIR = Path(".vitcube-demo")
+DEFAULT_DATABASE_URL = "sqlite:///vitcube-demo.db"
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What one demo run does; the CLI's flags map onto these one to one."""
+
+    trials: int = 12
+    workers: int = 2
+    port: int = 8000
+    exit_when_done: bool = False
+    epochs: int = 3
+    resolution: int = 64
+    width: float = 0.5
+    c: float = 0.5
+    formula_c: float = 0.3
+    trainer: str = "real"
+    strategy: str = "gp"
+
+
+def search_body(options: DemoOptions) -> dict[str, Any]:
+    """The create-search body the demo submits (the same JSON a user would POST)."""
+    return {
+        "name": f"demo: MobileViT v2-{options.width:g} on digits at c = {options.c:g}",
+        "base": {
+            "family": "mobilevit_v2",
+            "width": options.width,
+            "resolution": options.resolution,
+        },
+        "dataset": {"name": "digits"},
+        "budget": {"c": options.c},
+        "objective": "accuracy",
+        "strategy": options.strategy,
+        "max_trials": options.trials,
+        "parallelism": options.workers,
+        "training": {"epochs": options.epochs, "batch_size": 64},
+        "seed": 0,
+    }
+
+
+class _Server:
+    """uvicorn serving create_app(settings) on a background thread of this process."""
+
+    def __init__(self, settings: Any, port: int) -> None:
+        import uvicorn
+
+        from service.app import create_app
+
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+        self._server = uvicorn.Server(config)
+        # uvicorn installs signal handlers only on the main thread; Ctrl-C is ours to handle.
+        self._thread = threading.Thread(target=self._server.run, name="vitcube-server", daemon=True)
+
+    def start(self, timeout_s: float = 60.0) -> int:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the demo server did not start (is the port in use?)")
+            time.sleep(0.05)
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+
+def _start_workers(
+    options: DemoOptions, url: str, worker_token: str
+) -> list[subprocess.Popen[bytes]]:
+    """K local CPU workers; each gets an equal share of the cores and its own log file."""
+    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    env = dict(
+        os.environ,
+        VITCUBE_WORKER_TOKEN=worker_token,
+        VITCUBE_SPOOL_DIR=str((DEMO_DIR / "spool").resolve()),
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
+    children = []
+    for index in range(options.workers):
+        log = (DEMO_DIR / f"worker-{index}.log").open("wb")
+        command = [
+            sys.executable,
+            "-m",
+            "workers",
+            "--server",
+            url,
+            "--device",
+            "cpu",
+            "--trainer",
+            options.trainer,
+            "--name",
+            f"demo-{index}",
+            "--progress",
+            "plain",
+        ]
+        children.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return children
+
+
+def _stop_workers(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)  # the worker fails its trial with retry and exits
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _follow(
+    client: httpx.Client, search_id: int, options: DemoOptions, console: Console
+) -> dict[str, Any]:
+    """Show progress until the search is no longer running; returns the final search JSON."""
+    columns = (
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("search", total=options.trials, status="planning…")
+        while True:
+            search = client.get(f"/api/searches/{search_id}").raise_for_status().json()
+            counts = search["counts"]
+            done = counts.get("completed", 0) + counts.get("failed", 0) + counts.get("stopped", 0)
+            best = search.get("best")
+            best_text = f"best top-1 {best['top1']:.3f}" if best else "no result yet"
+            progress.update(
+                task,
+                completed=done,
+                status=f"{counts.get('running', 0)} training, {best_text}",
+            )
+            if search["state"] != "running":
+                return dict(search)
+            time.sleep(POLL_S)
+
+
+def _print_results(
+    client: httpx.Client, search: dict[str, Any], options: DemoOptions, console: Console
+) -> bool:
+    """The Pareto front, the best architecture, the formula; False when nothing completed."""
+    search_id = search["id"]
+    front = client.get(f"/api/searches/{search_id}/pareto").raise_for_status().json()
+    console.print(
+        f"\nsearch {search_id} {search['state']}: m0 = {search['m0'] / 1e6:.1f} M MACs, "
+        f"budget {search['max_macs'] / 1e6:.1f} M MACs (c = {options.c:g})"
+    )
+    if not front:
+        console.print("[red]no trial completed: see the worker logs in .vitcube-demo/[/red]")
+        return False
+    table = Table(title="Pareto front (top-1 vs MACs)")
+    for column in ("trial", "kind", "r", "d_i", "d_m", "w", "px", "MMACs", "params", "top-1"):
+        table.add_column(column, justify="right")
+    for trial in sorted(front, key=lambda t: t["macs"]):
+        factors = trial["effective_factors"] or trial["factors"]
+        table.add_row(
+            str(trial["id"]),
+            trial["kind"].removeprefix("reference:"),
+            *(f"{factors[f]:.2f}" for f in ("r", "d_i", "d_m", "w")),
+            str(trial["resolution"]),
+            f"{trial['macs'] / 1e6:.1f}",
+            f"{trial['params'] / 1e6:.2f} M",
+            f"{trial['top1']:.3f}",
+        )
+    console.print(table)
+
+    best = search["best"]
+    if best is not None:
+        factors = best["factors"]
+        console.print(
+            f"best under budget: trial {best['id']} ({best['kind']}), top-1 {best['top1']:.3f} at "
+            f"{best['macs'] / 1e6:.1f} M MACs — r={factors['r']:.2f} d_i={factors['d_i']:.2f} "
+            f"d_m={factors['d_m']:.2f} w={factors['w']:.2f}, {best['resolution']} px"
+        )
+    reply = client.get(f"/api/searches/{search_id}/formula", params={"c": options.formula_c})
+    if reply.status_code == 200:
+        formula = reply.json()
+        parts = ", ".join(
+            f"{f}={v['mean']:.2f}±{v['std']:.2f}" for f, v in formula["factors"].items()
+        )
+        console.print(
+            f"downsizing formula for c = {options.formula_c:g}: {parts} → builds "
+            f"{formula['arch']['resolution']} px, {formula['macs'] / 1e6:.1f} M MACs "
+            f"(budget {formula['max_macs'] / 1e6:.1f} M)"
+        )
+    else:
+        console.print(f"downsizing formula: not available yet ({reply.json().get('detail')})")
+    return True
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> int:
+    """Run the demo; returns the process exit code (0 when the search produced a front)."""
+    from service.db import upgrade
+    from service.settings import Settings
+
+    console = console or Console()
+    DEMO_DIR.mkdir(exist_ok=True)
+    admin_token = secrets.token_urlsafe(24)
+    worker_token = secrets.token_urlsafe(24)
+    settings = Settings(
+        database_url=os.environ.get("VITCUBE_DATABASE_URL", DEFAULT_DATABASE_URL),
+        admin_token=SecretStr(admin_token),
+        worker_token=SecretStr(worker_token),
+        lease_seconds=60,
+    )
+    upgrade(settings.database_url)
+    server = _Server(settings, options.port)
+    port = server.start()
+    url = f"http://127.0.0.1:{port}"
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
+        ) as client:
+            created = client.post("/api/searches", json=search_body(options))
+            if created.status_code != 201:
+                console.print(f"[red]could not create the demo search: {created.text}[/red]")
+                return 1
+            search_id = created.json()["id"]
+            dashboard = f"{url}/searches/{search_id}"
+            console.print(f"dashboard: {dashboard}  (log in with the admin token {admin_token})")
+            children = _start_workers(options, url, worker_token)
+            try:
+                search = _follow(client, search_id, options, console)
+            except KeyboardInterrupt:
+                console.print("interrupted: stopping the workers and the server")
+                return 130
+            finally:
+                _stop_workers(children)
+            ok = _print_results(client, search, options, console)
+            console.print(f"dashboard: {dashboard}")
+            if not options.exit_when_done:
+                console.print("serving the dashboard until Ctrl-C")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+            return 0 if ok else 1
+    finally:
+        _stop_workers(children)
+        server.stop()
