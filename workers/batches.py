@@ -103,7 +103,7 @@ class BatchLoader:
     ) -> None:
         self.split = split
         self.device = device
-        self._plan: list[Batch] = []
+        self._sampler = _PlanSampler()
         self._loader: torch.utils.data.DataLoader | None = None
         if isinstance(split, TensorSplit):
             self._images = split.images.to(device)
@@ -112,38 +112,50 @@ class BatchLoader:
             assert isinstance(split, FolderSplit)
             self._loader = torch.utils.data.DataLoader(
                 FolderImages(split, load_size),
-                batch_sampler=_PlanSampler(self),
+                batch_sampler=self._sampler,
                 num_workers=num_workers,
                 pin_memory=device.type == "cuda",
-                persistent_workers=num_workers > 0,
             )
 
     def __len__(self) -> int:
         return len(self.split)
 
     def iterate(self, plan: list[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._plan = plan
+        self._sampler.plan = plan
         if self._loader is None:
             for batch in plan:
                 index = torch.tensor(batch.indices, device=self.device)
                 yield self._images.index_select(0, index), self._labels.index_select(0, index)
             return
         non_blocking = self.device.type == "cuda"
-        for images, labels in self._loader:
-            yield (
-                images.to(self.device, non_blocking=non_blocking),
-                labels.to(self.device, non_blocking=non_blocking),
-            )
+        iterator = iter(self._loader)
+        try:
+            for images, labels in iterator:
+                yield (
+                    images.to(self.device, non_blocking=non_blocking),
+                    labels.to(self.device, non_blocking=non_blocking),
+                )
+        finally:
+            # Shut the decoding processes down now (after a stop or an error), not whenever the
+            # traceback that references the iterator is collected (that waits seconds per worker).
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
 
 class _PlanSampler:
-    """A batch sampler reading the loader's current plan (lives in the main process)."""
+    """A batch sampler yielding the current plan's indices (it lives in the main process).
 
-    def __init__(self, owner: BatchLoader) -> None:
-        self.owner = owner
+    It holds the plan itself, not its BatchLoader: a reference cycle would leave the DataLoader
+    workers to the garbage collector, which tears their queues down first and then waits
+    seconds for workers that never hear they should exit.
+    """
+
+    def __init__(self) -> None:
+        self.plan: list[Batch] = []
 
     def __iter__(self) -> Iterator[list[int]]:
-        return (list(batch.indices) for batch in self.owner._plan)
+        return (list(batch.indices) for batch in self.plan)
 
     def __len__(self) -> int:
-        return len(self.owner._plan)
+        return len(self.plan)

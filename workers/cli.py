@@ -39,7 +39,10 @@ def worker_command(
         "class folders. digits needs none.",
     ),
     max_trials: int | None = typer.Option(
-        None, min=1, help="Exit after this many trials (default: run until stopped)."
+        None,
+        min=0,
+        help="Exit after this many trials (default: run until stopped); 0 only delivers "
+        "spooled results and exits.",
     ),
     trainer: str = typer.Option(
         "real", help="real: train the network; surrogate: the synthetic landscape (no training)."
@@ -59,6 +62,18 @@ def worker_command(
     ),
     progress: str = typer.Option(
         "auto", help="auto (a live bar on a terminal, log lines otherwise), rich, or plain."
+    ),
+    threads: int | None = typer.Option(
+        None,
+        min=1,
+        envvar="VITCUBE_WORKER_THREADS",
+        help="CPU threads for torch (default: torch's choice). Give each of several CPU "
+        "workers on one box its share of the cores.",
+    ),
+    deliver_timeout_s: float = typer.Option(
+        60.0,
+        min=0.0,
+        help="How long to keep retrying a result before leaving it in the spool and moving on.",
     ),
 ) -> None:
     """Lease trials from a vitcube server, train them on this machine, report the results."""
@@ -81,6 +96,8 @@ def worker_command(
         trainer=trainer,
         name=name,
         spool_dir=spool_dir,
+        deliver_timeout_s=deliver_timeout_s,
+        threads=threads,
     )
     display = make_progress(progress)
     try:

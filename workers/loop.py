@@ -63,6 +63,7 @@ class WorkerOptions:
     name: str | None = None
     spool_dir: Path | None = None
     deliver_timeout_s: float = 60.0
+    threads: int | None = None
 
 
 def default_worker_name(device: str) -> str:
@@ -218,6 +219,8 @@ class Worker:
 
         device = resolve_device(self.options.device)
         self.device = device
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
         if self.options.trainer not in ("real", "surrogate"):
             raise ValueError(f"--trainer must be real or surrogate, got {self.options.trainer!r}")
         self.progress.log(
@@ -276,7 +279,7 @@ class Worker:
             self.spool,
             self.client,
             deadline_s=deadline_s,
-            abort=self.shutdown if deadline_s > 30 else None,
+            abort=self.shutdown,
             log=self.progress.log,
         )
         return left
@@ -357,7 +360,7 @@ class Worker:
             self.progress.end_trial("abandoned: the lease was lost")
             return
         body = {"lease_id": lease.lease_id, **outcome.report(), "surrogate": surrogate}
-        entry = self.spool.put(self.client.server, lease.id, body)
+        entry = self.spool.put(self.client.server, lease.id, body, stopped=outcome.stopped)
         delivered, _ = deliver(
             self.spool,
             self.client,

@@ -5,7 +5,9 @@ sending it, deletes it once the server answers 2xx, and otherwise keeps it: the 
 retries before every lease, and the next worker started with the same spool directory
 re-sends it at start-up. A network blip or a server restart therefore never loses a trained
 result. A report the server refuses for good (409: the lease was lost meanwhile; other 4xx)
-is moved to `rejected/` beside the spool, for a person to look at, and not re-sent.
+is moved to `rejected/` beside the spool, for a person to look at, and not re-sent; the
+exception is a trial the server itself told to stop: its 409 is the answer (the server already
+holds the curve from the heartbeats), and the entry is simply dropped.
 
 Location: `--spool-dir`, else `$VITCUBE_SPOOL_DIR`, else `$XDG_STATE_HOME/vitcube/spool`
 (`~/.local/state/vitcube/spool`). One JSON file per result:
@@ -47,6 +49,7 @@ class SpoolEntry:
     server: str
     trial_id: int
     body: dict[str, Any]
+    stopped: bool = False  # the server had told the trial to stop: a 409 is an answer, not a loss
 
 
 class Spool:
@@ -56,7 +59,9 @@ class Spool:
         self.directory = Path(directory)
         self.rejected_dir = self.directory / "rejected"
 
-    def put(self, server: str, trial_id: int, body: dict[str, Any]) -> SpoolEntry:
+    def put(
+        self, server: str, trial_id: int, body: dict[str, Any], *, stopped: bool = False
+    ) -> SpoolEntry:
         """Write one result durably; returns its entry."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lease = "".join(ch for ch in str(body.get("lease_id", "")) if ch.isalnum())[:40]
@@ -65,6 +70,7 @@ class Spool:
             "server": server.rstrip("/"),
             "trial_id": trial_id,
             "body": body,
+            "stopped": stopped,
             "spooled_at": datetime.now(UTC).isoformat(),
         }
         temporary = path.with_suffix(f".tmp{os.getpid()}")
@@ -74,7 +80,7 @@ class Spool:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
         _fsync_dir(self.directory)
-        return SpoolEntry(path, server.rstrip("/"), trial_id, body)
+        return SpoolEntry(path, server.rstrip("/"), trial_id, body, stopped)
 
     def pending(self, server: str | None = None) -> list[SpoolEntry]:
         """Undelivered results, oldest first; only those for `server` when given."""
@@ -90,6 +96,7 @@ class Spool:
                     str(record["server"]),
                     int(record["trial_id"]),
                     dict(record["body"]),
+                    bool(record.get("stopped", False)),
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # half-written by a crashed writer cannot happen (rename); skip junk
@@ -134,6 +141,11 @@ def deliver(
             say(f"result of trial {entry.trial_id} kept in {entry.path} ({error})")
             return delivered, len(entries) - index
         except LeaseLost as error:
+            if entry.stopped:
+                # The server stopped this trial itself and kept its curve from the heartbeats.
+                spool.remove(entry)
+                say(f"trial {entry.trial_id} was stopped by the server ({error})")
+                continue
             where = spool.reject(entry, f"409 from the server: {error}")
             say(
                 f"server refused the result of trial {entry.trial_id} (409: {error}); "

@@ -1,0 +1,170 @@
+"""Real training on the CPU: a tiny MobileViT v2 learns digits; the recipe's parts do their job."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from models import ArchConfig, count_macs, count_params
+from workers.augment import center_resize, random_resized_crop
+from workers.batches import fixed_plan, multiscale_resolutions, variable_plan
+from workers.datasets import load_digits
+from workers.trainer import (
+    Control,
+    EpochReport,
+    TrainingConfig,
+    TrainingListener,
+    parameter_groups,
+    run_trial,
+)
+
+# MobileViT v2-0.5 without its last two stages (the small-image variant), at 32 px: ~1 M MACs.
+TINY_BASE = {
+    "family": "mobilevit_v2",
+    "width": 0.5,
+    "resolution": 32,
+    "num_classes": 10,
+    "dropped_stages": [4, 5],
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # The CI box has 2 cores shared with other suites; one thread avoids oversubscription.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_arch() -> dict:
+    return ArchConfig.from_dict(TINY_BASE).scale().to_dict()
+
+
+class Recorder(TrainingListener):
+    def __init__(self, stop_after_epoch: int | None = None, control: Control | None = None):
+        self.epochs: list[EpochReport] = []
+        self.stop_after_epoch = stop_after_epoch
+        self.control = control
+
+    def on_epoch(self, report: EpochReport) -> None:
+        self.epochs.append(report)
+        if self.control is not None and report.epoch == self.stop_after_epoch:
+            self.control.stop.set()
+
+
+@pytest.mark.slow
+def test_tiny_mobilevit_v2_learns_digits_on_cpu() -> None:
+    data = load_digits()
+    recorder = Recorder()
+    outcome = run_trial(
+        tiny_arch(),
+        data,
+        config=TrainingConfig.from_dict({"epochs": 4, "batch_size": 64}),
+        seed=0,
+        device=torch.device("cpu"),
+        listener=recorder,
+    )
+    assert outcome.top1 > 0.6  # chance is 0.1
+    assert outcome.top5 is not None and outcome.top5 >= outcome.top1
+    assert [p["epoch"] for p in outcome.curve] == [1, 2, 3, 4]
+    assert outcome.top1 == max(p["val_top1"] for p in outcome.curve)
+    assert outcome.curve[-1]["train_loss"] < outcome.curve[0]["train_loss"]
+    arch = ArchConfig.from_dict(TINY_BASE).scale()
+    assert outcome.macs == count_macs(arch) and outcome.params == count_params(arch)
+    assert outcome.latency_ms is not None and outcome.latency_ms > 0
+    assert outcome.images_per_s is not None and outcome.images_per_s > 0
+    assert not outcome.stopped and len(recorder.epochs) == 4
+
+
+@pytest.mark.slow
+def test_stop_reports_the_partial_curve_and_seeds_repeat() -> None:
+    data = load_digits()
+    config = TrainingConfig.from_dict({"epochs": 5, "max_steps_per_epoch": 3})
+    runs = []
+    for _ in range(2):
+        control = Control()
+        outcome = run_trial(
+            tiny_arch(),
+            data,
+            config=config,
+            seed=7,
+            device=torch.device("cpu"),
+            control=control,
+            listener=Recorder(stop_after_epoch=2, control=control),
+        )
+        runs.append(outcome)
+    assert runs[0].stopped and [p["epoch"] for p in runs[0].curve] == [1, 2]
+    # Same seed, same data order, same augmentation: the same numbers.
+    assert runs[0].curve[1]["train_loss"] == pytest.approx(runs[1].curve[1]["train_loss"])
+
+
+def test_training_block_defaults_and_errors() -> None:
+    config = TrainingConfig.from_dict({"epochs": 20, "batch_size": 32})
+    assert (config.lr, config.label_smoothing, config.grad_clip) == (0.002, 0.1, 10.0)
+    assert config.warmup == pytest.approx(1.0)  # 5 % of 20 epochs
+    assert config.lr_at(0) == pytest.approx(1e-6)
+    assert config.lr_at(1.0) == pytest.approx(0.002)
+    assert config.lr_at(20) == pytest.approx(0.0002)
+    assert config.lr_at(10.5) == pytest.approx(0.0002 + 0.5 * 0.0018 * (1 + math.cos(math.pi / 2)))
+    with pytest.raises(ValueError, match="unknown training setting.*learning_rate"):
+        TrainingConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="training.batch_size must be an integer"):
+        TrainingConfig.from_dict({"batch_size": 6.5})
+    with pytest.raises(ValueError, match=r"training.min_lr must be in \[0, lr\]"):
+        TrainingConfig.from_dict({"lr": 0.001, "min_lr": 0.01})
+    with pytest.raises(ValueError, match="training.amp must be"):
+        TrainingConfig.from_dict({"amp": "fp8"})
+
+
+def test_no_weight_decay_on_norms_and_biases() -> None:
+    from models import build_model
+
+    model = build_model(ArchConfig.from_dict(TINY_BASE).scale())
+    decay, no_decay = parameter_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.GroupNorm)]
+    assert norms
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    assert all(id(m.weight) in no_decay_ids and id(m.bias) in no_decay_ids for m in norms)
+    assert all(p.ndim > 1 for p in decay["params"])
+
+
+def test_random_resized_crop_on_device() -> None:
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    images[:, :, :, :4] = 255  # left half white
+    generator = torch.Generator().manual_seed(0)
+    full = random_resized_crop(images, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=False)
+    assert full.shape == (4, 3, 16, 16) and full.dtype == torch.float32
+    assert full[:, :, :, :7].min() == 1.0 and full[:, :, :, 9:].max() == 0.0
+    flipped = random_resized_crop(
+        images[:1].expand(64, -1, -1, -1),
+        16,
+        scale=(1.0, 1.0),
+        ratio=(1.0, 1.0),
+        generator=generator,
+    )
+    left_white = flipped[:, 0, 8, 0] > 0.5
+    assert 10 < int(left_white.sum()) < 54  # about half mirrored
+    crops = random_resized_crop(images, 12, scale=(0.1, 0.3), generator=generator)
+    assert crops.shape == (4, 3, 12, 12) and 0.0 <= crops.min() and crops.max() <= 1.0
+    assert center_resize(images, 8).equal(images.float() / 255)
+
+
+def test_variable_batch_sampler_keeps_pixels_per_batch_about_constant() -> None:
+    resolutions = multiscale_resolutions(256)
+    assert resolutions == [128, 192, 224, 256, 320]  # 0.5× … 1.25×, multiples of 32
+    plan = variable_plan(5000, 64, 256, resolutions, generator=torch.Generator().manual_seed(0))
+    assert {b.resolution for b in plan} <= set(resolutions) and len(
+        {b.resolution for b in plan}
+    ) > 3
+    for batch in plan:
+        pixels = len(batch.indices) * batch.resolution**2
+        assert pixels <= 64 * 256**2 * 1.05
+    seen = [i for b in plan for i in b.indices]
+    assert len(seen) == len(set(seen)) and len(seen) > 4500
+    fixed = fixed_plan(130, 64, 32, generator=None, drop_last=True)
+    assert [len(b.indices) for b in fixed] == [64, 64]
