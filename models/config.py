@@ -9,7 +9,9 @@ only): each of the last three stages' outputs goes through a 1×1 conv (+BN+SiLU
 main pooled feature in front of the classifier. The preset number of ExMobileViT-928 /
 -640 / -576 is read as the total count of those extra classifier channels
 (Σ make_divisible(ρ·Cᵢ, 8) over MobileViT-S's stages 3–5, Cᵢ = 96, 128, 160), with one ρ
-per preset: 29/12, 5/3, 3/2.
+per preset: 29/12, 5/3, 3/2. Caveat: the paper reports +5.16 % parameters for
+ExMobileViT-928, which fits "928 = total classifier input, 640 + 288 extra" better than 928
+extra channels (+18.9 % here); change the ratios ρ to model the other reading.
 
 Pure Python: imports the family tables (`models.mobilevit`, `models.mobilevit_v2`,
 `models.mobilenet`) and `models.arch`, never the builder or anything outside `models`.
