@@ -164,6 +164,17 @@ class Planner:
         search = session.get(Search, search_id)
         if search is None or search.state != "running":
             return None
+        states = dict(
+            session.execute(
+                select(Trial.state, func.count())
+                .where(Trial.search_id == search_id)
+                .group_by(Trial.state)
+            ).all()
+        )
+        active = states.get("queued", 0) + states.get("running", 0)
+        total = sum(states.values())
+        if min(search.parallelism - active, search.max_trials - total) <= 0 and active > 0:
+            return None  # full: nothing to plan, nothing to complete; skip loading the trials
         trials = session.execute(
             select(
                 Trial.kind,

@@ -323,20 +323,22 @@ def stop_search(session: Session, search_id: int) -> Search:
 def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
     """Hand the oldest queued trial of the least-served running search to `worker`.
 
-    Fair across searches: searches with the fewest running trials go first, ties by their
-    oldest queued trial. Returns the lease (see TrialLease) or None if nothing is queued.
+    Fair across searches: searches with the fewest running trials go first, ties to the older
+    search. Returns the lease (see TrialLease) or None if nothing is queued.
     """
-    running = func.sum(case((Trial.state == "running", 1), else_=0))
-    queued = func.sum(case((Trial.state == "queued", 1), else_=0))
-    oldest = func.min(case((Trial.state == "queued", Trial.id), else_=None))
-    candidates = session.execute(
-        select(Trial.search_id)
-        .join(Search, Search.id == Trial.search_id)
-        .where(Search.state == "running", Trial.state.in_(("queued", "running")))
-        .group_by(Trial.search_id)
-        .having(queued > 0)
-        .order_by(running, oldest)
-    ).scalars()
+    running = (
+        select(func.count())
+        .where(Trial.search_id == Search.id, Trial.state == "running")
+        .correlate(Search)
+        .scalar_subquery()
+    )
+    has_queued = (
+        select(Trial.id).where(Trial.search_id == Search.id, Trial.state == "queued").exists()
+    )
+    # A handful of running searches; both subqueries are index scans on (state, search_id, id).
+    candidates = session.scalars(
+        select(Search.id).where(Search.state == "running", has_queued).order_by(running, Search.id)
+    )
     for search_id in list(candidates):
         trial_id = session.scalar(
             select(Trial.id)
