@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 
-# pyproject's `pythonpath = ["tests"]` puts tests/ on sys.path ahead of the repo root when
-# pytest is started as `.venv/bin/pytest`; there tests/models (no __init__.py) would be found
-# as a namespace package named `models` instead of the real one. Keep the repo root first.
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[0] != _REPO_ROOT:
-    sys.path.insert(0, _REPO_ROOT)
-
-from models import Arch, ArchConfig  # noqa: E402
+from models import Arch, ArchConfig
 
 
 @pytest.fixture(autouse=True)
