@@ -32,7 +32,7 @@ from botorch.sampling.normal import SobolQMCNormalSampler
 from linear_operator.utils.warnings import NumericalWarning
 from torch import Tensor
 
-from search.gp import DTYPE, as_tensor, fit_gp
+from search.gp import DTYPE, as_tensor, fit_gp, torch_threads
 
 MC_SAMPLES = 128
 EVAL_CHUNK = 512
@@ -76,7 +76,36 @@ def propose_from_choices(
     Returns:
         Indices into ``choices``, in the order picked.
     """
-    train_X, train_Y, choices = as_tensor(train_X), as_tensor(train_Y), as_tensor(choices)
+    with torch_threads(1):
+        return _propose(
+            as_tensor(train_X),
+            as_tensor(train_Y),
+            as_tensor(choices),
+            q,
+            num_objectives=num_objectives,
+            X_pending=X_pending,
+            known_objectives=known_objectives,
+            ref_point=ref_point,
+            baseline_mask=baseline_mask,
+            bounds=bounds,
+            seed=seed,
+        )
+
+
+def _propose(
+    train_X: Tensor,
+    train_Y: Tensor,
+    choices: Tensor,
+    q: int,
+    *,
+    num_objectives: int,
+    X_pending: Tensor | None,
+    known_objectives: KnownObjectives | None,
+    ref_point: Sequence[float] | None,
+    baseline_mask: Tensor | None,
+    bounds: Tensor | None,
+    seed: int,
+) -> list[int]:
     d = train_X.shape[-1]
     q = min(q, choices.shape[0])
     if q <= 0:

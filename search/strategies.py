@@ -298,7 +298,7 @@ class SobolStrategy(Strategy):
         return self._sobol(len(observations) + len(pending), n, seen)
 
     def _sobol(self, skip: int, n: int, seen: set[tuple[float, ...]]) -> Candidates:
-        engine = qmc.Sobol(d=len(FACTORS), scramble=True, seed=self.seed)
+        engine = qmc.Sobol(d=len(FACTORS), scramble=True, rng=self.seed)
         if skip:
             engine.fast_forward(skip)
         rng = np.random.default_rng([self.seed, skip])
@@ -368,8 +368,8 @@ class GPStrategy(SobolStrategy):
     def _pool(self, observations: list[Observation], seen: set[tuple[float, ...]]) -> Candidates:
         space = self.space
         rng = np.random.default_rng([self.seed, len(observations), 7])
-        engine = qmc.Sobol(d=len(FACTORS), scramble=True, seed=rng)
-        sobol = engine.random(POOL_SOBOL)
+        # The same Sobol pool on every call of a search: its MACs are cached after the first.
+        sobol = qmc.Sobol(d=len(FACTORS), scramble=True, rng=self.seed).random(POOL_SOBOL)
         parts = [space.from_unit_points(sobol)]
         parts.append(
             space.project(
