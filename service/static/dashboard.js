@@ -328,9 +328,9 @@
         fillcolor: "rgba(214, 69, 69, 0.07)", line: { width: 0 }, layer: "below" });
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
         line: { color: BAD, width: 2, dash: "dash" } });
-      annotations.push({ xref: "x", yref: "paper", x, y: 1, yanchor: "bottom", xanchor: "right",
-        text: `budget ${fmtMacs(search.max_macs)}MACs`, showarrow: false,
-        font: { color: BAD, size: 12 } });
+      annotations.push({ xref: "x", yref: "paper", x, y: 0.02, yanchor: "bottom", xanchor: "right",
+        text: `budget ${fmtMacs(search.max_macs)}MACs`, showarrow: false, xshift: -4,
+        bgcolor: "rgba(255, 255, 255, 0.85)", font: { color: BAD, size: 12 } });
     }
     if (search.min_macs) {
       const x = search.min_macs / 1e6;
@@ -342,7 +342,10 @@
       xaxis: axis("MACs per image (millions)"),
       yaxis: axis("top-1 accuracy (%)"),
       shapes,
-      annotations: annotations.concat(surrogate ? [{
+      annotations: annotations.concat([{
+        xref: "paper", yref: "paper", x: 0.01, y: 0.99, xanchor: "left", yanchor: "top",
+        text: "↖ better: more accurate for fewer MACs", showarrow: false,
+        font: { color: "#8a94a3", size: 11 } }], surrogate ? [{
         xref: "paper", yref: "paper", x: 0, y: 1, xanchor: "left", yanchor: "bottom",
         text: "surrogate results (not trained)", showarrow: false,
         font: { color: "#6331a3", size: 11 } }] : []),
@@ -624,7 +627,7 @@
     const annotations = [];
     const shapes = [];
     const layout = baseLayout({
-      grid: { rows: 1, columns: 4, pattern: "independent", xgap: 0.12 },
+      grid: { rows: 1, columns: 4, pattern: "independent", xgap: 0.22 },
       showlegend: false,
       margin: { l: 44, r: 10, t: 36, b: 44 },
     });

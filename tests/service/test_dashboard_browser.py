@@ -225,6 +225,9 @@ def _page(browser: Any, server: Server, token: str | None) -> tuple[Any, Watch]:
     return page, watch
 
 
+POINTS_JS = "n => document.querySelectorAll('#pareto-plot .scatterlayer path.point').length === n"
+
+
 def _wait_drawn(page: Any) -> None:
     page.wait_for_selector("body[data-ready]", state="attached", timeout=30_000)
 
@@ -290,17 +293,17 @@ def test_search_page_draws_the_front_the_gp_views_and_the_formula(
 
     # Pareto: one marker per completed trial, references marked, the budget line drawn.
     assert page.locator("#pareto-plot .scatterlayer path.point").count() == len(completed)
-    legend = page.locator("#pareto-plot .legend").inner_text()
+    legend = page.locator("#pareto-plot .legend").text_content() or ""
     assert "Pareto front" in legend and "width-only reference" in legend
     assert "compound-scaling reference" in legend
-    assert "budget" in page.locator("#pareto-plot .annotation").all_inner_texts()[-1]
+    assert any("budget" in a for a in page.locator("#pareto-plot .annotation").all_text_contents())
     # GP views: four 1-D plots with their bands, four 2-D contours, importance bars.
     for factor in ("r", "d_i", "d_m", "w"):
         assert page.locator(f"#gp1d-{factor} .scatterlayer .trace").count() >= 3, factor
     assert page.locator("#gp2d .contourlayer").count() == 4
     assert page.locator("#importance-plot .barlayer path").count() == 4
     # The downsizing formula: four factor panels against c, and the form's answer.
-    assert page.locator("#formula-plot .subplot.xy").count() == 4
+    assert page.locator("#formula-plot .cartesianlayer > g.subplot").count() == 4
     assert page.locator("#curves-plot .scatterlayer .trace").count() == len(completed)
     assert expected_formula.status_code == 200, expected_formula.text
     page.fill("#formula-c", "0.3")
@@ -313,15 +316,23 @@ def test_search_page_draws_the_front_the_gp_views_and_the_formula(
         " ", ""
     )
 
-    # Sorting: a click on top-1 sorts descending, a second click ascending.
-    page.click("#trials-table th[data-key=top1]")
-    ids = [int(i) for i in page.locator("#trials-table tbody tr td:first-child").all_inner_texts()]
-    by_top1 = [t["id"] for t in sorted(completed, key=lambda t: (-t["top1"], t["id"]))]
-    assert ids == by_top1 + [i for i in ids if i not in by_top1]
-    page.click("#trials-table th[data-key=top1]")
-    ids = [int(i) for i in page.locator("#trials-table tbody tr td:first-child").all_inner_texts()]
-    assert ids[0] == min(completed, key=lambda t: t["top1"])["id"]
-    page.click("#trials-table th[data-key=top1]")  # back to best first for the screenshot
+    # Sorting: a first click on a numeric column sorts it descending, the next ascending.
+    def shown_ids() -> list[int]:
+        cells = page.locator("#trials-table tbody tr td:first-child").all_inner_texts()
+        return [int(i) for i in cells]
+
+    def ids_by(key: str, reverse: bool) -> list[int]:
+        return [t["id"] for t in sorted(completed, key=lambda t: t[key], reverse=reverse)]
+
+    macs_header = page.locator("#trials-table th[data-key=macs]")
+    macs_header.click()
+    assert macs_header.get_attribute("aria-sort") == "descending"
+    assert shown_ids() == ids_by("macs", reverse=True)
+    macs_header.click()
+    assert macs_header.get_attribute("aria-sort") == "ascending"
+    assert shown_ids() == ids_by("macs", reverse=False)
+    page.click("#trials-table th[data-key=top1]")  # best first, as in the screenshot
+    assert shown_ids() == ids_by("top1", reverse=True)
 
     page.locator("#formula-plot").scroll_into_view_if_needed()
     page.evaluate("window.scrollTo(0, 0)")
@@ -329,19 +340,39 @@ def test_search_page_draws_the_front_the_gp_views_and_the_formula(
     watch.assert_clean()
 
 
-def test_early_search_explains_itself_and_an_admin_can_stop_it(
+def test_a_running_search_fills_in_live_keeps_the_zoom_and_an_admin_can_stop_it(
     browser: Any, server: Server, test_output_dir: Path
 ) -> None:
     search = server.searches["fresh"]
     page, watch = _page(browser, server, token=ADMIN)
     page.goto(f"/searches/{search['id']}")
     _wait_drawn(page)
+    # Nothing completed: every view says why it is empty instead of drawing nothing.
     assert "No completed trials yet" in page.inner_text("#pareto-empty")
     assert "not fitted" in page.inner_text("#gp-empty")
     assert page.locator("#formula-empty").is_visible()
     assert page.locator("#formula-error").is_visible()
     assert page.locator("#pareto-plot .main-svg").count() == 0
-    assert page.inner_text("#search-state") == "running"
+    assert page.text_content("#search-state") == "running"
+
+    points = page.locator("#pareto-plot .scatterlayer path.point")
+    _complete_all(server, search["id"], 1)  # the page polls: the first point appears by itself
+    page.wait_for_function(POINTS_JS, arg=1, timeout=15_000)
+    assert page.locator("#pareto-empty").is_hidden()
+    assert "not fitted" in page.inner_text("#gp-empty")  # one trial is too few for a GP
+
+    # A person zooms (drags a box on the plot); the next refresh must keep that zoom.
+    box = page.locator("#pareto-plot .nsewdrag").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 0.15 * box["width"], box["y"] + 0.1 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.55 * box["width"], box["y"] + 0.9 * box["height"], steps=8)
+    page.mouse.up()
+    zoomed = page.evaluate("document.getElementById('pareto-plot').layout.xaxis.range")
+    assert page.evaluate("document.getElementById('pareto-plot').layout.xaxis.autorange") is False
+    _complete_all(server, search["id"], 1)
+    page.wait_for_function(POINTS_JS, arg=2, timeout=15_000)
+    assert page.evaluate("document.getElementById('pareto-plot').layout.xaxis.range") == zoomed
 
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#stop-button")
@@ -349,11 +380,12 @@ def test_early_search_explains_itself_and_an_admin_can_stop_it(
     assert page.locator("#stop-button").is_hidden()
     assert "stopped" in page.inner_text("#refresh-note")
     polled = len(watch.requests)
-    page.wait_for_timeout(5_000)  # longer than the 4 s poll: a stopped search is not polled
+    page.wait_for_timeout(4_500)  # longer than the 4 s poll: a stopped search is not polled
     assert watch.requests[polled:] == []
     with server.api(VIEWER) as api:
         assert api.get(f"/api/searches/{search['id']}").json()["state"] == "stopped"
+    assert points.count() == 2
     page.screenshot(path=str(test_output_dir / "dashboard-early.png"), full_page=True)
-    # The formula endpoints answer 4xx for a search with nothing completed (Chromium logs each
+    # The formula endpoints answer 4xx while too few trials are completed (Chromium logs each
     # failed fetch); the page shows why instead. Nothing else may be logged.
     watch.assert_clean(allowed_errors=("/formula",))
