@@ -6,8 +6,18 @@ leases; `start_worker` starts real `python -m workers` processes against it.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
 
 # pyproject's `pythonpath = ["tests"]` puts tests/ ahead of the repository root; there
 # tests/workers and tests/models (no __init__.py) would shadow the real `workers` and `models`
@@ -15,3 +25,195 @@ from pathlib import Path
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 if sys.path[0] != _REPO_ROOT:
     sys.path.insert(0, _REPO_ROOT)
+
+ADMIN_TOKEN = "workers-tests-admin-token-0123456789"
+WORKER_TOKEN = "workers-tests-worker-token-012345678"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+VITCUBE = Path(sys.executable).parent / "vitcube"
+
+# MobileViT v2-0.5 without stages 4 and 5 (the small-image variant) at 32 px: ~1-2 M MACs, so
+# a CPU trains a trial in seconds.
+TINY_BASE = {
+    "family": "mobilevit_v2",
+    "width": 0.5,
+    "resolution": 32,
+    "num_classes": 10,
+    "dropped_stages": [4, 5],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class LiveServer:
+    """A real `vitcube serve` subprocess on a SQLite file; stop() and start() keep port and data."""
+
+    def __init__(self, directory: Path, lease_seconds: float) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = directory / "server.log"
+        self.env = dict(
+            os.environ,
+            VITCUBE_DATABASE_URL=f"sqlite:///{directory / 'vitcube.db'}",
+            VITCUBE_ADMIN_TOKEN=ADMIN_TOKEN,
+            VITCUBE_WORKER_TOKEN=WORKER_TOKEN,
+            VITCUBE_VIEWER_TOKEN="",
+            VITCUBE_LEASE_SECONDS=str(lease_seconds),
+            VITCUBE_SWEEP_INTERVAL_S="0.3",
+            VITCUBE_PLANNER_INTERVAL_S="0.2",
+            OMP_NUM_THREADS="1",
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, headers=ADMIN, timeout=30)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(VITCUBE), "serve", "--port", str(self.port), "--log-level", "warning"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def ready() -> bool:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            try:
+                return self.http.get("/api/searches").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, 90, "vitcube serve to answer")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def create_search(self, **overrides: Any) -> int:
+        body: dict[str, Any] = {
+            "name": "workers test",
+            "base": dict(TINY_BASE),
+            "dataset": {"name": "digits"},
+            "budget": {"c": 0.5},
+            "strategy": "random",
+            "max_trials": 1,
+            "parallelism": 1,
+            "training": {"epochs": 2, "batch_size": 64, "max_steps_per_epoch": 4},
+        }
+        body.update(overrides)
+        response = self.http.post("/api/searches", json=body)
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def trials(self, search_id: int) -> list[dict[str, Any]]:
+        response = self.http.get(f"/api/searches/{search_id}/trials")
+        response.raise_for_status()
+        return list(response.json())
+
+    def trial(self, search_id: int) -> dict[str, Any]:
+        """The search's one trial (a placeholder until the planner has created it)."""
+        trials = self.trials(search_id)
+        assert len(trials) <= 1, trials
+        return trials[0] if trials else {"state": "not planned yet", "curve": []}
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start a server with the given lease length (seconds)."""
+    servers: list[LiveServer] = []
+
+    def start(lease_seconds: float = 60.0) -> LiveServer:
+        server = LiveServer(tmp_path, lease_seconds=lease_seconds)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.http.close()
+
+
+@pytest.fixture
+def live_server(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory()
+
+
+class WorkerProcess:
+    """A real `python -m workers` process (plain progress lines in a log file)."""
+
+    def __init__(self, server: LiveServer, spool: Path, log_path: Path, args: list[str]) -> None:
+        self.log_path = log_path
+        command = [
+            sys.executable,
+            "-m",
+            "workers",
+            "--server",
+            server.url,
+            "--token",
+            WORKER_TOKEN,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--progress",
+            "plain",
+            "--spool-dir",
+            str(spool),
+            *args,
+        ]
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=log, stderr=log
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout_s: float = 120) -> int:
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"worker did not exit in {timeout_s} s:\n{self.log()}") from None
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(server: LiveServer, *args: str, name: str = "w1") -> WorkerProcess:
+        worker = WorkerProcess(
+            server, tmp_path / "spool", tmp_path / f"worker-{name}.log", [*args, "--name", name]
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.kill()

@@ -110,13 +110,13 @@ def test_training_block_defaults_and_errors() -> None:
     assert config.lr_at(1.0) == pytest.approx(0.002)
     assert config.lr_at(20) == pytest.approx(0.0002)
     assert config.lr_at(10.5) == pytest.approx(0.0002 + 0.5 * 0.0018 * (1 + math.cos(math.pi / 2)))
-    with pytest.raises(ValueError, match="unknown training setting.*learning_rate"):
+    with pytest.raises(ValueError, match=r"unknown training setting.*learning_rate"):
         TrainingConfig.from_dict({"learning_rate": 0.1})
-    with pytest.raises(ValueError, match="training.batch_size must be an integer"):
+    with pytest.raises(ValueError, match=r"training.batch_size must be an integer"):
         TrainingConfig.from_dict({"batch_size": 6.5})
     with pytest.raises(ValueError, match=r"training.min_lr must be in \[0, lr\]"):
         TrainingConfig.from_dict({"lr": 0.001, "min_lr": 0.01})
-    with pytest.raises(ValueError, match="training.amp must be"):
+    with pytest.raises(ValueError, match=r"training.amp must be"):
         TrainingConfig.from_dict({"amp": "fp8"})
 
 
@@ -150,7 +150,7 @@ def test_random_resized_crop_on_device() -> None:
     left_white = flipped[:, 0, 8, 0] > 0.5
     assert 10 < int(left_white.sum()) < 54  # about half mirrored
     crops = random_resized_crop(images, 12, scale=(0.1, 0.3), generator=generator)
-    assert crops.shape == (4, 3, 12, 12) and 0.0 <= crops.min() and crops.max() <= 1.0
+    assert crops.shape == (4, 3, 12, 12) and crops.min() >= 0.0 and crops.max() <= 1.0
     assert center_resize(images, 8).equal(images.float() / 255)
 
 

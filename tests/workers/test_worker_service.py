@@ -1,0 +1,124 @@
+"""Real workers (`python -m workers`) against a real `vitcube serve` on SQLite.
+
+lease → train → complete; kill -9 mid-trial → the trial is re-leased after its lease expires
+and completed by another worker; SIGTERM → the trial is failed with retry and queued again;
+server down when the result is ready → the result waits in the spool and is delivered by the
+next worker start once the server is back; a missing dataset fails the trial for good.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _running_with_epochs(server: Any, search_id: int, epochs: int) -> bool:
+    trial = server.trial(search_id)
+    return trial["state"] == "running" and len(trial["curve"]) >= epochs
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_worker_leases_trains_and_completes(
+    live_server: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    search_id = live_server.create_search()
+    worker = start_worker(live_server, "--max-trials", "1", name="box-1:cpu")
+    assert worker.wait() == 0, worker.log()
+    trial = live_server.trial(search_id)
+    assert trial["state"] == "completed", (trial, worker.log())
+    assert trial["worker"] == "box-1:cpu" and trial["surrogate"] is False
+    assert 0.0 <= trial["top1"] <= trial["top5"] <= 1.0
+    assert trial["latency_ms"] > 0 and trial["images_per_s"] > 0
+    assert [p["epoch"] for p in trial["curve"]] == [1, 2]
+    assert all(p["train_loss"] > 0 for p in trial["curve"])
+    assert "epoch 2/2" in worker.log() and "reported" in worker.log()
+    assert not list((tmp_path / "spool").glob("trial-*.json"))
+
+
+def test_killed_worker_trial_is_re_leased_and_completed_by_another(
+    server_factory: Any, start_worker: Any
+) -> None:
+    live_server = server_factory(lease_seconds=3)
+    search_id = live_server.create_search(
+        training={"epochs": 6, "batch_size": 32, "max_steps_per_epoch": 2}
+    )
+    first = start_worker(live_server, "--max-trials", "1", name="doomed")
+    _wait(lambda: _running_with_epochs(live_server, search_id, 1), 90, "the first epoch")
+    first.kill()
+    second = start_worker(live_server, "--max-trials", "1", name="rescuer")
+    assert second.wait() == 0, second.log()
+    trial = live_server.trial(search_id)
+    assert trial["state"] == "completed", (trial, second.log())
+    assert trial["worker"] == "rescuer"
+    assert trial["attempts"] == 1  # the expired lease counted as one attempt
+    assert [p["epoch"] for p in trial["curve"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigterm_fails_the_trial_with_retry(live_server: Any, start_worker: Any) -> None:
+    search_id = live_server.create_search(
+        training={"epochs": 500, "batch_size": 32, "max_steps_per_epoch": 2}
+    )
+    worker = start_worker(live_server, name="interrupted")
+    _wait(lambda: _running_with_epochs(live_server, search_id, 1), 90, "the first epoch")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.log()
+    trial = live_server.trial(search_id)
+    assert trial["state"] == "queued", trial
+    assert trial["attempts"] == 1
+    assert "interrupted by SIGTERM" in (trial["error"] or ""), trial
+    assert "failed (will be retried)" in worker.log()
+
+
+def test_result_survives_a_server_outage_in_the_spool(
+    live_server: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    search_id = live_server.create_search(
+        training={"epochs": 3, "batch_size": 32, "max_steps_per_epoch": 2}
+    )
+    worker = start_worker(
+        live_server, "--max-trials", "1", "--deliver-timeout-s", "2", name="patient"
+    )
+    _wait(lambda: live_server.trial(search_id)["state"] == "running", 90, "the lease")
+    live_server.stop()
+    assert worker.wait() == 0, worker.log()
+    spooled = list((tmp_path / "spool").glob("trial-*.json"))
+    assert len(spooled) == 1, worker.log()
+    record = json.loads(spooled[0].read_text())
+    assert record["server"] == live_server.url and record["body"]["top1"] >= 0
+    assert "not yet acknowledged" in worker.log()
+
+    live_server.start()
+    assert live_server.trial(search_id)["state"] == "running"
+    flusher = start_worker(live_server, "--max-trials", "0", name="flusher")
+    assert flusher.wait() == 0, flusher.log()
+    trial = live_server.trial(search_id)
+    assert trial["state"] == "completed", (trial, flusher.log())
+    assert trial["top1"] == record["body"]["top1"]
+    assert trial["worker"] == "patient"
+    assert [p["epoch"] for p in trial["curve"]] == [1, 2, 3]
+    assert not list((tmp_path / "spool").glob("trial-*.json"))
+
+
+def test_missing_dataset_fails_the_trial_for_good(live_server: Any, start_worker: Any) -> None:
+    search_id = live_server.create_search(dataset={"name": "cifar10"})
+    worker = start_worker(live_server, "--max-trials", "1", name="no-data")
+    assert worker.wait() == 0, worker.log()
+    trial = live_server.trial(search_id)
+    assert trial["state"] == "failed", trial
+    assert "needs --data-root" in trial["error"] and "cifar-10-batches-py" in trial["error"]
