@@ -32,7 +32,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@schema.exclude(path_regex=r"/formula").parametrize()
+@schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_server_error(case: schemathesis.Case) -> None:
     response = case.call(headers=ADMIN)
