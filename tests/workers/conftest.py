@@ -42,6 +42,18 @@ TINY_BASE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Small CPU models on a box shared with other suites: one thread avoids oversubscription
+    (with two cores busy elsewhere, two threads train several times slower than one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
