@@ -53,6 +53,11 @@
     return node;
   }
 
+  /** replaceChildren without the nulls (which the DOM would print as "null"). */
+  function fill(node, ...children) {
+    node.replaceChildren(...children.filter((c) => c !== null && c !== undefined));
+  }
+
   function fmtMacs(macs) {
     if (macs === null || macs === undefined || Number.isNaN(macs)) return "–";
     const v = Number(macs);
@@ -222,6 +227,7 @@
     curve: null,
     curveError: null,
     formulaC: null,
+    formulaAsked: null,
     formula: null,
     lastCompleted: -1,
     sort: { key: "top1", dir: -1 },
@@ -407,7 +413,7 @@
         ` vs ${REFERENCE_STYLE[ref.kind].name} (${fmtPct(ref.top1)})`,
       ]));
     }
-    box.replaceChildren(
+    fill(box,
       el("p", { class: "best-line" }, [
         el("strong", { style: "font-size:1.6rem", text: fmtPct(best.top1) }),
         " top-1 · ",
@@ -675,7 +681,8 @@
 
   async function runFormula(c) {
     const box = $("formula-result");
-    box.replaceChildren(el("p", { class: "muted", text: "Asking the formula…" }));
+    state.formulaAsked = c;
+    if (!box.firstChild) box.replaceChildren(el("p", { class: "muted", text: "Asking the formula…" }));
     const reply = await getJSON(
       `/api/searches/${encodeURIComponent(state.search.id)}/formula?c=${encodeURIComponent(c)}`
     );
@@ -928,7 +935,8 @@
     if (first || completed !== state.lastCompleted) {
       await loadAnalysis(id);
       state.lastCompleted = completed;
-      if (state.formulaC !== null) await runFormula(state.formulaC);
+      // Re-ask with whatever was asked last: an answer (or a "too few trials") may change.
+      if (state.formulaAsked !== null) await runFormula(state.formulaAsked);
     }
     renderAll();
     const running = state.search.state === "running";

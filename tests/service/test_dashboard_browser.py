@@ -10,6 +10,7 @@ raised no error, logged no console error and requested nothing outside the serve
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -232,6 +233,12 @@ def _wait_drawn(page: Any) -> None:
     page.wait_for_selector("body[data-ready]", state="attached", timeout=30_000)
 
 
+def _assert_no_junk(page: Any) -> None:
+    """Nothing a person would read as a bug: no null/undefined/NaN printed on the page."""
+    junk = re.findall(r"\b(?:null|undefined|NaN)\b", page.inner_text("body"))
+    assert junk == [], junk
+
+
 def test_login_form_sets_an_httponly_cookie_and_refuses_a_wrong_token(
     browser: Any, server: Server
 ) -> None:
@@ -336,6 +343,7 @@ def test_search_page_draws_the_front_the_gp_views_and_the_formula(
 
     page.locator("#formula-plot").scroll_into_view_if_needed()
     page.evaluate("window.scrollTo(0, 0)")
+    _assert_no_junk(page)
     page.screenshot(path=str(test_output_dir / "dashboard-search.png"), full_page=True)
     watch.assert_clean()
 
@@ -355,11 +363,16 @@ def test_a_running_search_fills_in_live_keeps_the_zoom_and_an_admin_can_stop_it(
     assert page.locator("#pareto-plot .main-svg").count() == 0
     assert page.text_content("#search-state") == "running"
 
+    formula_answer_at_zero = page.inner_text("#formula-error")
     points = page.locator("#pareto-plot .scatterlayer path.point")
     _complete_all(server, search["id"], 1)  # the page polls: the first point appears by itself
     page.wait_for_function(POINTS_JS, arg=1, timeout=15_000)
     assert page.locator("#pareto-empty").is_hidden()
     assert "not fitted" in page.inner_text("#gp-empty")  # one trial is too few for a GP
+    # The formula is asked again when a trial completes ("too few trials" has a new count).
+    assert page.inner_text("#formula-error") != formula_answer_at_zero
+    _assert_no_junk(page)
+    page.screenshot(path=str(test_output_dir / "dashboard-early.png"), full_page=True)
 
     # A person zooms (drags a box on the plot); the next refresh must keep that zoom.
     box = page.locator("#pareto-plot .nsewdrag").bounding_box()
@@ -385,7 +398,6 @@ def test_a_running_search_fills_in_live_keeps_the_zoom_and_an_admin_can_stop_it(
     with server.api(VIEWER) as api:
         assert api.get(f"/api/searches/{search['id']}").json()["state"] == "stopped"
     assert points.count() == 2
-    page.screenshot(path=str(test_output_dir / "dashboard-early.png"), full_page=True)
     # The formula endpoints answer 4xx while too few trials are completed (Chromium logs each
     # failed fetch); the page shows why instead. Nothing else may be logged.
     watch.assert_clean(allowed_errors=("/formula",))
