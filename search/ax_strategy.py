@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 from ax import Client, RangeParameterConfig
 
+from search.gp import torch_threads
 from search.space import FACTORS, Candidates, feasible_mask, identity
 from search.strategies import Observation, SobolStrategy, _empty
 
@@ -34,16 +35,18 @@ class AxStrategy(SobolStrategy):
         n: int,
         seen: set[tuple[float, ...]],
     ) -> Candidates:
-        client = self._client(observations, pending)
-        proposals = list(client.get_next_trials(max_trials=n).values())
+        with torch_threads(1):  # as for our own GP: small matrices, shared cores
+            client = self._client(observations, pending)
+            proposals = list(client.get_next_trials(max_trials=n).values())
         space = self.space
         taken = set(seen)
         rows: list[Candidates] = []
         if proposals:
             raw = np.array([[float(p[f]) for f in FACTORS] for p in proposals])
-            snapped = space.candidates(space.snap(raw))
-            ok = feasible_mask(snapped.macs, max_macs=self.max_macs, min_macs=self.min_macs)
-            fixed = [snapped.take(ok)]
+            levels = space.snap(raw)
+            macs = space.macs_of_rows(levels)
+            ok = feasible_mask(macs, max_macs=self.max_macs, min_macs=self.min_macs)
+            fixed = [space.candidates(levels[ok])] if ok.any() else []
             if (~ok).any():
                 # Over (or under) the budget: the ray from the lower corner through the
                 # proposal, cut at the budget.

@@ -357,7 +357,7 @@ class Space:
 
         def macs_at(t: np.ndarray) -> np.ndarray:
             levels = self.snap(self.from_unit(direction * t[:, None]))
-            return self._macs_rows(levels)
+            return self.macs_of_rows(levels)
 
         # Largest t with macs <= max_macs (t = 0 is feasible by check_budget).
         lo_t, hi_t = np.zeros(len(unit)), np.ones(len(unit))
@@ -385,7 +385,8 @@ class Space:
         found = self.from_unit_points(np.concatenate(points))
         return found.take(feasible_mask(found.macs, max_macs=max_macs, min_macs=min_macs))
 
-    def _macs_rows(self, levels: np.ndarray) -> np.ndarray:
+    def macs_of_rows(self, levels: np.ndarray) -> np.ndarray:
+        """Exact MACs of ``n x 4`` level indices, rows in order (repeats allowed)."""
         unique, inverse = np.unique(levels, axis=0, return_inverse=True)
         return self.macs(unique)[inverse.ravel()]
 

@@ -221,7 +221,7 @@ class Strategy:
             unit = draw(DRAW_BATCH)
             draws += len(unit)
             levels = self.space.snap(self.space.from_unit(unit))
-            macs = self.space._macs_rows(levels)
+            macs = self.space.macs_of_rows(levels)
             ok = feasible_mask(macs, max_macs=self.max_macs, min_macs=self.min_macs)
             cands = self.space.candidates(levels[ok]) if ok.any() else None
             if cands is None:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -78,3 +81,18 @@ def test_projection_lands_in_the_budget_band(base, m0) -> None:
     found = space.project(rng.random((200, 4)), max_macs=m0, min_macs=m0 // 2, rng=rng)
     assert len(found) > 50
     assert (found.macs <= m0).all() and (found.macs >= m0 // 2).all()
+
+
+def test_importing_search_and_a_plain_strategy_does_not_import_botorch_or_ax() -> None:
+    code = (
+        "import sys, search\n"
+        "from models import ArchConfig, count_macs\n"
+        "base = ArchConfig.preset('mobilevitv2_050')\n"
+        "s = search.make_strategy('random', base=base, max_macs=count_macs(base))\n"
+        "assert len(s.suggest([], [], 2)) == 2\n"
+        "search.reference_trials(base, count_macs(base) // 2)\n"
+        "search.pareto_front([(0.5, 10)])\n"
+        "bad = [m for m in ('botorch', 'gpytorch', 'ax') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

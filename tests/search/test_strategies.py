@@ -141,11 +141,12 @@ def test_ax_strategy_fits_the_budget(observe, base, m0, objective) -> None:
     strategy = make_strategy(
         "ax", base=base, max_macs=max_macs, objective=objective, min_macs=min_macs, seed=0
     )
-    observations: list[Observation] = []
-    requested: list[dict[str, float]] = []
-    for _ in range(3):
-        pending = strategy.suggest(observations, [], 4)
-        assert len(pending) == 4
-        _check_proposals(base, pending, max_macs=max_macs, min_macs=min_macs, taken=requested)
-        requested += pending
-        observations += [observe(p) for p in pending]
+    # Enough completed trials that Ax leaves its Sobol stage and runs its own BO.
+    sobol = make_strategy("sobol", base=base, max_macs=max_macs, min_macs=min_macs, seed=2)
+    requested = sobol.suggest([], [], 10)
+    observations = [observe(p) for p in requested]
+    pending = strategy.suggest(observations, [], 4)
+    assert len(pending) == 4
+    _check_proposals(base, pending, max_macs=max_macs, min_macs=min_macs, taken=requested)
+    more = strategy.suggest(observations, pending, 2)
+    _check_proposals(base, more, max_macs=max_macs, min_macs=min_macs, taken=requested + pending)
