@@ -387,6 +387,23 @@ def test_a_running_search_fills_in_live_keeps_the_zoom_and_an_admin_can_stop_it(
     page.wait_for_function(POINTS_JS, arg=2, timeout=15_000)
     assert page.evaluate("document.getElementById('pareto-plot').layout.xaxis.range") == zoomed
 
+    # A failed trial shows up with its error, as text (never as markup).
+    error = "RuntimeError: CUDA out of memory <img src=x onerror=alert(1)>"
+    with server.api(WORKER) as worker:
+        lease = worker.post("/api/trials/lease", json={"worker": "browser-test:cpu"})
+        assert lease.status_code == 200, lease.text
+        failing = lease.json()
+        reply = worker.post(
+            f"/api/trials/{failing['id']}/fail",
+            json={"lease_id": failing["lease_id"], "error": error, "retry": False},
+        )
+        assert reply.status_code == 200, reply.text
+    row = page.locator(f"#trial-{failing['id']}.row-failed")
+    row.wait_for(timeout=15_000)
+    assert row.locator(".error-text").inner_text() == error
+    assert row.locator(".badge").text_content() == "failed"
+    assert page.locator("#trials-table img").count() == 0
+
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#stop-button")
     page.wait_for_selector("#search-state >> text=stopped")
