@@ -18,6 +18,7 @@ Imports workers.client only; never service/, search/ or torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -65,7 +66,9 @@ class Spool:
         """Write one result durably; returns its entry."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lease = "".join(ch for ch in str(body.get("lease_id", "")) if ch.isalnum())[:40]
-        path = self.directory / f"trial-{trial_id}-{lease or 'nolease'}.json"
+        # One file per (server, trial, lease): a newer report for the same lease replaces it.
+        origin = hashlib.sha256(server.rstrip("/").encode()).hexdigest()[:8]
+        path = self.directory / f"trial-{trial_id}-{lease or 'nolease'}-{origin}.json"
         record = {
             "server": server.rstrip("/"),
             "trial_id": trial_id,

@@ -164,6 +164,11 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 
 
 @pytest.fixture
+def worker_token() -> str:
+    return WORKER_TOKEN
+
+
+@pytest.fixture
 def live_server(server_factory: Callable[..., LiveServer]) -> LiveServer:
     return server_factory()
 

@@ -122,3 +122,34 @@ def test_missing_dataset_fails_the_trial_for_good(live_server: Any, start_worker
     trial = live_server.trial(search_id)
     assert trial["state"] == "failed", trial
     assert "needs --data-root" in trial["error"] and "cifar-10-batches-py" in trial["error"]
+
+
+def test_stop_from_the_server_ends_training_early(live_server: Any, start_worker: Any) -> None:
+    search_id = live_server.create_search(
+        training={"epochs": 500, "batch_size": 32, "max_steps_per_epoch": 2}
+    )
+    worker = start_worker(live_server, "--max-trials", "1", name="stoppable")
+    _wait(lambda: _running_with_epochs(live_server, search_id, 1), 90, "the first epoch")
+    assert live_server.http.post(f"/api/searches/{search_id}/stop").status_code == 200
+    assert worker.wait(60) == 0, worker.log()
+    trial = live_server.trial(search_id)
+    assert trial["state"] == "stopped", trial
+    assert 1 <= len(trial["curve"]) < 500  # the epochs trained before the stop
+    assert "the server asked to stop" in worker.log()
+    assert "stopped early" in worker.log()
+
+
+def test_surrogate_trainer_reports_labelled_results(
+    live_server: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    search_id = live_server.create_search(
+        max_trials=2, parallelism=2, training={"epochs": 7, "batch_size": 64}
+    )
+    worker = start_worker(live_server, "--trainer", "surrogate", "--max-trials", "2")
+    assert worker.wait() == 0, worker.log()
+    trials = live_server.trials(search_id)
+    assert [t["state"] for t in trials] == ["completed", "completed"], worker.log()
+    for trial in trials:
+        assert trial["surrogate"] is True and trial["latency_ms"] is None
+        assert [p["epoch"] for p in trial["curve"]] == list(range(1, 8))
+        assert trial["top1"] == max(p["val_top1"] for p in trial["curve"])
