@@ -130,7 +130,10 @@ class ApiReply:
         if isinstance(self.body, dict) and "detail" in self.body:
             detail = self.body["detail"]
             if isinstance(detail, list):
-                return "; ".join(str(item.get("msg", item)) for item in detail)
+                return "; ".join(
+                    str(item.get("msg", item)) if isinstance(item, dict) else str(item)
+                    for item in detail
+                )
             return str(detail)
         return f"HTTP {self.status_code}"
 
@@ -145,20 +148,11 @@ def _credential_headers(request: Request) -> dict[str, str]:
     return headers
 
 
-async def _api(
-    request: Request,
-    method: str,
-    path: str,
-    *,
-    headers: dict[str, str] | None = None,
-    json: Any = None,
-) -> ApiReply:
-    """Call this app's own API in-process (no socket) with the visitor's credentials."""
+async def _api_get(request: Request, path: str) -> ApiReply:
+    """GET this app's own API in-process (no socket) with the visitor's credentials."""
     transport = httpx.ASGITransport(app=request.app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=_INTERNAL_BASE) as client:
-        reply = await client.request(
-            method, path, headers=headers or _credential_headers(request), json=json
-        )
+        reply = await client.get(path, headers=_credential_headers(request))
     try:
         body = reply.json()
     except ValueError:
@@ -248,7 +242,7 @@ async def searches_page(request: Request) -> Response:
     role = await _role_of(request)
     if role is None:
         return _login_redirect(request)
-    reply = await _api(request, "GET", "/api/searches")
+    reply = await _api_get(request, "/api/searches")
     if reply.status_code != 200:
         return _error_page(request, reply, role=role)
     searches = reply.body if isinstance(reply.body, list) else reply.body.get("items", [])
@@ -261,7 +255,7 @@ async def search_page(request: Request, search_id: str) -> Response:
     role = await _role_of(request)
     if role is None:
         return _login_redirect(request)
-    reply = await _api(request, "GET", f"/api/searches/{quote(search_id, safe='')}")
+    reply = await _api_get(request, f"/api/searches/{quote(search_id, safe='')}")
     if reply.status_code != 200:
         if reply.status_code in (404, 422):
             reply = ApiReply(404, {"detail": f"There is no search {search_id!r}."})

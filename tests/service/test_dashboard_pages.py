@@ -169,3 +169,17 @@ def test_plotly_and_our_assets_come_from_this_origin(client: TestClient) -> None
         assert client.get(f"/static/{name}").status_code == 200
     for bad in ("../dashboard.py", "..%2Fdashboard.py", ".hidden.js", "search.html", "nope.js"):
         assert client.get(f"/static/{bad}").status_code == 404, bad
+
+
+def test_open_local_mode_needs_no_login(tmp_path: Path) -> None:
+    """With no token configured anywhere (a loopback-only server) everyone is admin."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'open.db'}", background=False, migrate_on_start=True
+    )
+    with TestClient(create_app(settings)) as open_client:
+        created = open_client.post("/api/searches", json=SEARCH)
+        assert created.status_code == 201, created.text
+        assert open_client.get("/", follow_redirects=False).status_code == 200
+        page = open_client.get(f"/searches/{created.json()['id']}")
+        assert page.status_code == 200
+        assert 'id="stop-button"' in page.text
