@@ -38,6 +38,8 @@ MC_SAMPLES = 128
 EVAL_CHUNK = 512
 # Picks after the first of a batch are taken from this many best first-pass choices.
 SHORTLIST = 512
+# Local candidates are drawn around at most this many best/Pareto observations.
+LOCAL_CENTRES = 16
 
 KnownObjectives = Callable[[Tensor], Tensor]
 
@@ -211,3 +213,71 @@ def _acquisition(
         constraints=constraints or None,
         prune_baseline=True,
     )
+
+
+def propose_in_box(
+    train_X: Tensor,
+    train_Y: Tensor,
+    q: int,
+    *,
+    num_objectives: int = 1,
+    X_pending: Tensor | None = None,
+    ref_point: Sequence[float] | None = None,
+    seed: int = 0,
+    pool_size: int = 2048,
+    local_size: int = 512,
+) -> Tensor:
+    """The ``gp`` strategy on a plain unit-cube problem (benchmarks use it on test problems).
+
+    The same pool construction as for networks — a fixed scrambled Sobol pool plus Gaussian
+    perturbations (σ = 0.03 and 0.1) of the best observations (the Pareto set of feasible
+    points with several objectives) — and the same :func:`propose_from_choices`.
+
+    Args:
+        train_X: ``n x d`` observed points in ``[0, 1]^d``.
+        train_Y: ``n x (m + c)`` outcomes as in :func:`propose_from_choices`.
+
+    Returns:
+        A ``q x d`` tensor of new points.
+    """
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+    from torch.quasirandom import SobolEngine
+
+    train_X, train_Y = as_tensor(train_X), as_tensor(train_Y)
+    d = train_X.shape[-1]
+    pool = SobolEngine(d, scramble=True, seed=seed).draw(pool_size).to(DTYPE)
+    objectives = train_Y[:, :num_objectives]
+    feasible = (train_Y[:, num_objectives:] <= 0).all(dim=-1)
+    if feasible.any():
+        front = is_non_dominated(objectives[feasible]) if num_objectives > 1 else None
+        best = (
+            train_X[feasible][front]
+            if front is not None
+            else train_X[feasible][objectives[feasible, 0].argmax()].unsqueeze(0)
+        )
+        best = best[:LOCAL_CENTRES]
+        generator = torch.Generator().manual_seed(seed + len(train_X))
+        per = local_size // (2 * len(best)) + 1
+        local = torch.cat(
+            [
+                centre + sigma * torch.randn(per, d, generator=generator, dtype=DTYPE)
+                for centre in best
+                for sigma in (0.03, 0.1)
+            ]
+        ).clamp(0.0, 1.0)
+        pool = torch.cat([pool, local])
+    # Points already observed or pending are never proposed again.
+    taken = train_X if X_pending is None else torch.cat([train_X, as_tensor(X_pending)])
+    distance = torch.cdist(pool, taken).min(dim=-1).values
+    pool = pool[distance > 1e-9]
+    picked = propose_from_choices(
+        train_X,
+        train_Y,
+        pool,
+        q,
+        num_objectives=num_objectives,
+        X_pending=X_pending,
+        ref_point=ref_point,
+        seed=seed + len(train_X),
+    )
+    return pool[picked]

@@ -59,7 +59,11 @@ def _make_gp(X: Tensor, Y: Tensor, bounds: Tensor) -> SingleTaskGP:
     return SingleTaskGP(
         X,
         Y,
-        covar_module=get_matern_kernel_with_gamma_prior(ard_num_dims=X.shape[-1]),
+        # With m > 1 outputs SingleTaskGP is a batch of m independent GPs: one kernel each.
+        covar_module=get_matern_kernel_with_gamma_prior(
+            ard_num_dims=X.shape[-1],
+            batch_shape=torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else None,
+        ),
         input_transform=Normalize(d=X.shape[-1], bounds=bounds),
         outcome_transform=Standardize(m=Y.shape[-1]),
     )

@@ -34,6 +34,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from models import ArchConfig, count_macs
+from search.pareto import pareto_front
 from search.space import (
     FACTORS,
     Candidates,
@@ -379,7 +380,18 @@ class GPStrategy(SobolStrategy):
                 rng=rng,
             )
         )
-        ranked = sorted(observations, key=lambda o: -o.top1)[:LOCAL_TOP]
+        admissible = [
+            o
+            for o in observations
+            if o.macs <= self.max_macs and (self.min_macs is None or o.macs >= self.min_macs)
+        ] or observations
+        if self.objective == "pareto":
+            front = pareto_front([(o.top1, o.macs) for o in admissible])
+            # Spread the centres along the front.
+            step = max(1, len(front) // LOCAL_TOP)
+            ranked = [admissible[i] for i in front[::step]][:LOCAL_TOP]
+        else:
+            ranked = sorted(admissible, key=lambda o: -o.top1)[:LOCAL_TOP]
         if ranked:
             centres = space.to_unit(np.array([[o.factors[f] for f in FACTORS] for o in ranked]))
             per = POOL_LOCAL // (len(centres) * len(LOCAL_SIGMAS)) + 1
