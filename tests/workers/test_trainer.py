@@ -53,21 +53,21 @@ def test_tiny_mobilevit_v2_learns_digits_on_cpu() -> None:
     outcome = run_trial(
         tiny_arch(),
         data,
-        config=TrainingConfig.from_dict({"epochs": 4, "batch_size": 64}),
+        config=TrainingConfig.from_dict({"epochs": 3, "batch_size": 64}),
         seed=0,
         device=torch.device("cpu"),
         listener=recorder,
     )
-    assert outcome.top1 > 0.6  # chance is 0.1
+    assert outcome.top1 > 0.8  # chance is 0.1
     assert outcome.top5 is not None and outcome.top5 >= outcome.top1
-    assert [p["epoch"] for p in outcome.curve] == [1, 2, 3, 4]
+    assert [p["epoch"] for p in outcome.curve] == [1, 2, 3]
     assert outcome.top1 == max(p["val_top1"] for p in outcome.curve)
     assert outcome.curve[-1]["train_loss"] < outcome.curve[0]["train_loss"]
     arch = ArchConfig.from_dict(TINY_BASE).scale()
     assert outcome.macs == count_macs(arch) and outcome.params == count_params(arch)
     assert outcome.latency_ms is not None and outcome.latency_ms > 0
     assert outcome.images_per_s is not None and outcome.images_per_s > 0
-    assert not outcome.stopped and len(recorder.epochs) == 4
+    assert not outcome.stopped and len(recorder.epochs) == 3
 
 
 @pytest.mark.slow
@@ -158,3 +158,35 @@ def test_variable_batch_sampler_keeps_pixels_per_batch_about_constant() -> None:
     assert len(seen) == len(set(seen)) and len(seen) > 4500
     fixed = fixed_plan(130, 64, 32, generator=None, drop_last=True)
     assert [len(b.indices) for b in fixed] == [64, 64]
+
+
+@pytest.mark.slow
+def test_multiscale_sampler_trains_at_several_resolutions() -> None:
+    seen: set[int] = set()
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                seen.add(x.shape[-1])
+            return self.inner(x)
+
+    from models import build_model
+    from workers.trainer import train
+
+    arch = ArchConfig.from_dict({**TINY_BASE, "resolution": 64}).scale()
+    result = train(
+        Spy(build_model(arch)),
+        load_digits(),
+        resolution=64,
+        config=TrainingConfig.from_dict(
+            {"epochs": 1, "multiscale": True, "max_steps_per_epoch": 8, "batch_size": 16}
+        ),
+        seed=3,
+        device=torch.device("cpu"),
+    )
+    assert seen == {32, 64}  # 0.5× … 1.25× of 64 px in multiples of 32
+    assert len(result.curve) == 1
