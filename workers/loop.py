@@ -306,59 +306,37 @@ class Worker:
         )
         heartbeat.start()
         outcome: TrialOutcome | None = None
+        failure: tuple[str, bool] | None = None  # (message, retry)
         surrogate = self.options.trainer == "surrogate"
         try:
-            config = TrainingConfig.from_dict(lease.training)
-            if surrogate:
-                outcome = self._surrogate(lease, config, control, heartbeat)
-            else:
-                data = self._load_dataset(lease.dataset)
-                control.check()
-                from workers.trainer import run_trial
-
-                outcome = run_trial(
-                    lease.arch,
-                    data,
-                    config=config,
-                    seed=lease.seed,
-                    device=self.device,
-                    control=control,
-                    listener=_Listener(self.progress, heartbeat),
-                )
-        except TrainingAborted as aborted:
+            outcome = self._train(lease, control, heartbeat, surrogate=surrogate)
+        except TrainingAborted:
+            pass  # control says why: lease lost or interrupted
+        except (KeyboardInterrupt, SystemExit):
             heartbeat.stop()
-            if aborted.reason == "lease_lost":
-                self.progress.end_trial("abandoned: the lease was lost")
-            else:
-                self._fail(
-                    lease, f"worker {self.name} interrupted by {self.signal_name}", retry=True
-                )
-            return
-        except BaseException as error:
-            heartbeat.stop()
-            if isinstance(error, KeyboardInterrupt | SystemExit):
-                self._fail(lease, f"worker {self.name} killed during training", retry=True)
-                raise
-            if control.lease_lost.is_set():
-                self.progress.end_trial("abandoned: the lease was lost")
-                return
-            if control.interrupted.is_set():
-                # A signal can surface as another error (e.g. DataLoader workers killed with us).
-                self._fail(
-                    lease, f"worker {self.name} interrupted by {self.signal_name}", retry=True
-                )
-                return
-            message, retry = describe_failure(error, lease, self.options.data_root)
-            del error
-            _release_device_memory()
-            self._fail(lease, message, retry=retry)
-            return
+            self._fail(lease, f"worker {self.name} killed during training", retry=True)
+            raise
+        except Exception as error:
+            # Decided here, acted on below: outside this block the traceback (and the model and
+            # optimizer state its frames hold) is gone, so device memory can really be freed.
+            failure = describe_failure(error, lease, self.options.data_root)
         finally:
             self._control = None
-        heartbeat.stop()
+            heartbeat.stop()
         if control.lease_lost.is_set():
             self.progress.end_trial("abandoned: the lease was lost")
             return
+        if outcome is None:
+            _release_device_memory()
+            if control.interrupted.is_set():
+                # A signal may also surface as another error (DataLoader workers killed with us).
+                message = f"worker {self.name} interrupted by {self.signal_name}"
+                self._fail(lease, message, retry=True)
+            else:
+                message, retry = failure or ("training ended without a result", True)
+                self._fail(lease, message, retry=retry)
+            return
+        # A finished result is reported even if a signal arrived meanwhile: it is never wasted.
         body = {"lease_id": lease.lease_id, **outcome.report(), "surrogate": surrogate}
         entry = self.spool.put(self.client.server, lease.id, body, stopped=outcome.stopped)
         delivered, _ = deliver(
@@ -374,6 +352,26 @@ class Worker:
         self.progress.end_trial(
             f"{what}: top-1 {outcome.top1:.2%} (epoch {outcome.best_epoch}), "
             f"{outcome.macs / 1e6:.1f} M MACs, {outcome.params / 1e6:.2f} M params; {state}"
+        )
+
+    def _train(
+        self, lease: Lease, control: Control, heartbeat: Heartbeat, *, surrogate: bool
+    ) -> TrialOutcome:
+        config = TrainingConfig.from_dict(lease.training)
+        if surrogate:
+            return self._surrogate(lease, config, control, heartbeat)
+        data = self._load_dataset(lease.dataset)
+        control.check()
+        from workers.trainer import run_trial
+
+        return run_trial(
+            lease.arch,
+            data,
+            config=config,
+            seed=lease.seed,
+            device=self.device,
+            control=control,
+            listener=_Listener(self.progress, heartbeat),
         )
 
     def _fail(self, lease: Lease, message: str, *, retry: bool) -> None:
