@@ -60,6 +60,7 @@ def images_per_s(
 ) -> float:
     """Median over timed steps of batch / step time, after `warmup` untimed steps."""
     cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda  # as the worker's trainer does, for both sides
     model = model.to(device).train()
     if cuda:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

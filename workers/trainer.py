@@ -344,6 +344,8 @@ def train(
     control = control or Control()
     listener = listener or TrainingListener()
     cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # a handful of input shapes, each tuned once
     amp = config.amp == "bf16" or (config.amp == "auto" and cuda)
     channels_last = config.channels_last if config.channels_last is not None else cuda
     crop_scale = config.crop_scale or CROP_SCALE_DEFAULTS.get(data.name, (0.08, 1.0))
