@@ -153,3 +153,27 @@ def test_surrogate_trainer_reports_labelled_results(
         assert trial["surrogate"] is True and trial["latency_ms"] is None
         assert [p["epoch"] for p in trial["curve"]] == list(range(1, 8))
         assert trial["top1"] == max(p["val_top1"] for p in trial["curve"])
+
+
+def test_a_frozen_worker_that_lost_its_lease_abandons_the_trial(
+    server_factory: Any, start_worker: Any, worker_token: str
+) -> None:
+    from workers.client import VitcubeClient
+
+    live_server = server_factory(lease_seconds=3)
+    search_id = live_server.create_search(
+        training={"epochs": 500, "batch_size": 32, "max_steps_per_epoch": 2}
+    )
+    frozen = start_worker(live_server, "--max-trials", "1", name="frozen")
+    _wait(lambda: _running_with_epochs(live_server, search_id, 1), 90, "the first epoch")
+    frozen.signal(signal.SIGSTOP)  # a VM pause: no heartbeats, the lease expires
+    _wait(lambda: live_server.trial(search_id)["state"] == "queued", 30, "the lease to expire")
+    thief = VitcubeClient(live_server.url, worker_token, worker="thief")
+    lease = thief.lease()
+    assert lease is not None and lease.id == live_server.trial(search_id)["id"]
+    frozen.signal(signal.SIGCONT)
+    assert frozen.wait(60) == 0, frozen.log()
+    assert "lease lost" in frozen.log() and "abandoned" in frozen.log()
+    trial = live_server.trial(search_id)
+    assert trial["state"] == "running" and trial["worker"] == "thief"  # untouched by the old one
+    thief.close()
