@@ -1,1 +1,9 @@
+"""vitcube's GPU worker: lease trials over HTTP, train MobileViT variants, report results.
 
+`workers.cli` (the `vitcube worker` command), `workers.loop` (lease → train → heartbeat →
+complete), `workers.client` (the REST client), `workers.spool` (results on disk until
+acknowledged), `workers.trainer` / `workers.augment` / `workers.batches` (the MobileViT training
+recipe), `workers.datasets` (digits, CIFAR, image folders), `workers.progress` (what a person
+sees), `workers.surrogate` (the synthetic landscape). Imports models only, never service/ or
+search/, so a GPU box needs nothing of the server; importing this package imports nothing heavy.
+"""
