@@ -1,28 +1,38 @@
 """Database access: the engine, one session scope per operation, Alembic upgrades.
 
 `Database.session()` is the one place a transaction is opened and committed (rolled back on any
-error). Domain functions take the session and never commit. Imports service.settings and
-service.tables only.
+error). Domain functions take the session and never commit. The worker hot path on PostgreSQL
+(lease, heartbeat, complete) runs through `Database.hot()` instead: fixed SQL on a DBAPI cursor
+of a second, autocommit pool, where one statement is one transaction. Imports service.settings
+and service.tables only.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import Settings
 
+T = TypeVar("T")
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
-    """An engine that survives a database restart: stale connections are pinged and replaced."""
+
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, hot: bool = False
+) -> Engine:
+    """An engine that survives a database restart: stale connections are pinged and replaced.
+
+    `hot=True` (PostgreSQL only) is the worker hot path's pool: see `Database.hot`.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -42,6 +52,19 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
             cursor.close()
 
         return engine
+    if hot:
+        # The worker hot path (Database.hot): autocommit, so a one-statement operation is one
+        # round trip; no pre-ping round trip either: Database.hot retries on a fresh connection
+        # when a pooled one turns out to be dead, which is what the ping would have found.
+        return create_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_recycle=1800,
+            pool_timeout=10,
+            connect_args={"connect_timeout": 5},
+        )
     return create_engine(
         url,
         pool_pre_ping=True,
@@ -65,6 +88,11 @@ class Database:
         # SQLite has one writer at a time; serialising writers in-process avoids SQLITE_BUSY
         # on lock upgrades. PostgreSQL needs no such lock: row and advisory locks do the work.
         self._sqlite_writer = threading.RLock()
+        self._hot_engine = (
+            make_engine(url, pool_size=pool_size, max_overflow=max_overflow, hot=True)
+            if self.is_postgres
+            else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -86,8 +114,62 @@ class Database:
                 session.rollback()
                 raise
 
+    def hot(self, work: Callable[[Any], T], *, atomic: bool = False) -> T:
+        """Run `work(cursor)` for the worker hot path (PostgreSQL only; fixed SQL strings).
+
+        The cursor is on a pooled psycopg connection in autocommit mode: each statement is its
+        own transaction, one round trip, committed when it returns. `atomic=True` wraps the work
+        in BEGIN … COMMIT instead (rolled back if it raises). A pooled connection the database
+        dropped (a restart, an outage) is found by the first statement instead of by a pre-ping:
+        the pool's older connections are discarded and the work runs once more on a fresh
+        connection. That is safe because every hot-path operation may be repeated: nothing is
+        written unless the lease matches, and a repeat is answered as a repeat (a repeated
+        complete is the idempotent 200); a crash after a lease committed is what a worker's own
+        retry after a 503 would also give. Errors come out as SQLAlchemy's DBAPIError subclasses
+        with `connection_invalidated` set for a lost connection, so the app answers 503 for an
+        outage exactly as for ORM sessions.
+        """
+        engine = self._hot_engine
+        if engine is None:
+            raise RuntimeError("Database.hot is for PostgreSQL; SQLite uses session()")
+        dialect = engine.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
+        for attempt in (1, 2):
+            try:
+                connection = engine.raw_connection()
+            except dbapi_error as exc:  # cannot connect: the database is down
+                raise DBAPIError.instance(
+                    None, None, exc, dbapi_error, connection_invalidated=True, dialect=dialect
+                ) from exc
+            raw: Any = connection.dbapi_connection  # psycopg.Connection
+            cursor = None
+            try:
+                cursor = raw.cursor()
+                if atomic:
+                    with raw.transaction():
+                        result = work(cursor)
+                else:
+                    result = work(cursor)
+                cursor.close()
+                return result
+            except dbapi_error as exc:
+                lost = dialect.is_disconnect(exc, raw, cursor)
+                if lost:
+                    # Every connection made before now is suspect: replaced on checkout.
+                    engine.pool._invalidate(connection, exc)
+                    if attempt == 1:
+                        continue
+                raise DBAPIError.instance(
+                    None, None, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
+                ) from exc
+            finally:
+                connection.close()  # back to the pool (a no-op for an invalidated one)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._hot_engine is not None:
+            self._hot_engine.dispose()
 
 
 # -- migrations -------------------------------------------------------------------------------

@@ -413,6 +413,237 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
     return None
 
 
+# -- the worker hot path on PostgreSQL: one statement per operation, no ORM ---------------------
+#
+# lease / heartbeat / complete are what every worker does all the time. On PostgreSQL they run as
+# fixed SQL strings on a DBAPI cursor of `Database.hot()` (psycopg prepares them server-side after
+# a few uses; the ORM's statement building and result processing cost more CPU than the database
+# work): each is one statement, its own transaction, doing exactly what the SQLAlchemy versions
+# do. Where the original needs several statements in one transaction (a heartbeat to which the
+# median rule may apply; a complete with a curve) the caller asks `hot(..., atomic=True)`.
+# Whenever the fast statement matches no row (a stale lease, a repeated complete) nothing was
+# written, and the caller answers with the general function, which words the exact reply (409,
+# the idempotent 200, `stop` of a stopped trial). SQLite uses the general functions only.
+
+_PG_LEASE = """
+WITH candidate AS (
+    SELECT s.id, s.dataset, s.training, s.seed,
+           (SELECT count(*) FROM trials r WHERE r.search_id = s.id AND r.state = 'running')
+               AS running
+    FROM searches s
+    WHERE s.state = 'running'
+      AND EXISTS (SELECT 1 FROM trials q WHERE q.search_id = s.id AND q.state = 'queued')
+    ORDER BY running, s.id
+), pick AS (
+    SELECT t.id, c.dataset, c.training, c.seed
+    FROM candidate c
+    CROSS JOIN LATERAL (
+        SELECT q.id FROM trials q
+        WHERE q.search_id = c.id AND q.state = 'queued'
+        ORDER BY q.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) t
+    LIMIT 1
+)
+UPDATE trials
+SET state = 'running', lease_id = %(lease_id)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    worker = %(worker)s, started_at = coalesce(trials.started_at, now()),
+    heartbeat_at = now(), updated_at = now(), error = NULL
+FROM pick
+WHERE trials.id = pick.id AND trials.state = 'queued'
+RETURNING trials.id, trials.search_id, trials.kind, trials.r, trials.d_i, trials.d_m, trials.w,
+    trials.eff_r, trials.eff_d_i, trials.eff_d_m, trials.eff_w, trials.arch, trials.macs,
+    trials.params, trials.attempts, trials.lease_expires_at, pick.dataset, pick.training,
+    pick.seed
+"""
+
+
+def lease_pg(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
+    """`lease` in one statement: the same choice (least-served running search first, its oldest
+    queued trial not locked by another leaser), the same columns written and returned."""
+    lease_id = str(uuid.uuid4())
+    cursor.execute(
+        _PG_LEASE, {"lease_id": lease_id, "lease_seconds": lease_seconds, "worker": worker}
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    (trial_id, search_id, kind, r, d_i, d_m, w, eff_r, eff_d_i, eff_d_m, eff_w, arch, macs,
+     params, attempts, expires_at, dataset, training, seed) = row  # fmt: skip
+    return {
+        "id": trial_id,
+        "lease_id": lease_id,
+        "search_id": search_id,
+        "kind": kind,
+        "factors": {"r": r, "d_i": d_i, "d_m": d_m, "w": w},
+        "effective_factors": {"r": eff_r, "d_i": eff_d_i, "d_m": eff_d_m, "w": eff_w},
+        "arch": arch,
+        "macs": macs,
+        "params": params,
+        "dataset": dataset,
+        "training": training,
+        "seed": seed,
+        "attempts": attempts,
+        "lease_expires_at": expires_at,
+        "lease_seconds": lease_seconds,
+    }
+
+
+_PG_HEARTBEAT = """
+WITH beat AS (
+    UPDATE trials
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        heartbeat_at = now(), updated_at = now()
+    WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
+    RETURNING search_id, kind, lease_expires_at,
+        (SELECT s.state FROM searches s WHERE s.id = trials.search_id) AS search_state
+), point AS (
+    INSERT INTO trial_metrics (trial_id, epoch, val_top1, val_top5, train_loss, extra, created_at)
+    SELECT CAST(%(trial_id)s AS integer), CAST(%(epoch)s AS integer),
+           CAST(%(val_top1)s AS double precision), CAST(%(val_top5)s AS double precision),
+           CAST(%(train_loss)s AS double precision), CAST(%(extra)s AS json), now()
+    FROM beat
+    WHERE %(has_metrics)s
+    ON CONFLICT (trial_id, epoch) DO UPDATE
+    SET val_top1 = excluded.val_top1, val_top5 = excluded.val_top5,
+        train_loss = excluded.train_loss, extra = excluded.extra
+)
+SELECT search_id, kind, lease_expires_at, search_state FROM beat
+"""
+_PG_MEDIAN_OTHERS = """
+SELECT m.val_top1 FROM trial_metrics m JOIN trials t ON t.id = m.trial_id
+WHERE t.search_id = %(search_id)s AND t.state = 'completed' AND m.epoch = %(epoch)s
+  AND m.val_top1 IS NOT NULL
+"""
+_PG_BEST_SO_FAR = """
+SELECT max(val_top1) FROM trial_metrics WHERE trial_id = %(trial_id)s AND epoch <= %(epoch)s
+"""
+_PG_STOP = """
+UPDATE trials SET state = 'stopped', finished_at = now(), error = %(reason)s, updated_at = now()
+WHERE id = %(trial_id)s
+"""
+
+
+def median_rule_may_apply(body: TrialHeartbeat, warmup_epochs: int) -> bool:
+    """Whether `heartbeat` may read more and stop the trial (then it needs a transaction)."""
+    return "val_top1" in body.metrics and body.epoch >= warmup_epochs
+
+
+def heartbeat_pg(
+    cursor: Any,
+    trial_id: int,
+    body: TrialHeartbeat,
+    *,
+    lease_seconds: float,
+    min_trials: int,
+    warmup_epochs: int,
+) -> dict[str, Any] | None:
+    """`heartbeat` for a current lease in one statement (plus the median rule's reads and the
+    stop when it applies: run atomically then); None when the lease is not current (nothing
+    written: ask `heartbeat`)."""
+    metrics = body.metrics
+    extra = {k: v for k, v in metrics.items() if k not in CURVE_COLUMNS} or None
+    cursor.execute(
+        _PG_HEARTBEAT,
+        {
+            "trial_id": trial_id,
+            "lease_id": body.lease_id,
+            "lease_seconds": lease_seconds,
+            "epoch": body.epoch,
+            "val_top1": metrics.get("val_top1"),
+            "val_top5": metrics.get("val_top5"),
+            "train_loss": metrics.get("train_loss"),
+            "extra": json.dumps(extra),
+            "has_metrics": bool(metrics),
+        },
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    search_id, kind, expires_at, state = row
+    reason: str | None = None
+    if state != "running":
+        reason = f"search {search_id} is {state}"
+    elif kind == "search" and median_rule_may_apply(body, warmup_epochs):
+        cursor.execute(_PG_MEDIAN_OTHERS, {"search_id": search_id, "epoch": body.epoch})
+        others = [v for (v,) in cursor.fetchall()]
+        if len(others) >= min_trials:
+            cursor.execute(_PG_BEST_SO_FAR, {"trial_id": trial_id, "epoch": body.epoch})
+            (best_so_far,) = cursor.fetchone()
+            reason = _median_verdict(others, best_so_far, body.epoch)
+    if reason is None:
+        return {"action": "continue", "lease_expires_at": expires_at}
+    cursor.execute(_PG_STOP, {"trial_id": trial_id, "reason": reason})
+    return {"action": "stop", "reason": reason}
+
+
+_PG_COMPLETE = """
+UPDATE trials
+SET state = 'completed', top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
+    images_per_s = %(images_per_s)s, surrogate = %(surrogate)s,
+    metrics = CAST(%(metrics)s AS json), report_digest = %(digest)s,
+    finished_at = now(), updated_at = now(), error = NULL
+WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
+RETURNING search_id, attempts
+"""
+_PG_DELETE_CURVE = "DELETE FROM trial_metrics WHERE trial_id = %(trial_id)s"
+_PG_INSERT_POINT = """
+INSERT INTO trial_metrics (trial_id, epoch, val_top1, val_top5, train_loss, extra, created_at)
+VALUES (%(trial_id)s, %(epoch)s, %(val_top1)s, %(val_top5)s, %(train_loss)s,
+        CAST(%(extra)s AS json), now())
+"""
+
+
+def complete_pg(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck | None:
+    """`complete` of a running trial under its current lease, in one statement (plus the curve:
+    run atomically when there is one); None when it does not apply (nothing written: ask
+    `complete` for the exact answer)."""
+    extras = {
+        k: v
+        for k, v in (("reported_macs", body.macs), ("reported_params", body.params))
+        if v is not None
+    }
+    cursor.execute(
+        _PG_COMPLETE,
+        {
+            "trial_id": trial_id,
+            "lease_id": body.lease_id,
+            "top1": body.top1,
+            "top5": body.top5,
+            "latency_ms": body.latency_ms,
+            "images_per_s": body.images_per_s,
+            "surrogate": body.surrogate,
+            "metrics": json.dumps(extras or None),
+            "digest": report_digest(body),
+        },
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    search_id, attempts = row
+    if body.curve:
+        cursor.execute(_PG_DELETE_CURVE, {"trial_id": trial_id})
+        cursor.executemany(
+            _PG_INSERT_POINT,
+            [
+                {
+                    "trial_id": trial_id,
+                    "epoch": p.epoch,
+                    "val_top1": p.val_top1,
+                    "val_top5": p.val_top5,
+                    "train_loss": p.train_loss,
+                    "extra": json.dumps(
+                        p.model_dump(exclude_none=True, exclude={"epoch", *CURVE_COLUMNS}) or None
+                    ),
+                }
+                for p in _dedupe_epochs(body)
+            ],
+        )
+    return TrialAck(id=trial_id, search_id=search_id, state="completed", attempts=attempts)
+
+
 def _stale(session: Session, trial_id: int, lease_id: str, action: str) -> Conflict:
     """Why a report did not match a running lease (NotFound raised directly)."""
     trial = get_trial(session, trial_id)
@@ -512,6 +743,12 @@ def _median_rule(
             TrialMetric.trial_id == trial_id, TrialMetric.epoch <= epoch
         )
     )
+    return _median_verdict(others, best_so_far, epoch)
+
+
+def _median_verdict(
+    others: list[float | None], best_so_far: float | None, epoch: int
+) -> str | None:
     median = statistics.median(v for v in others if v is not None)
     if best_so_far is not None and best_so_far < median:
         return (

@@ -32,8 +32,15 @@ def lease(
     body: LeaseRequest, db: DbDep, settings: SettingsDep, _: WorkerAuth
 ) -> TrialLease | Response:
     """Lease the oldest queued trial of the least-served running search."""
-    with db.session(write=True) as session:
-        leased = store.lease(session, worker=body.worker, lease_seconds=settings.lease_seconds)
+    if db.is_postgres:
+        leased = db.hot(
+            lambda cursor: store.lease_pg(
+                cursor, worker=body.worker, lease_seconds=settings.lease_seconds
+            )
+        )
+    else:
+        with db.session(write=True) as session:
+            leased = store.lease(session, worker=body.worker, lease_seconds=settings.lease_seconds)
     if leased is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return TrialLease(**leased)
@@ -50,15 +57,32 @@ def heartbeat(
 ) -> HeartbeatReply:
     """Extend the lease and record the epoch; `stop` if the search stopped or the median
     stopping rule judges the trial hopeless (see service.store.heartbeat)."""
-    with db.session(write=True) as session:
-        reply = store.heartbeat(
-            session,
-            trial_id,
-            body,
-            lease_seconds=settings.lease_seconds,
-            min_trials=settings.median_stop_min_trials,
-            warmup_epochs=settings.median_stop_warmup_epochs,
+    lease_seconds = settings.lease_seconds
+    min_trials = settings.median_stop_min_trials
+    warmup_epochs = settings.median_stop_warmup_epochs
+    reply = None
+    if db.is_postgres:
+        reply = db.hot(
+            lambda cursor: store.heartbeat_pg(
+                cursor,
+                trial_id,
+                body,
+                lease_seconds=lease_seconds,
+                min_trials=min_trials,
+                warmup_epochs=warmup_epochs,
+            ),
+            atomic=store.median_rule_may_apply(body, warmup_epochs),
         )
+    if reply is None:  # SQLite, or not a current lease: the general path words the answer
+        with db.session(write=True) as session:
+            reply = store.heartbeat(
+                session,
+                trial_id,
+                body,
+                lease_seconds=lease_seconds,
+                min_trials=min_trials,
+                warmup_epochs=warmup_epochs,
+            )
     if reply["action"] == "stop":
         planner.wake()
     return HeartbeatReply(**reply)
@@ -68,8 +92,14 @@ def heartbeat(
 def complete(
     trial_id: TrialId, body: TrialReport, db: DbDep, planner: PlannerDep, _: WorkerAuth
 ) -> TrialAck:
-    with db.session(write=True) as session:
-        ack = store.complete(session, trial_id, body)
+    ack = None
+    if db.is_postgres:
+        ack = db.hot(
+            lambda cursor: store.complete_pg(cursor, trial_id, body), atomic=bool(body.curve)
+        )
+    if ack is None:  # SQLite, a repeated or stale report: the general path words the answer
+        with db.session(write=True) as session:
+            ack = store.complete(session, trial_id, body)
     planner.wake()
     return ack
 
