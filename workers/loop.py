@@ -17,6 +17,7 @@ Imports models (through workers.trainer) and workers.*; never service/ or search
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import threading
@@ -232,14 +233,16 @@ class Worker:
         while not self.shutdown.is_set():
             if self.options.max_trials is not None and self.trials_done >= self.options.max_trials:
                 break
-            self._deliver_spool(deadline_s=10.0)
             try:
                 lease = self.client.lease(abort=self.shutdown)
             except ServerUnavailable:
                 break  # only raised when shutdown was requested while retrying
+            if self.spool.pending(self.client.server):
+                # The server answers again: results that waited for it go first.
+                self._deliver_spool(deadline_s=10.0)
             if lease is None:
                 # Nothing queued: wait politely, longer each time, with jitter.
-                self.shutdown.wait(idle_s)
+                self.shutdown.wait(idle_s * random.uniform(0.8, 1.2))
                 idle_s = min(IDLE_MAX_S, idle_s * 1.5)
                 continue
             idle_s = 1.0

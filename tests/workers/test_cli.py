@@ -93,3 +93,16 @@ def test_rich_progress_renders_a_bar() -> None:
     progress.close()
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "trial 7" in text and "62.5%" in text and "epoch 1/2" in text
+
+
+def test_imports_stay_light_and_one_way() -> None:
+    probe = (
+        "import sys, workers.cli\n"
+        "assert 'torch' not in sys.modules, 'importing workers.cli imported torch'\n"
+        "import workers.loop, workers.trainer, workers.progress, workers.spool\n"
+        "leaked = sorted(m for m in ('service', 'search', 'fastapi', 'sqlalchemy', 'botorch')"
+        " if m in sys.modules)\n"
+        "assert not leaked, leaked\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
