@@ -3,7 +3,9 @@
 lease → train → complete; kill -9 mid-trial → the trial is re-leased after its lease expires
 and completed by another worker; SIGTERM → the trial is failed with retry and queued again;
 server down when the result is ready → the result waits in the spool and is delivered by the
-next worker start once the server is back; a missing dataset fails the trial for good.
+next worker start once the server is back, or by the same worker still retrying; "stop" from
+the server ends training early; a frozen worker whose lease was taken over abandons the trial
+(409); the surrogate trainer's results are labelled; a missing dataset fails the trial for good.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def test_sigterm_fails_the_trial_with_retry(live_server: Any, start_worker: Any)
     assert "failed (will be retried)" in worker.log()
 
 
-def test_result_survives_a_server_outage_in_the_spool(
+def test_results_survive_a_server_outage(
     live_server: Any, start_worker: Any, tmp_path: Path
 ) -> None:
     search_id = live_server.create_search(
@@ -113,6 +115,18 @@ def test_result_survives_a_server_outage_in_the_spool(
     assert trial["worker"] == "patient"
     assert [p["epoch"] for p in trial["curve"]] == [1, 2, 3]
     assert not list((tmp_path / "spool").glob("trial-*.json"))
+
+    # A worker that keeps retrying delivers by itself once the server is back.
+    second_search = live_server.create_search(
+        training={"epochs": 3, "batch_size": 32, "max_steps_per_epoch": 2}
+    )
+    waiting = start_worker(live_server, "--max-trials", "1", name="waiting")
+    _wait(lambda: live_server.trial(second_search)["state"] == "running", 90, "the lease")
+    live_server.stop()
+    _wait(lambda: "/complete: ConnectError" in waiting.log(), 90, "the worker to retry")
+    live_server.start()
+    assert waiting.wait() == 0, waiting.log()
+    assert live_server.trial(second_search)["state"] == "completed", waiting.log()
 
 
 def test_missing_dataset_fails_the_trial_for_good(live_server: Any, start_worker: Any) -> None:
