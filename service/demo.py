@@ -107,8 +107,6 @@ def _start_workers(
         os.environ,
         VITCUBE_WORKER_TOKEN=worker_token,
         VITCUBE_SPOOL_DIR=str((DEMO_DIR / "spool").resolve()),
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
     )
     children = []
     for index in range(options.workers):
@@ -127,6 +125,8 @@ def _start_workers(
             f"demo-{index}",
             "--progress",
             "plain",
+            "--threads",
+            str(threads),
         ]
         children.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     return children

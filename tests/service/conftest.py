@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,14 +23,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `tests.factories` is imported as a module of the checkout
-    sys.path.insert(0, str(REPO_ROOT))
-
-from service import db as service_db  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from tests.factories import make_settings  # noqa: E402
+from service import db as service_db
+from service.app import create_app
+from service.settings import Settings
+from tests.factories import make_settings
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TABLES = ("trial_metrics", "trials", "searches", "api_tokens")

@@ -1,4 +1,4 @@
-"""Fixtures for the workers tests: the repository root first on sys.path, a real server.
+"""Fixtures for the workers tests: a real server and real worker processes.
 
 `live_server` starts a real `vitcube serve` subprocess on a fresh SQLite database with short
 leases; `start_worker` starts real `python -m workers` processes against it.
@@ -20,11 +20,6 @@ import httpx
 import pytest
 
 # pyproject's `pythonpath = ["tests"]` puts tests/ ahead of the repository root; there
-# tests/workers and tests/models (no __init__.py) would shadow the real `workers` and `models`
-# packages as namespace packages. Keep the repository root first (as tests/models does).
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[0] != _REPO_ROOT:
-    sys.path.insert(0, _REPO_ROOT)
 
 ADMIN_TOKEN = "workers-tests-admin-token-0123456789"
 WORKER_TOKEN = "workers-tests-worker-token-012345678"
