@@ -28,16 +28,22 @@ from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
 from botorch.acquisition.objective import GenericMCObjective
+from botorch.models import SingleTaskGP
 from botorch.sampling.normal import SobolQMCNormalSampler
 from linear_operator.utils.warnings import NumericalWarning
 from torch import Tensor
 
-from search.gp import DTYPE, as_tensor, fit_gp, torch_threads
+from search.gp import DTYPE, as_tensor, fit_gp, hyperparameters, torch_threads
 
 MC_SAMPLES = 128
+# Hypervolume acquisitions cost a box decomposition per sample: fewer samples.
+MC_SAMPLES_HV = 64
 EVAL_CHUNK = 512
 # Picks after the first of a batch are taken from this many best first-pass choices.
 SHORTLIST = 512
+# With several objectives, the hypervolume acquisition is evaluated on this many choices
+# picked by optimistic non-dominated rank (it costs a box decomposition per MC sample).
+PRESCREEN = 192
 # Local candidates are drawn around at most this many best/Pareto observations.
 LOCAL_CENTRES = 16
 
@@ -57,6 +63,7 @@ def propose_from_choices(
     baseline_mask: Tensor | None = None,
     bounds: Tensor | None = None,
     seed: int = 0,
+    hyperparameter_cache: dict[str, Tensor] | None = None,
 ) -> list[int]:
     """Pick ``q`` rows of ``choices`` by sequential greedy acquisition maximisation.
 
@@ -74,6 +81,8 @@ def propose_from_choices(
         baseline_mask: ``n`` booleans, the observations that may serve as incumbents
             (e.g. those within the MAC budget); all when ``None`` or none admissible.
         bounds: ``2 x d`` input bounds; the unit cube by default.
+        hyperparameter_cache: a dict the caller keeps between calls of one search: its
+            content warm-starts the GP fit and is replaced by the new fit's hyperparameters.
 
     Returns:
         Indices into ``choices``, in the order picked.
@@ -91,6 +100,7 @@ def propose_from_choices(
             baseline_mask=baseline_mask,
             bounds=bounds,
             seed=seed,
+            hyperparameter_cache=hyperparameter_cache,
         )
 
 
@@ -107,6 +117,7 @@ def _propose(
     baseline_mask: Tensor | None,
     bounds: Tensor | None,
     seed: int,
+    hyperparameter_cache: dict[str, Tensor] | None,
 ) -> list[int]:
     d = train_X.shape[-1]
     q = min(q, choices.shape[0])
@@ -114,7 +125,10 @@ def _propose(
         return []
     if bounds is None:
         bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
-    model = fit_gp(train_X, train_Y, bounds=bounds, seed=seed)
+    model = fit_gp(train_X, train_Y, bounds=bounds, seed=seed, warm_start=hyperparameter_cache)
+    if hyperparameter_cache is not None:
+        hyperparameter_cache.clear()
+        hyperparameter_cache.update(hyperparameters(model))
     baseline = train_X
     if baseline_mask is not None and bool(baseline_mask.any()):
         baseline = train_X[baseline_mask]
@@ -127,6 +141,13 @@ def _propose(
         ref_point=ref_point,
         seed=seed,
     )
+    if acq_is_multi_objective(num_objectives, known_objectives) and len(choices) > PRESCREEN:
+        keep = _prescreen(model, choices, num_objectives, known_objectives, PRESCREEN)
+        # Map picks back to the caller's indices at the end.
+        original = keep
+        choices = choices[keep]
+    else:
+        original = None
     pending = as_tensor(X_pending) if X_pending is not None else torch.empty(0, d, dtype=DTYPE)
     chosen: list[int] = []
     candidates = torch.arange(choices.shape[0])
@@ -142,7 +163,46 @@ def _propose(
         taken = torch.tensor([int(c) in chosen for c in candidates], dtype=torch.bool)
         values[taken] = -torch.inf
         chosen.append(int(candidates[int(torch.argmax(values))]))
+    if original is not None:
+        return [int(original[i]) for i in chosen]
     return chosen
+
+
+def acq_is_multi_objective(num_objectives: int, known: KnownObjectives | None) -> bool:
+    return num_objectives + (0 if known is None else 1) >= 2
+
+
+def _prescreen(
+    model: SingleTaskGP,
+    choices: Tensor,
+    num_objectives: int,
+    known: KnownObjectives | None,
+    size: int,
+) -> Tensor:
+    """Indices of about ``size`` choices worth an exact hypervolume evaluation.
+
+    Fronts of (upper confidence bound of each modelled objective, known objectives) are
+    peeled until ``size`` choices are collected: a choice dominated by many others even
+    optimistically has next to no expected hypervolume improvement.
+    """
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    with torch.no_grad():
+        post = model.posterior(choices.unsqueeze(-2))  # k one-point batches: no k x k matrix
+        mean = post.mean.squeeze(-2)[..., :num_objectives]
+        std = post.variance.clamp_min(0).sqrt().squeeze(-2)[..., :num_objectives]
+    optimistic = mean + 2.0 * std
+    if known is not None:
+        optimistic = torch.cat([optimistic, known(choices).to(optimistic)], dim=-1)
+    remaining = torch.arange(len(choices))
+    kept: list[Tensor] = []
+    count = 0
+    while count < size and len(remaining):
+        front = is_non_dominated(optimistic[remaining], deduplicate=False)
+        kept.append(remaining[front])
+        count += int(front.sum())
+        remaining = remaining[~front]
+    return torch.cat(kept)
 
 
 def _evaluate(acq: AcquisitionFunction, choices: Tensor) -> Tensor:
@@ -208,7 +268,7 @@ def _acquisition(
         model=model,  # type: ignore[arg-type]
         ref_point=torch.as_tensor(list(ref_point), dtype=DTYPE),
         X_baseline=baseline,
-        sampler=sampler,
+        sampler=SobolQMCNormalSampler(sample_shape=torch.Size([MC_SAMPLES_HV]), seed=seed),
         objective=GenericMCMultiOutputObjective(objectives),
         constraints=constraints or None,
         prune_baseline=True,

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from models import ArchConfig, count_macs
-from search.pareto import pareto_front
+from search.pareto import non_dominated_ranks, pareto_front
 from search.space import (
     FACTORS,
     Candidates,
@@ -61,6 +61,8 @@ POOL_PROJECTED = 512
 POOL_LOCAL = 512
 LOCAL_TOP = 8
 LOCAL_SIGMAS = (0.03, 0.1)
+# Pareto objective: at most this many observations, by non-dominated rank, are incumbents.
+BASELINE_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -352,6 +354,15 @@ class GPStrategy(SobolStrategy):
             spread = float(good.max() - good.min()) or 0.1
             # Reference point: a little below the worst in-budget accuracy, and the budget.
             ref_point = [float(good.min()) - 0.1 * spread, -1.0]
+            # Incumbents for the noisy hypervolume: observations on and near the observed
+            # front. Points several fronts behind are hardly ever Pareto-optimal under a
+            # posterior sample, and every baseline point enlarges the box decomposition
+            # that each MC sample needs.
+            ranks = np.array(non_dominated_ranks([(o.top1, o.macs) for o in observations]))
+            order = np.lexsort((-Y[:, 0], ranks))  # by front, then by accuracy
+            order = order[in_budget[order]][:BASELINE_MAX]
+            in_budget = np.zeros_like(in_budget)
+            in_budget[order] = True
         picked = propose_from_choices(
             torch.as_tensor(X),
             torch.as_tensor(Y),
@@ -363,6 +374,7 @@ class GPStrategy(SobolStrategy):
             baseline_mask=torch.as_tensor(in_budget),
             bounds=torch.as_tensor(bounds),
             seed=self.seed + len(observations),
+            hyperparameter_cache=_warm_cache(self),
         )
         return pool.take(np.array(picked, dtype=np.int64))
 
@@ -409,6 +421,26 @@ class GPStrategy(SobolStrategy):
         pool = self._feasible(Candidates.concat(parts))
         _, first = np.unique(pool.levels, axis=0, return_index=True)
         return self._unseen(pool.take(np.sort(first)), seen)
+
+
+# Fitted GP hyperparameters per search (strategy identity), for warm starts: strategies
+# are rebuilt per planning call, this cache lives as long as the process.
+_WARM_STARTS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_WARM_STARTS_LIMIT = 256
+
+
+def _warm_cache(strategy: Strategy) -> dict[str, Any]:
+    key = (
+        strategy.base,
+        tuple(sorted(strategy.space.bounds.items())),
+        strategy.max_macs,
+        strategy.min_macs,
+        strategy.objective,
+        strategy.seed,
+    )
+    if key not in _WARM_STARTS and len(_WARM_STARTS) >= _WARM_STARTS_LIMIT:
+        _WARM_STARTS.pop(next(iter(_WARM_STARTS)))
+    return _WARM_STARTS.setdefault(key, {})
 
 
 class _MacsLookup:
