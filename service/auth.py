@@ -4,6 +4,12 @@ Tokens come from VITCUBE_ADMIN_TOKEN / _WORKER_TOKEN / _VIEWER_TOKEN or from the
 (`vitcube token create`), which holds SHA-256 digests only. Environment tokens are compared in
 constant time; database tokens are found by their digest. No token → 401, wrong role → 403.
 
+A database token that was found is remembered by its digest for `auth_cache_seconds` (5 s by
+default), so a busy worker does not cost a token query per request: revoking a token
+(`revoked_at`) takes effect within that time. Unknown tokens are never remembered: a token just
+made by the CLI works at once. The role check is an async dependency that only goes to a worker
+thread (and the database) when the answer is not already known.
+
 With no token configured anywhere the server is in *open* local mode (every request is admin);
 `vitcube serve` refuses a non-loopback bind in that case. Imports service.settings,
 service.tables, service.db only.
@@ -15,11 +21,12 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
@@ -29,6 +36,8 @@ from service.tables import ApiToken
 
 Role = Literal["admin", "worker", "viewer"]
 COOKIE_NAME = "vitcube_token"
+OPEN_RECHECK_S = 2.0  # open mode is re-checked this often: a token made by the CLI closes it
+MAX_REMEMBERED = 4096  # database tokens remembered at once (the cache is emptied beyond)
 # Which roles may act as which: admin does everything.
 GRANTS: dict[str, frozenset[str]] = {
     "admin": frozenset({"admin", "worker", "viewer"}),
@@ -79,15 +88,37 @@ class Authenticator:
             )
             if secret is not None
         ]
-        self._open_checked_at = 0.0
+        self._open_checked_at = -OPEN_RECHECK_S
         self._open = False
+        self._ttl = settings.auth_cache_seconds
+        # digest → (principal, monotonic expiry): database tokens recently found.
+        self._known: dict[str, tuple[Principal, float]] = {}
 
-    def authenticate(self, token: str) -> Principal | None:
-        digest = hash_token(token)
+    def _from_env(self, digest: str) -> Principal | None:
         found: Principal | None = None
         for env_digest, role in self._env:  # every entry compared: no early exit on a match
             if hmac.compare_digest(env_digest, digest.encode()) and found is None:
                 found = Principal(role=role, source="env")
+        return found
+
+    def _remembered(self, digest: str) -> Principal | None:
+        entry = self._known.get(digest)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            self._known.pop(digest, None)
+            return None
+        return entry[0]
+
+    def cached(self, token: str) -> Principal | None:
+        """The caller's Principal if known without the database (environment tokens, database
+        tokens found within the last `auth_cache_seconds`), else None: ask `authenticate`."""
+        digest = hash_token(token)
+        return self._from_env(digest) or self._remembered(digest)
+
+    def authenticate(self, token: str) -> Principal | None:
+        digest = hash_token(token)
+        found = self._from_env(digest) or self._remembered(digest)
         if found is not None:
             return found
         with self._db.session() as session:
@@ -96,17 +127,32 @@ class Authenticator:
                     ApiToken.token_sha256 == digest, ApiToken.revoked_at.is_(None)
                 )
             ).first()
-        return None if row is None else Principal(role=row.role, source="db", token_id=row.id)
+        if row is None:
+            return None
+        found = Principal(role=row.role, source="db", token_id=row.id)
+        if self._ttl > 0:
+            if len(self._known) >= MAX_REMEMBERED:
+                self._known.clear()
+            self._known[digest] = (found, time.monotonic() + self._ttl)
+        return found
+
+    def open_mode_cached(self) -> bool | None:
+        """`open_mode()` if known without the database, else None."""
+        if self._env:
+            return False
+        if time.monotonic() - self._open_checked_at > OPEN_RECHECK_S:
+            return None
+        return self._open
 
     def open_mode(self) -> bool:
         """True when no token exists anywhere: a local, loopback-only server."""
-        if self._env:
-            return False
+        known = self.open_mode_cached()
+        if known is not None:
+            return known
         now = time.monotonic()
-        if now - self._open_checked_at > 2.0:  # a token made by the CLI closes it within 2 s
-            with self._db.session() as session:
-                self._open = not session.scalar(select(exists().where(ApiToken.id.is_not(None))))
-            self._open_checked_at = now
+        with self._db.session() as session:
+            self._open = not session.scalar(select(exists().where(ApiToken.id.is_not(None))))
+        self._open_checked_at = now
         return self._open
 
 
@@ -120,23 +166,28 @@ def presented_token(request: Request) -> str | None:
     return cookie or None
 
 
-def require_role(role: Role) -> Callable[[Request], Principal]:
+def require_role(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller's Principal, or 401/403."""
     if role not in GRANTS:
         raise ValueError(f"unknown role {role!r}")
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
         token = presented_token(request)
         if token is None:
-            if authenticator.open_mode():
+            is_open = authenticator.open_mode_cached()
+            if is_open is None:
+                is_open = await run_in_threadpool(authenticator.open_mode)
+            if is_open:
                 return Principal(role="admin", source="open")
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing token: send `Authorization: Bearer <token>`",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = authenticator.authenticate(token)
+        principal = authenticator.cached(token)
+        if principal is None:  # a database token not seen lately, or an unknown one
+            principal = await run_in_threadpool(authenticator.authenticate, token)
         if principal is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -33,6 +33,7 @@ from service.tables import Search, Trial, utcnow
 
 log = logging.getLogger("vitcube.planner")
 
+MIN_PASS_GAP_S = 0.05  # at most ~20 planning passes a second per process, however many wakes
 PLANNER_LOCK = 0x76C0  # first key of the advisory lock; the second is the search id
 FACTORS = ("r", "d_i", "d_m", "w")
 
@@ -88,6 +89,10 @@ class Planner:
         self._strategies[search_id] = strategy
 
     def _plan_loop(self) -> None:
+        # Wakes come from every complete/fail; under many workers they would run passes back to
+        # back. After a pass, wakes that arrived meanwhile wait out a short gap and are served
+        # by one pass: planning lags a completion by at most MIN_PASS_GAP_S.
+        gap = min(MIN_PASS_GAP_S, self.settings.planner_interval_s)
         while not self._stop.is_set():
             self._wake.wait(self.settings.planner_interval_s)
             self._wake.clear()
@@ -99,6 +104,7 @@ class Planner:
                 log.warning("planner pass failed: %s", exc.__class__.__name__)
             except Exception:
                 log.exception("planner pass failed")
+            self._stop.wait(gap)
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.settings.sweep_interval_s):

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger request bodies get 413."
     )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="A database token, once found, is trusted this long: revocation takes "
+        "effect within it (0: ask the database every request).",
+    )
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=20, ge=0, le=200)
     # Median stopping rule (see service.store.should_stop).

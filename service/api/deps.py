@@ -1,5 +1,8 @@
 """Typed FastAPI dependencies shared by the routers (the database, the roles, the planner).
 
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop that costs
+more than these lookups do.
+
 Imports service.auth, service.db, service.planner, service.results, service.settings.
 """
 
@@ -16,19 +19,19 @@ from service.results import Results
 from service.settings import Settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     return request.app.state.db
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_planner(request: Request) -> Planner:
+async def get_planner(request: Request) -> Planner:
     return request.app.state.planner
 
 
-def get_results(request: Request) -> Results:
+async def get_results(request: Request) -> Results:
     return request.app.state.results
 
 

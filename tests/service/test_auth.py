@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -79,3 +80,29 @@ def test_open_mode_only_without_any_token(database_url: str) -> None:
         assert client.get("/api/searches").status_code == 401
         ok = client.get("/api/searches", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert ok.status_code == 200
+
+
+def test_a_revoked_database_token_is_refused_once_the_auth_cache_expires(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    with db.session(write=True) as session:
+        row, token = create_token(session, "worker", name="to-revoke")
+    settings = make_settings(database_url, background=False, auth_cache_seconds=0.3)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert (
+                client.post("/api/trials/lease", json={"worker": "w"}, headers=headers).status_code
+                == 204
+            )
+            with db.session(write=True) as session:
+                session.execute(
+                    text("UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
+                    {"id": row.id},
+                )
+            time.sleep(0.5)
+            refused = client.post("/api/trials/lease", json={"worker": "w"}, headers=headers)
+            assert refused.status_code == 401
+    finally:
+        db.dispose()
