@@ -329,7 +329,7 @@ class GPStrategy(SobolStrategy):
 
         pool = self._pool(observations, seen)
         if len(pool) == 0:
-            return pool
+            return self._sobol(len(observations) + len(pending), n, seen)
         space = self.space
         X = np.array([[o.factors[f] for f in FACTORS] for o in observations])
         Y = np.array([[o.top1] for o in observations])
@@ -376,7 +376,14 @@ class GPStrategy(SobolStrategy):
             seed=self.seed + len(observations),
             hyperparameter_cache=_warm_cache(self),
         )
-        return pool.take(np.array(picked, dtype=np.int64))
+        chosen = pool.take(np.array(picked, dtype=np.int64))
+        if len(chosen) < n:
+            # The pool ran dry (a small or nearly exhausted lattice): fill from the sequence,
+            # which enumerates small lattices, so "fewer than n" means exhausted.
+            taken = seen | {identity(row) for row in chosen.effective}
+            more = self._sobol(len(observations) + len(pending), n - len(chosen), taken)
+            chosen = Candidates.concat([chosen, more])
+        return chosen
 
     def _pool(self, observations: list[Observation], seen: set[tuple[float, ...]]) -> Candidates:
         space = self.space

@@ -74,11 +74,13 @@ def test_gp_improves_on_its_initial_design(observe, base, m0) -> None:
     assert max(o.top1 for o in observations) > initial
 
 
-def test_duplicates_of_observed_networks_are_never_proposed(observe, base) -> None:
-    # A tiny space: few networks, so repeats would be likely without dedupe.
+@pytest.mark.parametrize("name", ["random", "gp"])
+def test_duplicates_of_observed_networks_are_never_proposed(observe, base, name) -> None:
+    # A tiny space: few networks, so repeats would be likely without dedupe, and the
+    # search runs until the space is exhausted.
     space = {"r": (1.0, 1.1), "d_i": (1.0, 1.1), "d_m": (1.0, 1.3), "w": (1.0, 1.01)}
     lowest = min_reachable_macs(base, space)
-    strategy = make_strategy("random", base=base, max_macs=lowest * 3, space=space, seed=0)
+    strategy = make_strategy(name, base=base, max_macs=lowest * 3, space=space, seed=0)
     seen: list[dict[str, float]] = []
     while True:
         batch = strategy.suggest([observe(p) for p in seen], [], 4)
