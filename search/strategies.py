@@ -9,9 +9,16 @@ is its effective factors (what the GP sees; identical networks have identical on
 - ``random`` — the paper's method: uniform requests, rejected until within budget.
 - ``sobol`` — scrambled Sobol requests (the sequence continues across calls), same rejection.
 - ``gp`` — Bayesian optimisation (:mod:`search.acquisition`) on effective factors, over a
-  pool of buildable, in-budget, unseen networks: Sobol points, the same projected onto the
-  budget boundary, and local perturbations of the best observations. Until
-  :data:`SOBOL_INIT` distinct observations exist it proposes like ``sobol``.
+  pool of buildable, in-budget, unseen networks: a fixed Sobol pool, the same projected onto
+  the budget boundary, and local perturbations of the best observations (of the observed
+  front for ``pareto``). The budget is a filter on the pool, not a penalty, so 100 % of the
+  proposals are feasible by construction. ``accuracy``: qLogNoisyExpectedImprovement, the
+  in-budget observations as incumbents. ``pareto``: qLogNoisyExpectedHypervolumeImprovement
+  on (top-1, −MACs / max_macs): the GP models top-1 only and the exact MACs of every point
+  are appended to each posterior sample by a lookup (an ``MCMultiOutputObjective`` of X), so
+  MACs carry neither noise nor model error; reference point (a little below the worst
+  in-budget top-1, −1 = the budget); ``[min_macs, max_macs]`` is again a pool filter.
+  Until :data:`SOBOL_INIT` distinct observations exist it proposes like ``sobol``.
 - ``ax`` — Ax's ``Client`` (ax-platform >= 1.0, imported lazily) with its default generation
   strategy; its proposals are rounded to the lattice and projected onto the budget.
 
@@ -48,9 +55,10 @@ from search.space import (
 Objective = Literal["accuracy", "pareto"]
 STRATEGIES = ("gp", "random", "sobol", "ax")
 
-# GP proposals start once this many distinct networks have been observed: a 4-D ARD
-# Matérn GP has 6 hyperparameters, and d + 2 points is the smallest design on which its
-# fits were stable in our benchmarks; below that the batch is filled from the Sobol sequence.
+# GP proposals start once this many distinct networks have been observed (d + 2 = 6; the
+# reference trials count). The 4-D ARD Matérn GP has 7 hyperparameters, fitted under priors;
+# a larger design (BoTorch's tutorials use 2(d + 1)) would spend a quarter of a 40-trial
+# search on space filling. Below it, the batch comes from the Sobol sequence.
 SOBOL_INIT = len(FACTORS) + 2
 # Size of the random/Sobol draw per attempt and the cap on draws before projecting.
 DRAW_BATCH = 1024

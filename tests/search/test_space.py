@@ -96,3 +96,11 @@ def test_importing_search_and_a_plain_strategy_does_not_import_botorch_or_ax() -
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_round_gives_a_short_request_that_builds_the_same_network(base) -> None:
+    space = Space(base)
+    request = {"r": 1.2345, "d_i": 1.777, "d_m": 1.111, "w": 0.6789}
+    rounded = space.round(request)
+    assert base.scale(**rounded).key() == base.scale(**request).key()
+    assert all(len(repr(v)) <= 8 for v in rounded.values())  # e.g. 1.25, not 1.2500000381
