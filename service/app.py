@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             planner.stop()
+            await db.close_hot()
             db.dispose()
 
     app = FastAPI(

@@ -2,15 +2,16 @@
 
 `Database.session()` is the one place a transaction is opened and committed (rolled back on any
 error). Domain functions take the session and never commit. The worker hot path on PostgreSQL
-(lease, heartbeat, complete) runs through `Database.hot()` instead: fixed SQL on a DBAPI cursor
-of a second, autocommit pool, where one statement is one transaction. Imports service.settings
-and service.tables only.
+(lease, heartbeat, complete) runs through `Database.hot()` instead: fixed SQL on psycopg async
+connections in autocommit mode (HotPool), where one statement is one transaction. Imports
+service.settings and service.tables only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import Settings
@@ -26,13 +27,8 @@ from service.settings import Settings
 T = TypeVar("T")
 
 
-def make_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int = 20, hot: bool = False
-) -> Engine:
-    """An engine that survives a database restart: stale connections are pinged and replaced.
-
-    `hot=True` (PostgreSQL only) is the worker hot path's pool: see `Database.hot`.
-    """
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """An engine that survives a database restart: stale connections are pinged and replaced."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -52,19 +48,6 @@ def make_engine(
             cursor.close()
 
         return engine
-    if hot:
-        # The worker hot path (Database.hot): autocommit, so a one-statement operation is one
-        # round trip; no pre-ping round trip either: Database.hot retries on a fresh connection
-        # when a pooled one turns out to be dead, which is what the ping would have found.
-        return create_engine(
-            url,
-            isolation_level="AUTOCOMMIT",
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_recycle=1800,
-            pool_timeout=10,
-            connect_args={"connect_timeout": 5},
-        )
     return create_engine(
         url,
         pool_pre_ping=True,
@@ -88,8 +71,8 @@ class Database:
         # SQLite has one writer at a time; serialising writers in-process avoids SQLITE_BUSY
         # on lock upgrades. PostgreSQL needs no such lock: row and advisory locks do the work.
         self._sqlite_writer = threading.RLock()
-        self._hot_engine = (
-            make_engine(url, pool_size=pool_size, max_overflow=max_overflow, hot=True)
+        self._hot = (
+            HotPool(url, self.engine.dialect, size=pool_size, limit=pool_size + max_overflow)
             if self.is_postgres
             else None
         )
@@ -114,62 +97,126 @@ class Database:
                 session.rollback()
                 raise
 
-    def hot(self, work: Callable[[Any], T], *, atomic: bool = False) -> T:
-        """Run `work(cursor)` for the worker hot path (PostgreSQL only; fixed SQL strings).
-
-        The cursor is on a pooled psycopg connection in autocommit mode: each statement is its
-        own transaction, one round trip, committed when it returns. `atomic=True` wraps the work
-        in BEGIN … COMMIT instead (rolled back if it raises). A pooled connection the database
-        dropped (a restart, an outage) is found by the first statement instead of by a pre-ping:
-        the pool's older connections are discarded and the work runs once more on a fresh
-        connection. That is safe because every hot-path operation may be repeated: nothing is
-        written unless the lease matches, and a repeat is answered as a repeat (a repeated
-        complete is the idempotent 200); a crash after a lease committed is what a worker's own
-        retry after a 503 would also give. Errors come out as SQLAlchemy's DBAPIError subclasses
-        with `connection_invalidated` set for a lost connection, so the app answers 503 for an
-        outage exactly as for ORM sessions.
-        """
-        engine = self._hot_engine
-        if engine is None:
+    async def hot(self, work: Callable[[Any], Awaitable[T]], *, atomic: bool = False) -> T:
+        """Run `await work(cursor)` for the worker hot path (PostgreSQL only; see HotPool)."""
+        if self._hot is None:
             raise RuntimeError("Database.hot is for PostgreSQL; SQLite uses session()")
-        dialect = engine.dialect
-        dbapi_error = dialect.loaded_dbapi.Error
-        for attempt in (1, 2):
-            try:
-                connection = engine.raw_connection()
-            except dbapi_error as exc:  # cannot connect: the database is down
-                raise DBAPIError.instance(
-                    None, None, exc, dbapi_error, connection_invalidated=True, dialect=dialect
-                ) from exc
-            raw: Any = connection.dbapi_connection  # psycopg.Connection
-            cursor = None
-            try:
-                cursor = raw.cursor()
-                if atomic:
-                    with raw.transaction():
-                        result = work(cursor)
-                else:
-                    result = work(cursor)
-                cursor.close()
-                return result
-            except dbapi_error as exc:
-                lost = dialect.is_disconnect(exc, raw, cursor)
-                if lost:
-                    # Every connection made before now is suspect: replaced on checkout.
-                    engine.pool._invalidate(connection, exc)
-                    if attempt == 1:
-                        continue
-                raise DBAPIError.instance(
-                    None, None, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
-                ) from exc
-            finally:
-                connection.close()  # back to the pool (a no-op for an invalidated one)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._hot.run(work, atomic=atomic)
+
+    async def close_hot(self) -> None:
+        """Close the hot path's connections of the running event loop (the app's shutdown)."""
+        if self._hot is not None:
+            await self._hot.close()
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._hot_engine is not None:
-            self._hot_engine.dispose()
+        if self._hot is not None:
+            self._hot.discard_all()
+
+
+class HotPool:
+    """psycopg async connections (autocommit) for the worker hot path on PostgreSQL.
+
+    lease / heartbeat / complete run on the event loop itself: no worker-thread hop and no GIL
+    hand-over per request, which under many concurrent workers cost more CPU than the database
+    work. Each connection is in autocommit mode, so a one-statement operation is one round trip
+    (its own transaction); `atomic=True` wraps the work in BEGIN … COMMIT (rolled back if it
+    raises). At most `limit` connections are in use per event loop, `size` kept idle.
+
+    No pre-ping: a pooled connection the database dropped (a restart, an outage) is found by the
+    first statement; then every idle connection is discarded and the work runs once more on a
+    fresh connection. Repeating is safe: every hot-path operation writes nothing unless the lease
+    matches, a repeat is answered as a repeat (a repeated complete is the idempotent 200), and a
+    crash after a lease committed is what a worker's own retry after a 503 would also give.
+    Errors come out as SQLAlchemy's DBAPIError subclasses, `connection_invalidated` set for a
+    lost connection, so the app answers 503 for an outage exactly as for ORM sessions.
+    """
+
+    def __init__(self, url: str, dialect: Any, *, size: int, limit: int) -> None:
+        self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self._dialect = dialect
+        self._size = size
+        self._limit = limit
+        self._idle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    async def run(self, work: Callable[[Any], Awaitable[T]], *, atomic: bool) -> T:
+        import psycopg
+
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            self._forget_closed_loops()
+            slots = self._slots[loop] = asyncio.Semaphore(self._limit)
+        idle = self._idle.setdefault(loop, [])
+        async with slots:
+            for attempt in (1, 2):
+                if idle:
+                    connection = idle.pop()
+                else:
+                    try:
+                        connection = await psycopg.AsyncConnection.connect(
+                            self._conninfo, autocommit=True, connect_timeout=5
+                        )
+                    except psycopg.Error as exc:  # cannot connect: the database is down
+                        raise self._wrap(exc, lost=True) from exc
+                try:
+                    async with connection.cursor() as cursor:
+                        if atomic:
+                            async with connection.transaction():
+                                result = await work(cursor)
+                        else:
+                            result = await work(cursor)
+                except psycopg.Error as exc:
+                    if connection.broken or connection.closed:
+                        self._discard([connection, *idle])  # all made before now are suspect
+                        idle.clear()
+                        if attempt == 1:
+                            continue
+                        raise self._wrap(exc, lost=True) from exc
+                    self._give_back(idle, connection)
+                    raise self._wrap(exc, lost=False) from exc
+                except BaseException:
+                    self._discard([connection])  # e.g. cancelled mid-statement
+                    raise
+                self._give_back(idle, connection)
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wrap(self, exc: Exception, *, lost: bool) -> StatementError:
+        import psycopg
+
+        return DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=lost, dialect=self._dialect
+        )
+
+    def _give_back(self, idle: list[Any], connection: Any) -> None:
+        if len(idle) < self._size and connection.info.transaction_status == 0:  # IDLE
+            idle.append(connection)
+        else:
+            self._discard([connection])
+
+    @staticmethod
+    def _discard(connections: list[Any]) -> None:
+        for connection in connections:
+            connection.pgconn.finish()  # closes the socket; no round trip, any loop
+
+    def _forget_closed_loops(self) -> None:
+        for loop in [loop for loop in self._idle if loop.is_closed()]:
+            self._discard(self._idle.pop(loop))
+            self._slots.pop(loop, None)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for connection in self._idle.pop(loop, []):
+            await connection.close()
+        self._slots.pop(loop, None)
+
+    def discard_all(self) -> None:
+        for connections in self._idle.values():
+            self._discard(connections)
+        self._idle.clear()
+        self._slots.clear()
 
 
 # -- migrations -------------------------------------------------------------------------------

@@ -416,14 +416,15 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
 # -- the worker hot path on PostgreSQL: one statement per operation, no ORM ---------------------
 #
 # lease / heartbeat / complete are what every worker does all the time. On PostgreSQL they run as
-# fixed SQL strings on a DBAPI cursor of `Database.hot()` (psycopg prepares them server-side after
-# a few uses; the ORM's statement building and result processing cost more CPU than the database
-# work): each is one statement, its own transaction, doing exactly what the SQLAlchemy versions
-# do. Where the original needs several statements in one transaction (a heartbeat to which the
-# median rule may apply; a complete with a curve) the caller asks `hot(..., atomic=True)`.
-# Whenever the fast statement matches no row (a stale lease, a repeated complete) nothing was
-# written, and the caller answers with the general function, which words the exact reply (409,
-# the idempotent 200, `stop` of a stopped trial). SQLite uses the general functions only.
+# fixed SQL strings on a psycopg async cursor of `Database.hot()` (psycopg prepares them
+# server-side after a few uses; the ORM's statement building and result processing cost more CPU
+# than the database work): each is one statement, its own transaction, doing exactly what the
+# SQLAlchemy versions do. Where the original needs several statements in one transaction (a
+# heartbeat to which the median rule may apply; a complete with a curve) the caller asks `hot(...,
+# atomic=True)`. Whenever the fast statement matches no row (a stale lease, a repeated complete)
+# nothing was written, and the caller answers with the general function, which words the exact
+# reply (409, the idempotent 200, `stop` of a stopped trial). SQLite uses the general functions
+# only.
 
 _PG_LEASE = """
 WITH candidate AS (
@@ -460,14 +461,14 @@ RETURNING trials.id, trials.search_id, trials.kind, trials.r, trials.d_i, trials
 """
 
 
-def lease_pg(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
+async def lease_pg(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
     """`lease` in one statement: the same choice (least-served running search first, its oldest
     queued trial not locked by another leaser), the same columns written and returned."""
     lease_id = str(uuid.uuid4())
-    cursor.execute(
+    await cursor.execute(
         _PG_LEASE, {"lease_id": lease_id, "lease_seconds": lease_seconds, "worker": worker}
     )
-    row = cursor.fetchone()
+    row = await cursor.fetchone()
     if row is None:
         return None
     (trial_id, search_id, kind, r, d_i, d_m, w, eff_r, eff_d_i, eff_d_m, eff_w, arch, macs,
@@ -531,7 +532,7 @@ def median_rule_may_apply(body: TrialHeartbeat, warmup_epochs: int) -> bool:
     return "val_top1" in body.metrics and body.epoch >= warmup_epochs
 
 
-def heartbeat_pg(
+async def heartbeat_pg(
     cursor: Any,
     trial_id: int,
     body: TrialHeartbeat,
@@ -545,7 +546,7 @@ def heartbeat_pg(
     written: ask `heartbeat`)."""
     metrics = body.metrics
     extra = {k: v for k, v in metrics.items() if k not in CURVE_COLUMNS} or None
-    cursor.execute(
+    await cursor.execute(
         _PG_HEARTBEAT,
         {
             "trial_id": trial_id,
@@ -559,7 +560,7 @@ def heartbeat_pg(
             "has_metrics": bool(metrics),
         },
     )
-    row = cursor.fetchone()
+    row = await cursor.fetchone()
     if row is None:
         return None
     search_id, kind, expires_at, state = row
@@ -567,15 +568,15 @@ def heartbeat_pg(
     if state != "running":
         reason = f"search {search_id} is {state}"
     elif kind == "search" and median_rule_may_apply(body, warmup_epochs):
-        cursor.execute(_PG_MEDIAN_OTHERS, {"search_id": search_id, "epoch": body.epoch})
-        others = [v for (v,) in cursor.fetchall()]
+        await cursor.execute(_PG_MEDIAN_OTHERS, {"search_id": search_id, "epoch": body.epoch})
+        others = [v for (v,) in await cursor.fetchall()]
         if len(others) >= min_trials:
-            cursor.execute(_PG_BEST_SO_FAR, {"trial_id": trial_id, "epoch": body.epoch})
-            (best_so_far,) = cursor.fetchone()
+            await cursor.execute(_PG_BEST_SO_FAR, {"trial_id": trial_id, "epoch": body.epoch})
+            (best_so_far,) = await cursor.fetchone()
             reason = _median_verdict(others, best_so_far, body.epoch)
     if reason is None:
         return {"action": "continue", "lease_expires_at": expires_at}
-    cursor.execute(_PG_STOP, {"trial_id": trial_id, "reason": reason})
+    await cursor.execute(_PG_STOP, {"trial_id": trial_id, "reason": reason})
     return {"action": "stop", "reason": reason}
 
 
@@ -596,7 +597,7 @@ VALUES (%(trial_id)s, %(epoch)s, %(val_top1)s, %(val_top5)s, %(train_loss)s,
 """
 
 
-def complete_pg(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck | None:
+async def complete_pg(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck | None:
     """`complete` of a running trial under its current lease, in one statement (plus the curve:
     run atomically when there is one); None when it does not apply (nothing written: ask
     `complete` for the exact answer)."""
@@ -605,7 +606,7 @@ def complete_pg(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck | Non
         for k, v in (("reported_macs", body.macs), ("reported_params", body.params))
         if v is not None
     }
-    cursor.execute(
+    await cursor.execute(
         _PG_COMPLETE,
         {
             "trial_id": trial_id,
@@ -619,13 +620,13 @@ def complete_pg(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck | Non
             "digest": report_digest(body),
         },
     )
-    row = cursor.fetchone()
+    row = await cursor.fetchone()
     if row is None:
         return None
     search_id, attempts = row
     if body.curve:
-        cursor.execute(_PG_DELETE_CURVE, {"trial_id": trial_id})
-        cursor.executemany(
+        await cursor.execute(_PG_DELETE_CURVE, {"trial_id": trial_id})
+        await cursor.executemany(
             _PG_INSERT_POINT,
             [
                 {
