@@ -412,7 +412,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=32, help="concurrent simulated workers")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per side")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--server-processes", type=int, default=2, help="uvicorn workers")
     parser.add_argument(
         "--client-processes", type=int, default=2, help="load-generator processes (vitcube)"

@@ -165,8 +165,6 @@ class Planner:
     # -- steps ----------------------------------------------------------------------------
 
     def _snapshot(self, session: Session, search_id: int) -> Snapshot | None:
-        from search import Observation
-
         search = session.get(Search, search_id)
         if search is None or search.state != "running":
             return None
@@ -181,6 +179,8 @@ class Planner:
         total = sum(states.values())
         if min(search.parallelism - active, search.max_trials - total) <= 0 and active > 0:
             return None  # full: nothing to plan, nothing to complete; skip loading the trials
+        from search import Observation  # imports torch (seconds): only once there is work
+
         trials = session.execute(
             select(
                 Trial.kind,
