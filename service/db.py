@@ -71,8 +71,10 @@ class Database:
         # SQLite has one writer at a time; serialising writers in-process avoids SQLITE_BUSY
         # on lock upgrades. PostgreSQL needs no such lock: row and advisory locks do the work.
         self._sqlite_writer = threading.RLock()
+        # The worker hot path's own connections share the pool_size budget with the ORM pool's
+        # steady state, so one process holds at most 2 * pool_size + max_overflow connections.
         self._hot = (
-            HotPool(url, self.engine.dialect, size=pool_size, limit=pool_size + max_overflow)
+            HotPool(url, self.engine.dialect, size=max(1, pool_size // 2), limit=pool_size)
             if self.is_postgres
             else None
         )
