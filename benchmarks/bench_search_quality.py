@@ -416,8 +416,9 @@ def main() -> None:
             print(f"{name:14s} {method:7s} {row} {seconds[name, method]:7.1f}")
         print()
     print("Metric: log10 hypervolume gap (test problems) or top-1 regret in points (surrogate);")
-    print("lower is better. Ratio of each peer's gap/regret to gp's at the last checkpoint")
-    print("(> 1: gp better), and the evaluations random needs to match gp at the first:")
+    print("lower is better. Peer's hypervolume gap / gp's (> 1: gp better), or peer's regret")
+    print("minus gp's (> 0: gp better), at the last checkpoint; and the evaluations random")
+    print("needs to match gp at the first checkpoint:")
     last, first = checkpoints[-1], checkpoints[0]
     for name, problem in zip(names, problems, strict=True):
         if "gp" not in methods:
@@ -430,9 +431,10 @@ def main() -> None:
             peer = results[name, method].mean(axis=0)
             if isinstance(problem, BoxProblem):
                 ratio = 10 ** (peer[last - 1] - gp[last - 1])
+                parts.append(f"{method} {ratio:.2f}x")
             else:
-                ratio = peer[last - 1] / max(gp[last - 1], 1e-9)
-            parts.append(f"{method} {ratio:.2f}x")
+                # Regret reaches 0, so a ratio is meaningless: the difference in points.
+                parts.append(f"{method} {peer[last - 1] - gp[last - 1]:+.2f} pt")
         need = "n/a"
         if "random" in methods:
             rnd = results[name, "random"].mean(axis=0)
