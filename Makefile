@@ -41,8 +41,13 @@ lint: install-dev
 test: install-dev browser lint
 	$(BIN)/pytest
 
+# Quick runs of every benchmark (see benchmarks/README.md for the full ones).
 bench: install-dev
 	$(BIN)/python benchmarks/bench_macs.py
+	$(BIN)/python benchmarks/bench_search_latency.py --quick
+	$(BIN)/python benchmarks/bench_search_quality.py --quick
+	$(BIN)/python benchmarks/bench_train_throughput.py --tiny
+	$(BIN)/python benchmarks/bench_service_throughput.py --seconds 5
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-output
