@@ -114,10 +114,12 @@ def run_box(problem: BoxProblem, method: str, seed: int, n_evals: int) -> np.nda
         return None
 
     if method == "gp":
-        from search.acquisition import propose_in_box
+        from search.acquisition import box_initial_design_size, propose_in_box
+
+        init = int(os.environ.get("VITCUBE_BOX_INIT", box_initial_design_size(d)))
 
         def ask(q: int) -> np.ndarray:
-            if len(X) < d + 2:
+            if len(X) < init:
                 return sobol.random(q)
             train_Y = np.concatenate([Y, -S], axis=1)  # constraints feasible when <= 0
             return propose_in_box(
