@@ -32,6 +32,7 @@ never service or workers.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -539,9 +540,21 @@ ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 
 
 def _largest_under(
-    factors_of: Any, base: ArchConfig, max_macs: int, *, lo: float, hi: float, steps: int = 50
+    factors_of: Any,
+    base: ArchConfig,
+    max_macs: int,
+    *,
+    lo: float,
+    hi: float,
+    steps: int = 50,
+    scan: int = 64,
 ) -> float | None:
-    """Largest t in [lo, hi] (to bisection precision) whose network fits ``max_macs``."""
+    """Largest t in [lo, hi] (to bisection precision) whose network fits ``max_macs``.
+
+    "Fits" is false at both ends: above the budget for large t, unbuildable (an input below the
+    network's minimum resolution) for small t. So a fitting start is found by scanning down
+    from ``hi`` first, then the boundary between it and the next larger grid point is bisected.
+    """
 
     def fits(t: float) -> bool:
         try:
@@ -550,10 +563,15 @@ def _largest_under(
             return False
         return count_macs(arch) <= max_macs
 
-    if not fits(lo):
-        return None
     if fits(hi):
         return hi
+    grid = [hi - (hi - lo) * k / scan for k in range(scan + 1)]
+    for above, below in itertools.pairwise(grid):
+        if fits(below):
+            lo, hi = below, above
+            break
+    else:
+        return None
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
         if fits(mid):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from models import count_macs
+from models import ArchConfig, count_macs
 from search import Observation, make_strategy, min_reachable_macs, reference_trials
 from search.space import FACTORS
 from search.strategies import SOBOL_INIT
@@ -133,6 +133,20 @@ def test_reference_trials_fit_the_budget(observe, base, m0, c) -> None:
     # Shrinking needs phi < 0 (growing phi >= 0, possibly 0: one more block per stage
     # may already overshoot).
     assert phi < 0 if c < 1 else phi > -1e-9
+
+
+def test_compound_reference_exists_for_a_small_base_resolution() -> None:
+    # At R0 = 64 px the most negative phi builds an input below the 32 px minimum; the
+    # compound shrink must still be found between "unbuildable" and "over budget".
+    small = ArchConfig.from_dict(
+        {"family": "mobilevit_v2", "width": 0.5, "resolution": 64, "num_classes": 10}
+    )
+    max_macs = count_macs(small) // 2
+    refs = {t.name: t.factors for t in reference_trials(small, max_macs)}
+    assert set(refs) == {"width_only", "compound"}
+    compound = small.scale(**refs["compound"])
+    assert count_macs(compound) <= max_macs
+    assert compound.resolution < 64  # it shrank resolution, not only width
 
 
 @pytest.mark.slow
