@@ -292,6 +292,19 @@ def box_initial_design_size(d: int) -> int:
     return BOX_INIT_PER_DIM * d
 
 
+def box_initial_design(d: int, *, seed: int = 0) -> Tensor:
+    """The ``box_initial_design_size(d)`` points that start a box search, in order.
+
+    The centre of the cube, then scrambled Sobol points — Ax's default generation strategy
+    does the same (a centre trial, then Sobol), so the comparison differs only in the BO.
+    """
+    from torch.quasirandom import SobolEngine
+
+    n = box_initial_design_size(d)
+    centre = torch.full((1, d), 0.5, dtype=DTYPE)
+    return torch.cat([centre, SobolEngine(d, scramble=True, seed=seed).draw(n - 1).to(DTYPE)])
+
+
 def propose_in_box(
     train_X: Tensor,
     train_Y: Tensor,

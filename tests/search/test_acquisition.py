@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from search.acquisition import box_initial_design_size, propose_in_box
+from search.acquisition import box_initial_design, box_initial_design_size, propose_in_box
 
 OPTIMUM = torch.tensor([0.37, 0.81, 0.23], dtype=torch.double)
 
@@ -52,3 +52,11 @@ def test_two_objectives_with_a_constraint() -> None:
     assert batch.shape == (4, 2)
     assert _min_distance(batch, X) > 1e-6
     assert float(torch.pdist(batch).min()) > 1e-3
+
+
+def test_initial_design_starts_at_the_centre_then_fills_the_cube() -> None:
+    design = box_initial_design(4, seed=0)
+    assert design.shape == (box_initial_design_size(4), 4) == (8, 4)
+    assert torch.equal(design[0], torch.full((4,), 0.5, dtype=torch.double))
+    assert bool(((design >= 0) & (design <= 1)).all())
+    assert float(torch.pdist(design).min()) > 0.1
