@@ -384,6 +384,18 @@ def train(
     n_train = len(train_loader)
     eval_batch = config.eval_batch_size or 2 * config.batch_size
 
+    def evaluate_ema() -> tuple[float, float]:
+        """Top-1 and top-5 of the EMA weights (the model that is reported) on the val split."""
+        return evaluate(
+            ema.module,
+            val_loader,
+            resolution=resolution,
+            batch_size=eval_batch,
+            crop_fraction=data.val_crop_fraction,
+            amp=amp,
+            channels_last=channels_last,
+        )
+
     def plan_epoch() -> list[Batch]:
         if config.multiscale:
             plan = variable_plan(
@@ -463,15 +475,7 @@ def train(
         if loss_count == 0:
             break  # stopped before a single step of this epoch: report what earlier epochs had
         control.check()
-        top1, top5 = evaluate(
-            ema.module,
-            val_loader,
-            resolution=resolution,
-            batch_size=eval_batch,
-            crop_fraction=data.val_crop_fraction,
-            amp=amp,
-            channels_last=channels_last,
-        )
+        top1, top5 = evaluate_ema()
         report = EpochReport(
             epoch=epoch + 1,
             train_loss=float(loss_sum) / loss_count,
@@ -499,15 +503,7 @@ def train(
 
     if best is None:
         # Stopped before the first epoch ended: evaluate the EMA weights once so there is a result.
-        top1, top5 = evaluate(
-            ema.module,
-            val_loader,
-            resolution=resolution,
-            batch_size=eval_batch,
-            crop_fraction=data.val_crop_fraction,
-            amp=amp,
-            channels_last=channels_last,
-        )
+        top1, top5 = evaluate_ema()
         best = EpochReport(0, float("nan"), top1, top5, 0.0, 0.0)
     return TrainResult(
         top1=best.val_top1,
