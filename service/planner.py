@@ -168,15 +168,7 @@ class Planner:
         search = session.get(Search, search_id)
         if search is None or search.state != "running":
             return None
-        states = dict(
-            session.execute(
-                select(Trial.state, func.count())
-                .where(Trial.search_id == search_id)
-                .group_by(Trial.state)
-            ).all()
-        )
-        active = states.get("queued", 0) + states.get("running", 0)
-        total = sum(states.values())
+        active, total = _active_and_total(session, search_id)
         if min(search.parallelism - active, search.max_trials - total) <= 0 and active > 0:
             return None  # full: nothing to plan, nothing to complete; skip loading the trials
         from search import Observation  # imports torch (seconds): only once there is work
@@ -318,15 +310,7 @@ class Planner:
         if search is None or search.state != "running":
             return 0
         # Re-check: on SQLite the trials may have moved since the snapshot was read.
-        states = dict(
-            session.execute(
-                select(Trial.state, func.count())
-                .where(Trial.search_id == search_id)
-                .group_by(Trial.state)
-            ).all()
-        )
-        active = states.get("queued", 0) + states.get("running", 0)
-        total = sum(states.values())
+        active, total = _active_and_total(session, search_id)
         room = min(search.parallelism - active, search.max_trials - total)
         rows = snap.rows[: max(room, 0)]
         if rows:
@@ -359,3 +343,15 @@ class Planner:
                 .values(state="failed", error=message[:2000], finished_at=utcnow())
             )
         self._strategies.pop(search_id, None)
+
+
+def _active_and_total(session: Session, search_id: int) -> tuple[int, int]:
+    """(queued + running, all) trials of a search, counted in the database."""
+    states = dict(
+        session.execute(
+            select(Trial.state, func.count())
+            .where(Trial.search_id == search_id)
+            .group_by(Trial.state)
+        ).all()
+    )
+    return states.get("queued", 0) + states.get("running", 0), sum(states.values())
