@@ -9,24 +9,23 @@ unreachable the PostgreSQL half is skipped locally and FAILS when the CI variabl
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from service import db as service_db
 from service.app import create_app
 from service.settings import Settings
-from tests.factories import make_settings
+from tests.factories import make_settings, scratch_database
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TABLES = ("trial_metrics", "trials", "searches", "api_tokens")
@@ -40,32 +39,16 @@ def _admin_url() -> str:
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session."""
     admin_url = _admin_url()
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"vitcube_test_{secrets.token_hex(4)}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        message = f"PostgreSQL at {admin_url} is unreachable: {str(exc).splitlines()[0]}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI is set: PostgreSQL tests must run)")
-        pytest.skip(message)
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    service_db.upgrade(url)
-    try:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_database(admin_url, "vitcube_test"))
+        except OperationalError as exc:
+            message = f"PostgreSQL at {admin_url} is unreachable: {str(exc).splitlines()[0]}"
+            if os.environ.get("CI"):
+                pytest.fail(message + " (CI is set: PostgreSQL tests must run)")
+            pytest.skip(message)
+        service_db.upgrade(url)
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

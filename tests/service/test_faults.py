@@ -9,7 +9,6 @@ a PostgreSQL restart. A true restart (`pg_ctlcluster 15 main restart`) behaves t
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +26,7 @@ from tests.factories import (
     lease_one,
     make_settings,
     report_body,
+    scratch_database,
     wait_for,
 )
 
@@ -64,21 +64,11 @@ def test_a_restarted_server_continues_the_search_from_the_database(database_url:
 
 @pytest.fixture
 def private_pg(postgres_url: str) -> Iterator[tuple[str, str]]:
-    """A migrated database of its own, plus an admin URL that can take it down."""
-    name = f"vitcube_outage_{secrets.token_hex(4)}"
+    """A migrated database of its own (URL and name), which the test can take down."""
     admin_url = make_url(postgres_url).set(database="postgres").render_as_string(False)
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    service_db.upgrade(url)
-    try:
-        yield url, name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(admin_url, "vitcube_outage") as url:
+        service_db.upgrade(url)
+        yield url, make_url(url).database or ""
 
 
 def _set_outage(admin_url: str, name: str, *, down: bool) -> None:
