@@ -17,6 +17,8 @@ COPY search ./search
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
+# the `vitcube` namespace: its own modules and one relative symlink per folder above
+COPY vitcube ./vitcube
 RUN pip install .
 
 RUN useradd --create-home --uid 1000 vitcube

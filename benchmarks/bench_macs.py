@@ -17,7 +17,7 @@ import time
 import thop
 import torch
 
-from models import ArchConfig, build_model, count_macs
+from vitcube.models import ArchConfig, build_model, count_macs
 
 CASES = [
     ("mobilevit_xxs", {"r": 1.0, "d_i": 1.0, "d_m": 1.0, "w": 1.0}),

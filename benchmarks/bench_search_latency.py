@@ -69,9 +69,9 @@ def timed_cold(fn: Callable[[], object], repeats: int, warmup: bool = True) -> t
 
 
 def make_data(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
-    from models import ArchConfig, count_macs
-    from search import Observation, make_strategy
-    from workers.surrogate import surrogate_top1
+    from vitcube.models import ArchConfig, count_macs
+    from vitcube.search import Observation, make_strategy
+    from vitcube.workers.surrogate import surrogate_top1
 
     base = ArchConfig.preset("mobilevitv2_050")
     max_macs = count_macs(base) // 2
@@ -93,7 +93,7 @@ def make_data(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
 def ax_call(base, max_macs: int, observations, q: int = 4) -> None:  # type: ignore[no-untyped-def]
     from ax import Client, RangeParameterConfig
 
-    from search.space import DEFAULT_SPACE, FACTORS
+    from vitcube.search.space import DEFAULT_SPACE, FACTORS
 
     client = Client(random_seed=0)
     client.configure_experiment(
@@ -111,8 +111,8 @@ def ax_call(base, max_macs: int, observations, q: int = 4) -> None:  # type: ign
 
 
 def grid_rows(repeats: int) -> list[tuple[str, float]]:
-    from search.analysis import grid_posterior
-    from search.gp import fit_gp, posterior_mean_std
+    from vitcube.search.analysis import grid_posterior
+    from vitcube.search.gp import fit_gp, posterior_mean_std
 
     rng = np.random.default_rng(0)
     X = rng.random((200, 2))
@@ -152,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [50, 200] if args.quick else [50, 200, 1000, 2000]
     repeats = args.repeats or (1 if args.quick else 3)
-    from search import make_strategy
+    from vitcube.search import make_strategy
 
     print(
         f"# bench_search_latency: batch of 4, median of {repeats} after a warm-up, "

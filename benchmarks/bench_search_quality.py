@@ -83,7 +83,7 @@ class BoxProblem:
         return self.problem.ref_point.tolist()  # type: ignore[attr-defined]
 
     def metric(self, Y: np.ndarray, slack: np.ndarray) -> float:
-        from search.pareto import hypervolume
+        from vitcube.search.pareto import hypervolume
 
         feasible = (slack >= 0).all(axis=1)
         hv = hypervolume(Y[feasible], self.ref_point) if feasible.any() else 0.0
@@ -117,7 +117,7 @@ def run_box(problem: BoxProblem, method: str, seed: int, n_evals: int) -> np.nda
         return None
 
     if method in ("gp", "gp-sobol-init"):
-        from search.acquisition import box_initial_design, propose_in_box
+        from vitcube.search.acquisition import box_initial_design, propose_in_box
 
         design = box_initial_design(d, seed=seed).numpy()
         if method == "gp-sobol-init":  # ablation: no centre point in the initial design
@@ -242,8 +242,8 @@ class SurrogateProblem:
     name = "surrogate"
 
     def __init__(self) -> None:
-        from models import ArchConfig, count_macs
-        from search.space import Space, feasible_mask
+        from vitcube.models import ArchConfig, count_macs
+        from vitcube.search.space import Space, feasible_mask
 
         self.base = ArchConfig.preset("mobilevitv2_050")
         self.m0 = count_macs(self.base)
@@ -257,14 +257,14 @@ class SurrogateProblem:
         )
 
     def _true(self, requested: dict[str, float]) -> float:
-        from workers.surrogate import noiseless_top1
+        from vitcube.workers.surrogate import noiseless_top1
 
         return noiseless_top1(self.base.scale(**requested), dataset="imagefolder")
 
     def observe(self, requested: dict[str, float], seed: int):  # type: ignore[no-untyped-def]
-        from models import count_macs
-        from search import Observation
-        from workers.surrogate import surrogate_top1
+        from vitcube.models import count_macs
+        from vitcube.search import Observation
+        from vitcube.workers.surrogate import surrogate_top1
 
         arch = self.base.scale(**requested)
         return Observation(
@@ -278,7 +278,7 @@ class SurrogateProblem:
 
 
 def run_surrogate(problem: SurrogateProblem, method: str, seed: int, n_evals: int) -> np.ndarray:
-    from search import make_strategy
+    from vitcube.search import make_strategy
 
     requested: list[dict[str, float]] = []
     observations = []
@@ -314,7 +314,7 @@ def run_surrogate(problem: SurrogateProblem, method: str, seed: int, n_evals: in
 def _optuna_surrogate(problem: SurrogateProblem, method: str, seed: int):  # type: ignore[no-untyped-def]
     import optuna
 
-    from search.space import FACTORS, feasible_mask
+    from vitcube.search.space import FACTORS, feasible_mask
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if method == "tpe":

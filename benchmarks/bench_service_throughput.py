@@ -259,7 +259,7 @@ def run_vitcube(
         }
         server = subprocess.Popen(
             [
-                *(sys.executable, "-m", "service", "serve", "--port", str(port)),
+                *(sys.executable, "-m", "vitcube", "serve", "--port", str(port)),
                 *("--workers", str(processes), "--log-level", "warning"),
             ],
             env=env,

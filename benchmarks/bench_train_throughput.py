@@ -33,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models import ArchConfig, build_model
+from vitcube.models import ArchConfig, build_model
 
 PAIRS = (("mobilevitv2_100", "mobilevitv2_100"), ("mobilevit_s", "mobilevit_s"))
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.db import make_engine
-from service.settings import Settings
-from service.tables import Base
+from vitcube.service.db import make_engine
+from vitcube.service.settings import Settings
+from vitcube.service.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -7,10 +7,10 @@
 Imports nothing of vitcube's other packages (search, service, workers).
 """
 
-from models.arch import FACTORS, Arch, ConvBlock, Stage, TransformerSpec, make_divisible
-from models.config import ArchConfig, register_preset
-from models.cost import count_macs, count_params
-from models.network import build_model
+from vitcube.models.arch import FACTORS, Arch, ConvBlock, Stage, TransformerSpec, make_divisible
+from vitcube.models.config import ArchConfig, register_preset
+from vitcube.models.cost import count_macs, count_params
+from vitcube.models.network import build_model
 
 __all__ = [
     "FACTORS",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.config import ArchConfig
+    from vitcube.models.config import ArchConfig
 
 FACTORS = ("r", "d_i", "d_m", "w")
 """The four global architecture factors: resolution, MV2 depth, transformer depth, width."""
@@ -227,7 +227,7 @@ class Arch:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arch:
         """Rebuild from `to_dict()` output; raises ValueError on malformed input."""
-        from models.config import ArchConfig
+        from vitcube.models.config import ArchConfig
 
         if not isinstance(data, dict):
             raise ValueError(f"an Arch must be a JSON object, got {type(data).__name__}")

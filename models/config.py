@@ -24,8 +24,8 @@ from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from typing import Any
 
-from models import mobilenet, mobilevit, mobilevit_v2
-from models.arch import (
+from vitcube.models import mobilenet, mobilevit, mobilevit_v2
+from vitcube.models.arch import (
     MAX_FACTOR,
     RESOLUTION_STEP,
     Arch,

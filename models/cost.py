@@ -15,8 +15,8 @@ Pure Python: must not import torch.
 
 from __future__ import annotations
 
-from models.arch import Arch, conv_out
-from models.config import ArchConfig
+from vitcube.models.arch import Arch, conv_out
+from vitcube.models.config import ArchConfig
 
 
 def count_macs(cfg_or_arch: ArchConfig | Arch) -> int:

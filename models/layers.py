@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.arch import ConvBlock
+from vitcube.models.arch import ConvBlock
 
 
 def activation(name: str) -> nn.Module:

@@ -12,7 +12,7 @@ Imports `models.arch` only (the blocks are in `models.layers`).
 
 from __future__ import annotations
 
-from models.arch import BlockTemplate, FamilyTemplate, StageTemplate
+from vitcube.models.arch import BlockTemplate, FamilyTemplate, StageTemplate
 
 
 def _ir(out: int, stride: int, *, t: float, act: str = "relu6") -> BlockTemplate:

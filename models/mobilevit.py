@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.arch import BlockTemplate, FamilyTemplate, StageTemplate, TransformerSpec
-from models.layers import AttentionMatmul, ConvNormAct
+from vitcube.models.arch import BlockTemplate, FamilyTemplate, StageTemplate, TransformerSpec
+from vitcube.models.layers import AttentionMatmul, ConvNormAct
 
 
 @dataclass(frozen=True)

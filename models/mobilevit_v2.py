@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.arch import (
+from vitcube.models.arch import (
     BlockTemplate,
     FamilyTemplate,
     StageTemplate,
     TransformerSpec,
     make_divisible,
 )
-from models.layers import ConvNormAct
+from vitcube.models.layers import ConvNormAct
 
 MIN_WIDTH, MAX_WIDTH = 0.5, 2.0
 PRESET_WIDTHS = {

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models import mobilevit, mobilevit_v2
-from models.arch import Arch
-from models.config import ArchConfig
-from models.layers import ConvNormAct, activation, conv_block
-from models.mobilevit import MobileViTBlock
-from models.mobilevit_v2 import MobileViTV2Block
+from vitcube.models import mobilevit, mobilevit_v2
+from vitcube.models.arch import Arch
+from vitcube.models.config import ArchConfig
+from vitcube.models.layers import ConvNormAct, activation, conv_block
+from vitcube.models.mobilevit import MobileViTBlock
+from vitcube.models.mobilevit_v2 import MobileViTV2Block
 
 
 @dataclass(frozen=True)

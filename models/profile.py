@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.layers import AttentionMatmul
+from vitcube.models.layers import AttentionMatmul
 
 Hook = Callable[[Any, tuple[torch.Tensor, ...], torch.Tensor], None]
 

@@ -15,19 +15,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "DEFAULT_SPACE": "search.space",
-    "FACTORS": "search.space",
-    "InfeasibleBudgetError": "search.space",
-    "min_reachable_macs": "search.space",
-    "Observation": "search.strategies",
-    "ReferenceTrial": "search.strategies",
-    "Strategy": "search.strategies",
-    "make_strategy": "search.strategies",
-    "reference_trials": "search.strategies",
-    "analyze": "search.analysis",
-    "Formula": "search.formula",
-    "fit_formula": "search.formula",
-    "pareto_front": "search.pareto",
+    "DEFAULT_SPACE": "vitcube.search.space",
+    "FACTORS": "vitcube.search.space",
+    "InfeasibleBudgetError": "vitcube.search.space",
+    "min_reachable_macs": "vitcube.search.space",
+    "Observation": "vitcube.search.strategies",
+    "ReferenceTrial": "vitcube.search.strategies",
+    "Strategy": "vitcube.search.strategies",
+    "make_strategy": "vitcube.search.strategies",
+    "reference_trials": "vitcube.search.strategies",
+    "analyze": "vitcube.search.analysis",
+    "Formula": "vitcube.search.formula",
+    "fit_formula": "vitcube.search.formula",
+    "pareto_front": "vitcube.search.pareto",
 }
 
 __all__ = [
@@ -47,11 +47,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from search.analysis import analyze
-    from search.formula import Formula, fit_formula
-    from search.pareto import pareto_front
-    from search.space import DEFAULT_SPACE, FACTORS, InfeasibleBudgetError, min_reachable_macs
-    from search.strategies import (
+    from vitcube.search.analysis import analyze
+    from vitcube.search.formula import Formula, fit_formula
+    from vitcube.search.pareto import pareto_front
+    from vitcube.search.space import (
+        DEFAULT_SPACE,
+        FACTORS,
+        InfeasibleBudgetError,
+        min_reachable_macs,
+    )
+    from vitcube.search.strategies import (
         Observation,
         ReferenceTrial,
         Strategy,

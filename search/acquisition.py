@@ -36,7 +36,7 @@ from botorch.sampling.normal import SobolQMCNormalSampler
 from linear_operator.utils.warnings import NumericalWarning
 from torch import Tensor
 
-from search.gp import DTYPE, as_tensor, fit_gp, hyperparameters, torch_threads
+from vitcube.search.gp import DTYPE, as_tensor, fit_gp, hyperparameters, torch_threads
 
 MC_SAMPLES = 128
 # Hypervolume acquisitions cost a box decomposition per sample: fewer samples.

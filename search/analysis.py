@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from models import ArchConfig
-from search.gp import fit_gp, lengthscales, posterior_mean_std, torch_threads
-from search.space import FACTORS, validate_space
-from search.strategies import Observation, validate_observations
+from vitcube.models import ArchConfig
+from vitcube.search.gp import fit_gp, lengthscales, posterior_mean_std, torch_threads
+from vitcube.search.space import FACTORS, validate_space
+from vitcube.search.strategies import Observation, validate_observations
 
 MIN_OBSERVATIONS = 3
 PAIRS = (("r", "w"), ("r", "d_m"))

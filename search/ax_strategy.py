@@ -20,9 +20,9 @@ from collections.abc import Mapping
 import numpy as np
 from ax import Client, RangeParameterConfig
 
-from search.gp import torch_threads
-from search.space import FACTORS, Candidates, feasible_mask, identity
-from search.strategies import Observation, SobolStrategy, _empty
+from vitcube.search.gp import torch_threads
+from vitcube.search.space import FACTORS, Candidates, feasible_mask, identity
+from vitcube.search.strategies import Observation, SobolStrategy, _empty
 
 
 class AxStrategy(SobolStrategy):

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from models import ArchConfig, count_macs, count_params
-from search.gp import fit_gp, posterior_mean_std, torch_threads
-from search.pareto import select_top
-from search.space import FACTORS
-from search.strategies import Observation, validate_observations
+from vitcube.models import ArchConfig, count_macs, count_params
+from vitcube.search.gp import fit_gp, posterior_mean_std, torch_threads
+from vitcube.search.pareto import select_top
+from vitcube.search.space import FACTORS
+from vitcube.search.strategies import Observation, validate_observations
 
 MIN_OBSERVATIONS = 5
 MIN_SELECTED = 4

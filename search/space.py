@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from models import ArchConfig, count_macs
+from vitcube.models import ArchConfig, count_macs
 
 FACTORS: tuple[str, ...] = ("r", "d_i", "d_m", "w")
 DEFAULT_SPACE: dict[str, tuple[float, float]] = {

@@ -41,9 +41,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import qmc
 
-from models import ArchConfig, count_macs
-from search.pareto import non_dominated_ranks, pareto_front
-from search.space import (
+from vitcube.models import ArchConfig, count_macs
+from vitcube.search.pareto import non_dominated_ranks, pareto_front
+from vitcube.search.space import (
     FACTORS,
     Candidates,
     InfeasibleBudgetError,
@@ -334,7 +334,7 @@ class GPStrategy(SobolStrategy):
             return self._sobol(len(observations) + len(pending), n, seen)
         import torch
 
-        from search.acquisition import propose_from_choices
+        from vitcube.search.acquisition import propose_from_choices
 
         pool = self._pool(observations, seen)
         if len(pool) == 0:
@@ -495,7 +495,7 @@ def make_strategy(
         "sobol": SobolStrategy,
     }
     if name == "ax":
-        from search.ax_strategy import AxStrategy
+        from vitcube.search.ax_strategy import AxStrategy
 
         classes["ax"] = AxStrategy
     if name not in classes:

@@ -20,14 +20,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from service import dashboard
-from service.api import api_router
-from service.auth import Authenticator
-from service.db import Database, upgrade
-from service.errors import ServiceError
-from service.planner import Planner
-from service.results import Results
-from service.settings import Settings, get_settings
+from vitcube.service import dashboard
+from vitcube.service.api import api_router
+from vitcube.service.auth import Authenticator
+from vitcube.service.db import Database, upgrade
+from vitcube.service.errors import ServiceError
+from vitcube.service.planner import Planner
+from vitcube.service.results import Results
+from vitcube.service.settings import Settings, get_settings
 
 log = logging.getLogger("vitcube.app")
 

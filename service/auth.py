@@ -30,9 +30,9 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from service.db import Database
-from service.settings import Settings
-from service.tables import ApiToken
+from vitcube.service.db import Database
+from vitcube.service.settings import Settings
+from vitcube.service.tables import ApiToken
 
 Role = Literal["admin", "worker", "viewer"]
 COOKIE_NAME = "vitcube_token"

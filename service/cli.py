@@ -1,29 +1,17 @@
-"""The `vitcube` command line: serve, db, token, worker, demo.
+"""The server's commands: serve, db, token, demo (`vitcube.cli` joins them with `worker`).
 
-This module only wires commands together; each command imports what it needs lazily so that
-`vitcube worker` on a GPU box never imports the server (FastAPI, SQLAlchemy) or BoTorch.
+Each command imports what it needs lazily, so that importing this module (as `vitcube worker`
+does on a GPU box, through `vitcube.cli`) imports neither FastAPI, SQLAlchemy nor BoTorch.
 """
 
 from __future__ import annotations
 
 import typer
 
-from workers.cli import worker_command
-
-app = typer.Typer(
-    name="vitcube",
-    help="Bayesian-optimisation search for the best MobileViT under a MAC budget.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(token_app, name="token")
-app.command("worker")(worker_command)
 
 
-@app.command()
 def demo(
     trials: int = typer.Option(12, min=1, max=1000, help="Trials in the demo search."),
     workers: int = typer.Option(2, min=1, max=64, help="Local CPU workers that really train."),
@@ -43,7 +31,7 @@ def demo(
     ),
 ) -> None:
     """Run the whole mission on this machine: server, a gp search on digits, local workers."""
-    from service.demo import DemoOptions, run_demo
+    from vitcube.service.demo import DemoOptions, run_demo
 
     if trainer not in ("real", "surrogate"):
         raise typer.BadParameter("must be real or surrogate", param_hint="--trainer")
@@ -71,7 +59,6 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: could resolve anywhere
 
 
-@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
@@ -85,8 +72,8 @@ def serve(
     """
     import uvicorn
 
-    from service import db
-    from service.settings import get_settings
+    from vitcube.service import db
+    from vitcube.service.settings import get_settings
 
     settings = get_settings()
     db.upgrade(settings.database_url)
@@ -101,7 +88,7 @@ def serve(
         raise typer.Exit(2)
     if workers > 1:
         uvicorn.run(
-            "service.app:create_app",
+            "vitcube.service.app:create_app",
             factory=True,
             host=host,
             port=port,
@@ -109,7 +96,7 @@ def serve(
             log_level=log_level,
         )
         return
-    from service.app import create_app
+    from vitcube.service.app import create_app
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
@@ -117,8 +104,8 @@ def serve(
 def _has_db_admin_token(url: str) -> bool:
     from sqlalchemy import select
 
-    from service.db import Database
-    from service.tables import ApiToken
+    from vitcube.service.db import Database
+    from vitcube.service.tables import ApiToken
 
     database = Database(url)
     try:
@@ -134,8 +121,8 @@ def _has_db_admin_token(url: str) -> bool:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Apply migrations up to REVISION (default head): the only way a schema is made."""
-    from service import db
-    from service.settings import get_settings
+    from vitcube.service import db
+    from vitcube.service.settings import get_settings
 
     url = get_settings().database_url
     db.upgrade(url, revision)
@@ -145,8 +132,8 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base.")) -> None:
     """Revert migrations down to REVISION."""
-    from service import db
-    from service.settings import get_settings
+    from vitcube.service import db
+    from vitcube.service.settings import get_settings
 
     url = get_settings().database_url
     db.downgrade(url, revision)
@@ -156,8 +143,8 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g.
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's current revision."""
-    from service import db
-    from service.settings import get_settings
+    from vitcube.service import db
+    from vitcube.service.settings import get_settings
 
     typer.echo(db.current_revision(get_settings().database_url) or "(empty database)")
 
@@ -168,9 +155,9 @@ def token_create(
     name: str | None = typer.Option(None, help="A label, e.g. the worker box."),
 ) -> None:
     """Create a token and print it once; only its SHA-256 is stored."""
-    from service import db
-    from service.auth import GRANTS, create_token
-    from service.settings import get_settings
+    from vitcube.service import db
+    from vitcube.service.auth import GRANTS, create_token
+    from vitcube.service.settings import get_settings
 
     if role not in GRANTS:
         typer.echo(f"--role must be one of {', '.join(sorted(GRANTS))}", err=True)
@@ -184,7 +171,3 @@ def token_create(
     finally:
         database.dispose()
     typer.echo(token)
-
-
-if __name__ == "__main__":
-    app()

@@ -33,7 +33,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from service.auth import COOKIE_NAME, GRANTS, presented_token
+from vitcube.service.auth import COOKIE_NAME, GRANTS, presented_token
 
 COOKIE_MAX_AGE_S = 7 * 24 * 3600
 

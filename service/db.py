@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import Settings
+from vitcube.service.settings import Settings
 
 T = TypeVar("T")
 
@@ -228,7 +228,7 @@ def alembic_config(url: str) -> Any:
     """An Alembic Config that finds migrations/ inside the installed package (wheel or checkout)."""
     from alembic.config import Config
 
-    script_location = resources.files("migrations")
+    script_location = resources.files("vitcube.migrations")
     config = Config()
     config.set_main_option("script_location", str(script_location))
     # `%` is ConfigParser interpolation; URLs may contain %-escapes.

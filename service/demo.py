@@ -2,8 +2,8 @@
 
 It starts the server on loopback (embedded SQLite, generated tokens) in this process, creates a
 `gp` search on scikit-learn's digits (a MobileViT v2 baseline at a small resolution, a budget of
-about half its MACs), starts local CPU workers as subprocesses (`python -m workers`) that really
-train, shows progress, and when the search completes prints the Pareto front, the best
+about half its MACs), starts local CPU workers as subprocesses (`python -m vitcube.workers`)
+that really train, shows progress, and when the search completes prints the Pareto front, the best
 architecture and the downsizing formula's recommendation for a smaller budget. Everything it
 started stops with it. It talks to the server over HTTP only, like any other client.
 """
@@ -79,7 +79,7 @@ class _Server:
     def __init__(self, settings: Any, port: int) -> None:
         import uvicorn
 
-        from service.app import create_app
+        from vitcube.service.app import create_app
 
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=port, log_level="warning"
@@ -118,7 +118,7 @@ def _start_workers(
         command = [
             sys.executable,
             "-m",
-            "workers",
+            "vitcube.workers",
             "--server",
             url,
             "--device",
@@ -232,8 +232,8 @@ def _print_results(
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     """Run the demo; returns the process exit code (0 when the search produced a front)."""
-    from service.db import upgrade
-    from service.settings import Settings
+    from vitcube.service.db import upgrade
+    from vitcube.service.settings import Settings
 
     console = console or Console()
     DEMO_DIR.mkdir(exist_ok=True)

@@ -26,10 +26,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service import store
-from service.db import Database
-from service.settings import Settings
-from service.tables import Search, Trial, utcnow
+from vitcube.service import store
+from vitcube.service.db import Database
+from vitcube.service.settings import Settings
+from vitcube.service.tables import Search, Trial, utcnow
 
 log = logging.getLogger("vitcube.planner")
 
@@ -171,7 +171,7 @@ class Planner:
         active, total = _active_and_total(session, search_id)
         if min(search.parallelism - active, search.max_trials - total) <= 0 and active > 0:
             return None  # full: nothing to plan, nothing to complete; skip loading the trials
-        from search import Observation  # imports torch (seconds): only once there is work
+        from vitcube.search import Observation  # imports torch (seconds): only once there is work
 
         trials = session.execute(
             select(
@@ -228,8 +228,8 @@ class Planner:
     def _strategy(self, search_id: int, search: dict[str, Any]) -> Any:
         strategy = self._strategies.get(search_id)
         if strategy is None:
-            from models import ArchConfig
-            from search import make_strategy
+            from vitcube.models import ArchConfig
+            from vitcube.search import make_strategy
 
             strategy = make_strategy(
                 search["strategy"],
@@ -248,8 +248,8 @@ class Planner:
     ) -> list[tuple[str, dict[str, float]]]:
         refs = self._references.get(search_id)
         if refs is None:
-            from models import ArchConfig
-            from search import reference_trials
+            from vitcube.models import ArchConfig
+            from vitcube.search import reference_trials
 
             base = ArchConfig.from_dict(search["base"])
             m0, max_macs, min_macs = search["m0"], search["max_macs"], search["min_macs"]
@@ -265,7 +265,7 @@ class Planner:
         """Fill snap.rows with new trial rows (references first, then the strategy's picks)."""
         if snap.deficit <= 0:
             return
-        from models import ArchConfig, count_macs, count_params
+        from vitcube.models import ArchConfig, count_macs, count_params
 
         base = ArchConfig.from_dict(snap.search["base"])
         keys = set(snap.keys)

@@ -19,11 +19,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service import store
-from service.db import Database
-from service.errors import Conflict, InvalidInput
-from service.schemas import TrialPublic
-from service.tables import Search, Trial
+from vitcube.service import store
+from vitcube.service.db import Database
+from vitcube.service.errors import Conflict, InvalidInput
+from vitcube.service.schemas import TrialPublic
+from vitcube.service.tables import Search, Trial
 
 CSV_COLUMNS = (
     "id",
@@ -113,7 +113,7 @@ class Results:
 
     @staticmethod
     def _observations(trials: list[Trial]) -> list[Any]:
-        from search import Observation
+        from vitcube.search import Observation
 
         return [
             Observation(factors=t.effective_factors, top1=float(t.top1), macs=int(t.macs))
@@ -125,8 +125,8 @@ class Results:
         info, trials, version = self._load(search_id)
 
         def compute() -> dict[str, Any]:
-            from models import ArchConfig
-            from search import analyze
+            from vitcube.models import ArchConfig
+            from vitcube.search import analyze
 
             refs = [
                 t.top1
@@ -148,8 +148,8 @@ class Results:
         info, trials, version = self._load(search_id)
 
         def compute() -> Any:
-            from models import ArchConfig
-            from search import fit_formula
+            from vitcube.models import ArchConfig
+            from vitcube.search import fit_formula
 
             observations = self._observations(trials)
             try:
@@ -191,7 +191,7 @@ class Results:
             raise InvalidInput(str(exc)) from exc
 
     def pareto(self, search_id: int) -> list[TrialPublic]:
-        from search import pareto_front
+        from vitcube.search import pareto_front
 
         with self.db.session() as session:
             store.get_search(session, search_id)

@@ -38,8 +38,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from service.errors import Conflict, InvalidInput, InvalidTransition, NotFound
-from service.schemas import (
+from vitcube.service.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from vitcube.service.schemas import (
     Counts,
     SearchCreate,
     SearchPublic,
@@ -49,7 +49,7 @@ from service.schemas import (
     TrialPublic,
     TrialReport,
 )
-from service.tables import TRIAL_STATES, Search, Trial, TrialMetric, UTCDateTime, utcnow
+from vitcube.service.tables import TRIAL_STATES, Search, Trial, TrialMetric, UTCDateTime, utcnow
 
 DEFAULT_SPACE: dict[str, tuple[float, float]] = {
     "r": (0.8, 1.7),
@@ -89,8 +89,8 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
 
     Raises InvalidInput naming what to change (unknown family, unmeetable budget, …).
     """
-    from models import ArchConfig, count_macs
-    from search import InfeasibleBudgetError, make_strategy
+    from vitcube.models import ArchConfig, count_macs
+    from vitcube.search import InfeasibleBudgetError, make_strategy
 
     num_classes = body.dataset.num_classes
     base_in = dict(body.base)

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service.settings import Settings
+from vitcube.service.settings import Settings
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 WORKER_TOKEN = "worker-token-for-tests-012345678"

@@ -1,4 +1,4 @@
-"""`python -m workers ...`: the worker command on a box that has only the worker's dependencies.
+"""`python -m vitcube.workers ...`: the worker command on a box with only the worker's dependencies.
 
 Same options as `vitcube worker`; `--gpus` starts its per-GPU children this way. Imports
 nothing from service/ or search/.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from workers.cli import worker_command
+from vitcube.workers.cli import worker_command
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workers.datasets import FolderImages, FolderSplit, Split, TensorSplit
+from vitcube.workers.datasets import FolderImages, FolderSplit, Split, TensorSplit
 
 
 @dataclass(frozen=True)

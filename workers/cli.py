@@ -1,7 +1,7 @@
 """`vitcube worker`: lease trials from a vitcube server, train them, report results.
 
-`worker_command` is a plain function with typer-annotated parameters; service/cli.py registers
-it as `vitcube worker`, and `python -m workers` runs it on a box that only has the worker's
+`worker_command` is a plain function with typer-annotated parameters; vitcube/cli.py registers
+it as `vitcube worker`, and `python -m vitcube.workers` runs it on a box that only has the worker's
 dependencies. With `--gpus` it starts one worker process per GPU (each sees only its GPU via
 CUDA_VISIBLE_DEVICES) and forwards SIGINT/SIGTERM to them.
 
@@ -84,8 +84,8 @@ def worker_command(
     if gpus is not None:
         raise typer.Exit(_run_per_gpu(gpus, name=name, argv=sys.argv[1:]))
 
-    from workers.loop import Worker, WorkerOptions
-    from workers.progress import make_progress
+    from vitcube.workers.loop import Worker, WorkerOptions
+    from vitcube.workers.progress import make_progress
 
     options = WorkerOptions(
         server=server,
@@ -170,7 +170,7 @@ def _run_per_gpu(spec: str, *, name: str | None, argv: list[str]) -> int:
         command = [
             sys.executable,
             "-m",
-            "workers",
+            "vitcube.workers",
             *base_args,
             "--device",
             "cuda:0",

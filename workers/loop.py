@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from workers.client import (
+from vitcube.workers.client import (
     AuthError,
     Lease,
     LeaseLost,
@@ -36,10 +36,10 @@ from workers.client import (
     ServerUnavailable,
     VitcubeClient,
 )
-from workers.datasets import DatasetError, ImageDataset, load_dataset
-from workers.progress import WorkerProgress
-from workers.spool import Spool, deliver
-from workers.trainer import (
+from vitcube.workers.datasets import DatasetError, ImageDataset, load_dataset
+from vitcube.workers.progress import WorkerProgress
+from vitcube.workers.spool import Spool, deliver
+from vitcube.workers.trainer import (
     Control,
     EpochReport,
     TrainingAborted,
@@ -183,7 +183,7 @@ class Worker:
     """One worker process bound to one device."""
 
     def __init__(self, options: WorkerOptions, progress: WorkerProgress) -> None:
-        from workers.spool import default_spool_dir
+        from vitcube.workers.spool import default_spool_dir
 
         self.options = options
         self.progress = progress
@@ -216,7 +216,7 @@ class Worker:
     def _run(self) -> int:
         import torch
 
-        from workers.trainer import resolve_device
+        from vitcube.workers.trainer import resolve_device
 
         device = resolve_device(self.options.device)
         self.device = device
@@ -365,7 +365,7 @@ class Worker:
             return self._surrogate(lease, config, control, heartbeat)
         data = self._load_dataset(lease.dataset)
         control.check()
-        from workers.trainer import run_trial
+        from vitcube.workers.trainer import run_trial
 
         return run_trial(
             lease.arch,
@@ -403,8 +403,8 @@ class Worker:
         self, lease: Lease, config: TrainingConfig, control: Control, heartbeat: Heartbeat
     ) -> TrialOutcome:
         """The documented synthetic landscape instead of training (reports say surrogate)."""
-        from models import Arch, count_macs, count_params
-        from workers.surrogate import surrogate_curve
+        from vitcube.models import Arch, count_macs, count_params
+        from vitcube.workers.surrogate import surrogate_curve
 
         arch = Arch.from_dict(dict(lease.arch))
         name = str(lease.dataset.get("name", "digits"))

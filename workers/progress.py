@@ -25,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from workers.trainer import EpochReport, TrainingListener
+from vitcube.workers.trainer import EpochReport, TrainingListener
 
 
 class WorkerProgress(TrainingListener):

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workers.client import (
+from vitcube.workers.client import (
     AuthError,
     LeaseLost,
     RequestRejected,

@@ -31,7 +31,7 @@ import hashlib
 import math
 import random
 
-from models import Arch, count_macs
+from vitcube.models import Arch, count_macs
 
 # dataset -> (ceiling, offset, chance or None for 1 / num_classes)
 DATASETS: dict[str, tuple[float, float, float | None]] = {

@@ -31,9 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.augment import center_resize, random_resized_crop
-from workers.batches import Batch, BatchLoader, fixed_plan, multiscale_resolutions, variable_plan
-from workers.datasets import FolderSplit, ImageDataset
+from vitcube.workers.augment import center_resize, random_resized_crop
+from vitcube.workers.batches import (
+    Batch,
+    BatchLoader,
+    fixed_plan,
+    multiscale_resolutions,
+    variable_plan,
+)
+from vitcube.workers.datasets import FolderSplit, ImageDataset
 
 # Per-dataset augmentation defaults: 8×8 digits cannot survive an 8 % crop, and a mirrored digit
 # is a different glyph, so digits get gentler crops and no flip.
@@ -626,7 +632,7 @@ def run_trial(
     listener: TrainingListener | None = None,
 ) -> TrialOutcome:
     """Build the trial's architecture with models/, train it, measure params/MACs/latency."""
-    from models import Arch, build_model, count_macs, count_params
+    from vitcube.models import Arch, build_model, count_macs, count_params
 
     arch = Arch.from_dict(dict(arch_dict))
     if arch.num_classes < data.num_classes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api import searches, trials, workers
+from vitcube.service.api import searches, trials, workers
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(searches.router)

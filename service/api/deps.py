@@ -12,11 +12,11 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from service.auth import Principal, require_role
-from service.db import Database
-from service.planner import Planner
-from service.results import Results
-from service.settings import Settings
+from vitcube.service.auth import Principal, require_role
+from vitcube.service.db import Database
+from vitcube.service.planner import Planner
+from vitcube.service.results import Results
+from vitcube.service.settings import Settings
 
 
 async def get_db(request: Request) -> Database:

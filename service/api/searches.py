@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 
-from service import store
-from service.api.deps import (
+from vitcube.service import store
+from vitcube.service.api.deps import (
     AdminAuth,
     DbDep,
     PlannerDep,
@@ -19,9 +19,9 @@ from service.api.deps import (
     SearchId,
     ViewerAuth,
 )
-from service.results import export_csv
-from service.schemas import SearchCreate, SearchPublic, TrialPublic
-from service.tables import Search
+from vitcube.service.results import export_csv
+from vitcube.service.schemas import SearchCreate, SearchPublic, TrialPublic
+from vitcube.service.tables import Search
 
 router = APIRouter(prefix="/searches", tags=["searches"])
 

@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from service import store
-from service.api.deps import DbDep, PlannerDep, SettingsDep, TrialId, ViewerAuth, WorkerAuth
-from service.db import Database
-from service.schemas import (
+from vitcube.service import store
+from vitcube.service.api.deps import DbDep, PlannerDep, SettingsDep, TrialId, ViewerAuth, WorkerAuth
+from vitcube.service.db import Database
+from vitcube.service.schemas import (
     HeartbeatReply,
     LeaseRequest,
     TrialAck,
@@ -26,7 +26,7 @@ from service.schemas import (
     TrialPublic,
     TrialReport,
 )
-from service.settings import Settings
+from vitcube.service.settings import Settings
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from service import store
-from service.api.deps import DbDep, ViewerAuth
-from service.schemas import WorkerPublic
+from vitcube.service import store
+from vitcube.service.api.deps import DbDep, ViewerAuth
+from vitcube.service.schemas import WorkerPublic
 
 router = APIRouter(tags=["workers"])
 

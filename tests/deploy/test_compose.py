@@ -15,8 +15,8 @@ import pytest
 import typer.main
 import yaml
 
-from service.cli import app
-from service.settings import Settings
+from vitcube.cli import app
+from vitcube.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,7 @@ def test_every_vitcube_variable_is_a_real_setting(compose: dict[str, Any]) -> No
 def test_dockerfile_installs_the_package_and_every_top_level_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^RUN pip install \.$", dockerfile, flags=re.MULTILINE)
-    for package in ("models", "search", "service", "workers", "migrations"):
+    for package in ("models", "search", "service", "workers", "migrations", "vitcube"):
         assert f"COPY {package} ./{package}" in dockerfile
     # the CPU-safe torch pin of pyproject must be satisfiable by the image's torch
     assert 'TORCH_SPEC="torch==2.13.0"' in dockerfile

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from models import Arch, ArchConfig
+from vitcube.models import Arch, ArchConfig
 
 
 @pytest.fixture(autouse=True)

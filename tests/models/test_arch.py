@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from models import Arch, ArchConfig
-from models.config import FAMILIES
+from vitcube.models import Arch, ArchConfig
+from vitcube.models.config import FAMILIES
 
 
 @pytest.mark.parametrize("family", FAMILIES)

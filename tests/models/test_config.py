@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from models import ArchConfig, make_divisible, register_preset
-from models.config import FAMILIES
+from vitcube.models import ArchConfig, make_divisible, register_preset
+from vitcube.models.config import FAMILIES
 
 ALL_PRESETS = [
     "exmobilevit_576",

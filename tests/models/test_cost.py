@@ -11,9 +11,9 @@ import thop
 import torch
 from torch import nn
 
-from models import ArchConfig, build_model, count_macs, count_params
-from models.config import FAMILIES
-from models.profile import hook_macs
+from vitcube.models import ArchConfig, build_model, count_macs, count_params
+from vitcube.models.config import FAMILIES
+from vitcube.models.profile import hook_macs
 
 # timm's parameter counts, in millions rounded to 2 decimals (MobileViT), and torchvision's
 # exact counts (MobileNets; torchvision has no MobileNet v1, whose count is the paper net's).

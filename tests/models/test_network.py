@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from models import ArchConfig, build_model, count_macs, count_params
-from models.mobilevit import MobileViTBlock
-from models.mobilevit_v2 import MobileViTV2Block
-from models.profile import hook_macs
+from vitcube.models import ArchConfig, build_model, count_macs, count_params
+from vitcube.models.mobilevit import MobileViTBlock
+from vitcube.models.mobilevit_v2 import MobileViTV2Block
+from vitcube.models.profile import hook_macs
 
 
 @pytest.mark.parametrize("name", ArchConfig.presets())

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from models import ArchConfig, count_macs
-from search import Observation
-from workers.surrogate import surrogate_top1
+from vitcube.models import ArchConfig, count_macs
+from vitcube.search import Observation
+from vitcube.workers.surrogate import surrogate_top1
 
 
 @pytest.fixture(scope="session")

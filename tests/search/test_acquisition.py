@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from search.acquisition import box_initial_design, box_initial_design_size, propose_in_box
+from vitcube.search.acquisition import box_initial_design, box_initial_design_size, propose_in_box
 
 OPTIMUM = torch.tensor([0.37, 0.81, 0.23], dtype=torch.double)
 

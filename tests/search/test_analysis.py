@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from search import Observation, analyze
-from search.analysis import grid_posterior
-from search.gp import fit_gp, posterior_mean_std
-from search.space import FACTORS
+from vitcube.search import Observation, analyze
+from vitcube.search.analysis import grid_posterior
+from vitcube.search.gp import fit_gp, posterior_mean_std
+from vitcube.search.space import FACTORS
 
 
 def _synthetic(n: int, seed: int = 0) -> list[Observation]:

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from models import count_macs
-from search import Observation, fit_formula
+from vitcube.models import count_macs
+from vitcube.search import Observation, fit_formula
 
 
 def _law(c: float) -> dict[str, float]:

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from search import pareto_front
-from search.pareto import crowding_distance, hypervolume, non_dominated_ranks, select_top
+from vitcube.search import pareto_front
+from vitcube.search.pareto import crowding_distance, hypervolume, non_dominated_ranks, select_top
 
 # (top1, macs): maximise top-1, minimise MACs.
 POINTS = [

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from models import count_macs
-from search import DEFAULT_SPACE, InfeasibleBudgetError, make_strategy, min_reachable_macs
-from search.space import FACTORS, Space, validate_space
+from vitcube.models import count_macs
+from vitcube.search import DEFAULT_SPACE, InfeasibleBudgetError, make_strategy, min_reachable_macs
+from vitcube.search.space import FACTORS, Space, validate_space
 
 
 @pytest.mark.parametrize(
@@ -85,8 +85,8 @@ def test_projection_lands_in_the_budget_band(base, m0) -> None:
 
 def test_importing_search_and_a_plain_strategy_does_not_import_botorch_or_ax() -> None:
     code = (
-        "import sys, search\n"
-        "from models import ArchConfig, count_macs\n"
+        "import sys\nfrom vitcube import search\n"
+        "from vitcube.models import ArchConfig, count_macs\n"
         "base = ArchConfig.preset('mobilevitv2_050')\n"
         "s = search.make_strategy('random', base=base, max_macs=count_macs(base))\n"
         "assert len(s.suggest([], [], 2)) == 2\n"

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from models import ArchConfig, count_macs
-from search import Observation, make_strategy, min_reachable_macs, reference_trials
-from search.space import FACTORS
-from search.strategies import SOBOL_INIT
+from vitcube.models import ArchConfig, count_macs
+from vitcube.search import Observation, make_strategy, min_reachable_macs, reference_trials
+from vitcube.search.space import FACTORS
+from vitcube.search.strategies import SOBOL_INIT
 
 
 def _check_proposals(base, proposals, *, max_macs, min_macs=None, taken=()):

@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from service import db as service_db
-from service.app import create_app
-from service.settings import Settings
 from tests.factories import make_settings, scratch_database
+from vitcube.service import db as service_db
+from vitcube.service.app import create_app
+from vitcube.service.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TABLES = ("trial_metrics", "trials", "searches", "api_tokens")

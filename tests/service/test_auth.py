@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from service.app import create_app
-from service.auth import create_token
-from service.db import Database
 from tests.factories import ADMIN, ADMIN_TOKEN, VIEWER, VIEWER_TOKEN, WORKER, make_settings
+from vitcube.service.app import create_app
+from vitcube.service.auth import create_token
+from vitcube.service.db import Database
 
 ROUTES = [
     ("get", "/api/searches", "viewer"),

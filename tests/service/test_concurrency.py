@@ -98,7 +98,7 @@ def two_servers(pg_url: str, tmp_path: Any) -> Iterator[list[str]]:
             [
                 sys.executable,
                 "-m",
-                "service",
+                "vitcube",
                 "serve",
                 "--port",
                 str(port),

@@ -78,8 +78,8 @@ def _search_body(name: str, *, max_trials: int, parallelism: int) -> dict[str, A
 
 def _complete_all(server: Server, search_id: Any, n: int, deadline_s: float = 60.0) -> None:
     """A worker that is only an HTTP client: lease, compute the surrogate result, complete."""
-    from models import Arch, count_macs, count_params
-    from workers.surrogate import surrogate_curve, surrogate_top1
+    from vitcube.models import Arch, count_macs, count_params
+    from vitcube.workers.surrogate import surrogate_curve, surrogate_top1
 
     done = 0
     deadline = time.monotonic() + deadline_s
@@ -137,7 +137,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
+            [sys.executable, "-m", "uvicorn", "--factory", "vitcube.service.app:create_app",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             env=env,
             stdout=sink,
@@ -317,7 +317,7 @@ def test_search_page_draws_the_front_the_gp_views_and_the_formula(
     page.click("#formula-form button[type=submit]")
     page.wait_for_selector("#formula-recommendation >> text=c = 0.30")
     macs_text = page.inner_text("#formula-macs")
-    from service.dashboard import format_macs
+    from vitcube.service.dashboard import format_macs
 
     assert format_macs(expected_formula.json()["macs"]).replace(" ", "") in macs_text.replace(
         " ", ""

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from vitcube.service.app import create_app
+from vitcube.service.settings import Settings
 
 ADMIN, WORKER, VIEWER = "adm-" + "a" * 20, "wrk-" + "b" * 20, "view-" + "c" * 20
 SEARCH = {

@@ -13,17 +13,27 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+HOSTILE = ("models", "search", "service", "workers", "migrations")
+
+
 def test_demo_runs_a_search_to_completion_and_prints_the_front(
     tmp_path: Path, test_output_dir: Path
 ) -> None:
+    # Run from a directory that holds its own top-level packages under vitcube's folder names, as
+    # most ML repositories do: neither the demo nor its worker subprocesses may import them.
+    for name in HOSTILE:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(
+            f"raise ImportError('the user\\'s own {name} package was imported')\n"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITCUBE_")}
     command = [
         sys.executable,
         "-m",
-        "service.cli",
+        "vitcube",
         "demo",
         "--trials",
-        "3",
+        "2",
         "--epochs",
         "1",
         "--exit-when-done",
@@ -49,3 +59,4 @@ def test_demo_runs_a_search_to_completion_and_prints_the_front(
     # the workers really trained: their logs show per-epoch training lines
     logs = "".join(p.read_text() for p in (tmp_path / ".vitcube-demo").glob("worker-*.log"))
     assert re.search(r"epoch 1/1: loss \d", logs), logs[-2000:]
+    assert "package was imported" not in out + logs

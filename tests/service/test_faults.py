@@ -16,8 +16,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service import db as service_db
-from service.app import create_app
 from tests.factories import (
     ADMIN,
     VIEWER,
@@ -29,6 +27,8 @@ from tests.factories import (
     scratch_database,
     wait_for,
 )
+from vitcube.service import db as service_db
+from vitcube.service.app import create_app
 
 
 def test_a_restarted_server_continues_the_search_from_the_database(database_url: str) -> None:

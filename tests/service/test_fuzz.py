@@ -13,9 +13,9 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from service import db as service_db
-from service.app import create_app
 from tests.factories import ADMIN, make_settings, search_body
+from vitcube.service import db as service_db
+from vitcube.service.app import create_app
 
 
 def _app(tmp: Path) -> object:

@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from service import db as service_db
-from service.tables import Base
 from tests.factories import scratch_database
+from vitcube.service import db as service_db
+from vitcube.service.tables import Base
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Fixtures for the workers tests: a real server and real worker processes.
 
 `live_server` starts a real `vitcube serve` subprocess on a fresh SQLite database with short
-leases; `start_worker` starts real `python -m workers` processes against it.
+leases; `start_worker` starts real `python -m vitcube.workers` processes against it.
 """
 
 from __future__ import annotations
@@ -169,14 +169,14 @@ def live_server(server_factory: Callable[..., LiveServer]) -> LiveServer:
 
 
 class WorkerProcess:
-    """A real `python -m workers` process (plain progress lines in a log file)."""
+    """A real `python -m vitcube.workers` process (plain progress lines in a log file)."""
 
     def __init__(self, server: LiveServer, spool: Path, log_path: Path, args: list[str]) -> None:
         self.log_path = log_path
         command = [
             sys.executable,
             "-m",
-            "workers",
+            "vitcube.workers",
             "--server",
             server.url,
             "--token",

@@ -10,14 +10,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from workers.cli import parse_gpus
-from workers.client import Lease
-from workers.datasets import DatasetError
-from workers.loop import describe_failure
-from workers.progress import PlainProgress, RichProgress
-from workers.trainer import EpochReport, TrainingDiverged
+from vitcube.workers.cli import parse_gpus
+from vitcube.workers.client import Lease
+from vitcube.workers.datasets import DatasetError
+from vitcube.workers.loop import describe_failure
+from vitcube.workers.progress import PlainProgress, RichProgress
+from vitcube.workers.trainer import EpochReport, TrainingDiverged
 
-WORKER = [sys.executable, "-m", "workers"]
+WORKER = [sys.executable, "-m", "vitcube.workers"]
 LEASE = Lease(
     id=3,
     lease_id="abc",
@@ -97,11 +97,12 @@ def test_rich_progress_renders_a_bar() -> None:
 
 def test_imports_stay_light_and_one_way() -> None:
     probe = (
-        "import sys, workers.cli\n"
+        "import sys, vitcube.workers.cli\n"
         "assert 'torch' not in sys.modules, 'importing workers.cli imported torch'\n"
-        "import workers.loop, workers.trainer, workers.progress, workers.spool\n"
-        "leaked = sorted(m for m in ('service', 'search', 'fastapi', 'sqlalchemy', 'botorch')"
-        " if m in sys.modules)\n"
+        "import vitcube.workers.loop, vitcube.workers.trainer\n"
+        "import vitcube.workers.progress, vitcube.workers.spool\n"
+        "heavy = ('vitcube.service', 'vitcube.search', 'fastapi', 'sqlalchemy', 'botorch')\n"
+        "leaked = sorted(m for m in heavy if m in sys.modules)\n"
         "assert not leaked, leaked\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from workers.client import AuthError, Backoff, ServerUnavailable, VitcubeClient
-from workers.spool import Spool, deliver
+from vitcube.workers.client import AuthError, Backoff, ServerUnavailable, VitcubeClient
+from vitcube.workers.spool import Spool, deliver
 
 
 def _dead_port() -> int:

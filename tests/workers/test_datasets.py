@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from workers.batches import BatchLoader, fixed_plan
-from workers.datasets import DatasetError, FolderImages, load_dataset
+from vitcube.workers.batches import BatchLoader, fixed_plan
+from vitcube.workers.datasets import DatasetError, FolderImages, load_dataset
 
 
 def _write_cifar_batch(path: Path, n: int, label_key: str, num_classes: int, seed: int) -> None:

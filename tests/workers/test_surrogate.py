@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from models import ArchConfig, count_macs
-from workers.surrogate import noiseless_top1, shape_term, surrogate_curve, surrogate_top1
+from vitcube.models import ArchConfig, count_macs
+from vitcube.workers.surrogate import noiseless_top1, shape_term, surrogate_curve, surrogate_top1
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from models import ArchConfig, count_macs, count_params
-from workers.augment import center_resize, random_resized_crop
-from workers.batches import fixed_plan, multiscale_resolutions, variable_plan
-from workers.datasets import load_digits
-from workers.trainer import (
+from vitcube.models import ArchConfig, count_macs, count_params
+from vitcube.workers.augment import center_resize, random_resized_crop
+from vitcube.workers.batches import fixed_plan, multiscale_resolutions, variable_plan
+from vitcube.workers.datasets import load_digits
+from vitcube.workers.trainer import (
     Control,
     EpochReport,
     TrainingConfig,
@@ -111,7 +111,7 @@ def test_training_block_defaults_and_errors() -> None:
 
 
 def test_no_weight_decay_on_norms_and_biases() -> None:
-    from models import build_model
+    from vitcube.models import build_model
 
     model = build_model(ArchConfig.from_dict(TINY_BASE).scale())
     decay, no_decay = parameter_groups(model, 0.05)
@@ -174,8 +174,8 @@ def test_multiscale_sampler_trains_at_several_resolutions() -> None:
                 seen.add(x.shape[-1])
             return self.inner(x)
 
-    from models import build_model
-    from workers.trainer import train
+    from vitcube.models import build_model
+    from vitcube.workers.trainer import train
 
     arch = ArchConfig.from_dict({**TINY_BASE, "resolution": 64}).scale()
     result = train(

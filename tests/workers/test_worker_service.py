@@ -1,4 +1,4 @@
-"""Real workers (`python -m workers`) against a real `vitcube serve` on SQLite.
+"""Real workers (`python -m vitcube.workers`) against a real `vitcube serve` on SQLite.
 
 lease → train → complete; kill -9 mid-trial → the trial is re-leased after its lease expires
 and completed by another worker; SIGTERM → the trial is failed with retry and queued again;
@@ -172,7 +172,7 @@ def test_surrogate_trainer_reports_labelled_results(
 def test_a_frozen_worker_that_lost_its_lease_abandons_the_trial(
     server_factory: Any, start_worker: Any, worker_token: str
 ) -> None:
-    from workers.client import VitcubeClient
+    from vitcube.workers.client import VitcubeClient
 
     live_server = server_factory(lease_seconds=3)
     search_id = live_server.create_search(

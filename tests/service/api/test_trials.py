@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from tests.factories import (
     ADMIN,
     VIEWER,
@@ -20,6 +19,7 @@ from tests.factories import (
     report_body,
     wait_for,
 )
+from vitcube.service.app import create_app
 
 
 def _trial(client: TestClient, trial_id: int) -> dict[str, Any]:

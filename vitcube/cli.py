@@ -1,0 +1,25 @@
+"""The `vitcube` command: the server's commands (serve, db, token, demo) and `worker`.
+
+The two sides are joined here, one level above both, so that service/ never imports workers/
+and workers/ never imports service/. Every command imports what it needs lazily: `vitcube
+worker` on a GPU box imports neither the server (FastAPI, SQLAlchemy) nor BoTorch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vitcube.service import cli as service_cli
+from vitcube.workers.cli import worker_command
+
+app = typer.Typer(
+    name="vitcube",
+    help="Bayesian-optimisation search for the best MobileViT under a MAC budget.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("serve")(service_cli.serve)
+app.command("demo")(service_cli.demo)
+app.add_typer(service_cli.db_app, name="db")
+app.add_typer(service_cli.token_app, name="token")
+app.command("worker")(worker_command)
