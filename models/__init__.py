@@ -1,8 +1,9 @@
 """vitcube's neural-network architectures and their analytic cost model.
 
 `ArchConfig` names a baseline (MobileViT v1/v2, ExMobileViT, MobileNet v1/v2/v3),
-`ArchConfig.scale(r=, d_i=, d_m=, w=)` gives a concrete `Arch` per DESIGN.md "The cube",
-`build_model` builds it in PyTorch, `count_macs` / `count_params` cost it by arithmetic.
+`ArchConfig.scale(r=, d_i=, d_m=, w=)` gives a concrete `Arch` by the cube's rules (README.md,
+"How it works"), `build_model` builds it in PyTorch, `count_macs` / `count_params` cost it by
+arithmetic.
 
 Imports nothing of vitcube's other packages (search, service, workers).
 """

@@ -6,8 +6,8 @@ ending a stage (transformer dim, depth, FFN dim, heads, patch size, fusion), the
 plain integers, so that it round-trips through JSON (trials store it, workers rebuild from it)
 and so that the analytic cost model (`models.cost`) and the PyTorch builder
 (`models.network`) read the same description. This module also holds the *templates* the
-family files describe their variants with, and the scaling rule of DESIGN.md "The cube"
-that turns a template into an `Arch`.
+family files describe their variants with, and the scaling rule of the cube (README.md,
+"How it works") that turns a template into an `Arch`.
 
 Pure Python: must not import torch (the cost model and the search run on it thousands of
 times per proposal), nor anything outside `models`.
@@ -512,7 +512,7 @@ def scale_template(
     w: float,
     exshortcut_ratios: tuple[float, ...] = (),
 ) -> tuple[int, tuple[Stage, ...], int, int, tuple[int, ...]]:
-    """Apply DESIGN.md "The cube" (depth and width; resolution is the caller's) to `template`.
+    """Apply the cube's depth and width rules (README.md) to `template`; resolution is the caller's.
 
     Returns (stem_channels, stages, head_channels, classifier_hidden, exshortcut_channels).
     Extra blocks repeat the stage's last block with stride 1; the

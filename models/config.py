@@ -1,5 +1,5 @@
 """Baselines (`ArchConfig`), the registry of named presets, and `ArchConfig.scale`, which
-applies DESIGN.md "The cube" to give a concrete `Arch`.
+applies the cube (README.md, "How it works") to give a concrete `Arch`.
 
 Families: "mobilevit_v1" (size "xxs" | "xs" | "s"), "mobilevit_v2" (width α in [0.5, 2.0]),
 and the reference baselines "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
@@ -142,7 +142,7 @@ class ArchConfig:
 
     # -- scaling ----------------------------------------------------------------------
     def scale(self, *, r: float = 1.0, d_i: float = 1.0, d_m: float = 1.0, w: float = 1.0) -> Arch:
-        """The concrete network at factors (r, d_i, d_m, w) (DESIGN.md "The cube"):
+        """The concrete network at factors (r, d_i, d_m, w) (the cube (README.md, "How it works")):
         resolution round(r·R0 / 16)·16; MV2 blocks per stage n → max(1, ceil(d_i·n));
         transformer depth L → max(1, ceil(d_m·L)); every width c → make_divisible(c·w, 8).
         Raises ValueError for factors outside (0, 10] or a resolution below what the

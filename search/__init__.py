@@ -1,12 +1,11 @@
 """search: Bayesian optimisation of MobileViT's global factors under an exact MAC budget.
 
-Public API (see /tmp/contracts.md): ``make_strategy``, ``Observation``, ``Strategy``,
+Public API (``__all__`` below): ``make_strategy``, ``Observation``, ``Strategy``,
 ``reference_trials``, ``ReferenceTrial``, ``min_reachable_macs``, ``InfeasibleBudgetError``,
 ``DEFAULT_SPACE``, ``analyze``, ``fit_formula``, ``Formula``, ``pareto_front``.
 
-Names resolve lazily (PEP 562) so that ``import search`` imports neither botorch nor ax: a
-worker box or the web process imports only what it calls. Imports ``models`` only; never
-service or workers.
+Names resolve lazily (PEP 562) so that ``from vitcube import search`` imports neither botorch
+nor ax: a worker box or the web process imports only what it calls.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'search' has no attribute {name!r}")
+        raise AttributeError(f"module 'vitcube.search' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -1,7 +1,14 @@
 """Search strategies: given observations and pending trials, propose factors to try next.
 
-Every strategy is stateless between calls (the service may rebuild it for every planning
-step) and shares one guarantee: each proposal is a *requested* ``(r, d_i, d_m, w)`` that
+What a proposal depends on: the strategy's inputs (base, space, budget, objective, seed), the
+observations and the pending trials handed to ``suggest`` — and, for ``gp``, one piece of
+process state: the GP's hyperparameters from this process's last fit of the same search
+(``_WARM_STARTS``), from which the next fit starts. That cache only speeds fitting up; the fit
+still optimises the marginal likelihood on the current data, but it may settle in a different
+local optimum than a cold fit, so a restarted server or another replica (which starts cold)
+can propose differently from the same data. ``sobol`` continues its sequence from the number
+of trials seen, so it needs no state. The service may rebuild a strategy for every planning
+step. Every strategy shares one guarantee: each proposal is a *requested* ``(r, d_i, d_m, w)`` that
 builds, through ``base.scale``, a network whose exact MACs lie in ``[min_macs, max_macs]``
 and that is neither observed nor pending nor repeated in the batch. Identity of a network
 is its effective factors (what the GP sees; identical networks have identical ones).
@@ -440,7 +447,8 @@ class GPStrategy(SobolStrategy):
 
 
 # Fitted GP hyperparameters per search (strategy identity), for warm starts: strategies
-# are rebuilt per planning call, this cache lives as long as the process.
+# are rebuilt per planning call, this cache lives as long as the process. It is the one
+# process state a proposal depends on (see the module docstring); bounded, oldest out first.
 _WARM_STARTS: dict[tuple[Any, ...], dict[str, Any]] = {}
 _WARM_STARTS_LIMIT = 256
 

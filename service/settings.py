@@ -28,6 +28,13 @@ class Settings(BaseSettings):
         default=120.0, gt=0, le=86_400, description="How long a lease lasts."
     )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Attempts before a trial fails.")
+    fail_fast_after: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="Pause a search once this many of its trials in a row failed non-retryably "
+        "with the same error and none completed since (0: never).",
+    )
     sweep_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="Expired-lease sweep period."
     )

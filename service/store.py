@@ -302,11 +302,11 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
 
 
 def stop_search(session: Session, search_id: int) -> Search:
-    """running → stopped; queued trials → stopped; running trials hear `stop` at their heartbeat."""
+    """running or paused → stopped; queued trials → stopped; running ones hear `stop`."""
     search = get_search(session, search_id, for_update=True)
     if search.state in ("completed", "failed"):
         raise InvalidTransition(f"search {search_id} is already {search.state}")
-    if search.state == "running":
+    if search.state in ("running", "paused"):
         search.state = "stopped"
         search.finished_at = utcnow()
         session.execute(

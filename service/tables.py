@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-SEARCH_STATES = ("running", "completed", "stopped", "failed")
+SEARCH_STATES = ("running", "paused", "completed", "stopped", "failed")
 TRIAL_STATES = ("queued", "running", "completed", "failed", "stopped")
 TRIAL_KINDS = ("reference:width_only", "reference:compound", "reference:baseline", "search")
 ROLES = ("admin", "worker", "viewer")
@@ -113,12 +113,14 @@ class Search(Base):
     training: Mapped[dict[str, Any]]
     seed: Mapped[int] = mapped_column(BigInteger)
     extra: Mapped[dict[str, Any]]  # fields of the create body beyond the documented ones
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)  # why it failed or was paused
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()
     )
     finished_at: Mapped[datetime | None]
+    # Fail fast looks only at trials that finished after this (set by an admin's resume).
+    resumed_at: Mapped[datetime | None]
 
     trials: Mapped[list[Trial]] = relationship(back_populates="search", passive_deletes=True)
 
@@ -174,6 +176,9 @@ class Trial(Base):
     metrics: Mapped[dict[str, Any] | None]  # the worker's report beyond the columns above
     report_digest: Mapped[str | None] = mapped_column(String(64))  # idempotent complete
     error: Mapped[str | None] = mapped_column(Text)
+    # Whether the failure that set `error` was reported retryable (SIGTERM, a lost device) or
+    # not (a bad recipe, a missing dataset); null when no failure was reported.
+    error_retryable: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()

@@ -1,4 +1,4 @@
-"""/api/searches: create, list, read, stop a search, and its results.
+"""/api/searches: create, list, read, stop and resume a search, and its results.
 
 HTTPException appears only in service/api/; domain errors come from service.store.
 """
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 
-from vitcube.service import store
+from vitcube.service import failfast, store
 from vitcube.service.api.deps import (
     AdminAuth,
     DbDep,
@@ -58,6 +58,22 @@ def stop_search(search_id: SearchId, db: DbDep, planner: PlannerDep, _: AdminAut
     """Stop: queued trials become stopped; running ones hear `stop` at their next heartbeat."""
     with db.session(write=True) as session:
         search = store.stop_search(session, search_id)
+        public = store.search_public(session, [search])[0]
+    planner.wake()
+    return public
+
+
+@router.post("/{search_id}/resume", response_model=SearchPublic)
+def resume_search(
+    search_id: SearchId, db: DbDep, planner: PlannerDep, _: AdminAuth
+) -> SearchPublic:
+    """Resume a search that fail fast paused (or planning failed), once the cause is fixed.
+
+    Its queued trials are leased again and the planner tops it up; fail fast counts only
+    failures after now.
+    """
+    with db.session(write=True) as session:
+        search = failfast.resume(session, search_id)
         public = store.search_public(session, [search])[0]
     planner.wake()
     return public

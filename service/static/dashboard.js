@@ -874,10 +874,16 @@
       (c.failed ? ` · ${c.failed} failed` : "");
     $("surrogate-tag").hidden = !state.trials.some((t) => t.surrogate);
     const stop = $("stop-button");
-    if (stop) stop.hidden = s.state !== "running";
+    if (stop) stop.hidden = !(s.state === "running" || s.state === "paused");
+    const resume = $("resume-button");
+    if (resume) resume.hidden = !(s.state === "paused" || s.state === "failed");
     const alert = $("search-alert");
     if (s.state === "failed") {
       alert.textContent = "This search failed." + (s.error ? " " + s.error : " The trials table shows what went wrong.");
+      alert.hidden = false;
+    } else if (s.state === "paused") {
+      // Fail fast: the reason says which error repeated and how to go on.
+      alert.textContent = "This search is paused. " + (s.error || "");
       alert.hidden = false;
     } else if (alert.dataset.kind !== "error") {
       alert.hidden = true;
@@ -939,7 +945,8 @@
       if (state.formulaAsked !== null) await runFormula(state.formulaAsked);
     }
     renderAll();
-    const running = state.search.state === "running";
+    // A paused search still has running trials, and an admin may resume it: keep watching.
+    const running = state.search.state === "running" || state.search.state === "paused";
     const now = new Date().toLocaleTimeString();
     $("refresh-note").textContent = running
       ? `updated ${now} · refreshing every ${POLL_MS / 1000} s`
@@ -976,6 +983,19 @@
     await refresh(false);
   }
 
+  async function resumeSearch() {
+    const button = $("resume-button");
+    button.disabled = true;
+    const reply = await getJSON(`/api/searches/${encodeURIComponent(state.search.id)}/resume`, { method: "POST" });
+    button.disabled = false;
+    if (!reply.ok) {
+      setAlert("Could not resume the search: " + errorText(reply));
+      return;
+    }
+    if (state.timer) clearTimeout(state.timer);
+    await refresh(false);
+  }
+
   async function initSearchPage() {
     state.search = JSON.parse($("search-data").textContent);
     state.role = JSON.parse($("viewer-data").textContent).role;
@@ -990,6 +1010,8 @@
     });
     const stop = $("stop-button");
     if (stop) stop.addEventListener("click", stopSearch);
+    const resume = $("resume-button");
+    if (resume) resume.addEventListener("click", resumeSearch);
     await refresh(true);
     await runFormula(Number($("formula-c").value));
     markReady();
