@@ -4,8 +4,6 @@
 `ArchConfig.scale(r=, d_i=, d_m=, w=)` gives a concrete `Arch` by the cube's rules (README.md,
 "How it works"), `build_model` builds it in PyTorch, `count_macs` / `count_params` cost it by
 arithmetic.
-
-Imports nothing of vitcube's other packages (search, service, workers).
 """
 
 from vitcube.models.arch import FACTORS, Arch, ConvBlock, Stage, TransformerSpec, make_divisible

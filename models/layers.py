@@ -2,7 +2,8 @@
 MobileNet v3 bneck), depthwise-separable (MobileNet v1), squeeze-excite, and the attention
 matmul module whose MACs the forward-hook profiler (`models.profile`) counts.
 
-Imports torch and `models.arch` only; the cost model must not import this module.
+Imports torch and `models.arch` only. `models.cost` counts what these blocks compute by
+arithmetic and never calls them.
 """
 
 from __future__ import annotations

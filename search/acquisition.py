@@ -17,7 +17,7 @@ test problems (``benchmarks/bench_search_quality.py``).
   acquisition is optimised continuously (``optimize_acqf``, restarts seeded from the best
   points of a Sobol + local pool), with the same sequential-greedy fantasies.
 
-Imports torch and botorch; never ax, models, service or workers.
+Imports torch and botorch; never ax or models.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
   the space), summing to 1: a short lengthscale means top-1 moves fast with that factor.
 
 Axes span the search space and every observation (reference trials may lie outside).
-Imports search.gp (torch, botorch) and search.space/strategies; never service or workers.
+Imports search.gp (torch, botorch) and search.space/strategies.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ so its proposals can overshoot: each one is rounded to the lattice and, when ove
 moved along the ray from the space's lower corner onto the budget; duplicates are replaced
 from the Sobol sequence. Imported lazily by ``make_strategy("ax")`` only.
 
-Imports ax, numpy and search.space/strategies; never service or workers.
+Imports ax, numpy and search.space/strategies.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ network and, when rounding makes it overshoot ``c · m0``, *repairs* it: width i
 then resolution, then transformer depth, then MV2 depth — each by bisection on the exact MAC
 count, moving to the next factor only when the previous one at its minimum still overshoots.
 
-Imports models, search.gp, search.pareto and search.space; never service or workers.
+Imports models, search.gp, search.pareto and search.space.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ outcomes standardised, hyperparameters fitted by maximising the marginal likelih
 on a subsample (the best points plus a random rest) and the model is then conditioned on all
 data with those hyperparameters, so fitting stays a few seconds while prediction is exact.
 
-Imports torch, gpytorch and botorch; never ax, models, service or workers.
+Imports torch, gpytorch and botorch; never ax or models.
 """
 
 from __future__ import annotations

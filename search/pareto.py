@@ -12,7 +12,7 @@ evenly spread reference directions, points taken from the least-crowded directio
 (among equals, the one farthest from the directions already used) and, within a direction,
 closest to it first; ties fall back to NSGA-II crowding distance.
 
-Imports numpy (and botorch inside ``hypervolume``); never models, service or workers.
+Imports numpy (and botorch inside ``hypervolume``); never models.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ MACs are non-decreasing in every factor, so the corner of lower bounds is the ch
 network of a space (:func:`min_reachable_macs`) and a ray from that corner crosses the budget
 once, which :meth:`Space.project` uses to put candidates on the budget boundary.
 
-Imports ``models`` and numpy only; never torch, botorch, ax, service or workers.
+Imports ``models`` and numpy only; never botorch or ax (an import contract checks).
 """
 
 from __future__ import annotations

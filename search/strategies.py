@@ -33,8 +33,7 @@ When random sampling finds too few feasible points within :data:`MAX_DRAWS` draw
 far below the typical network of the space), the rest come from the budget projection so
 that a search never stalls; fewer than ``n`` come back only when the lattice is exhausted.
 
-Imports ``models``, numpy and (lazily, inside the GP/Ax strategies) torch, botorch and ax;
-never service or workers.
+Imports ``models``, numpy and (lazily, inside the GP/Ax strategies) torch, botorch and ax.
 """
 
 from __future__ import annotations
