@@ -26,6 +26,7 @@ from vitcube.service.auth import Authenticator
 from vitcube.service.db import Database, upgrade
 from vitcube.service.errors import ServiceError
 from vitcube.service.planner import Planner
+from vitcube.service.queue import make_queue
 from vitcube.service.results import Results
 from vitcube.service.settings import Settings, get_settings
 
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.migrate_on_start:
         upgrade(settings.database_url)
     db = Database.from_settings(settings)
-    planner = Planner(db, settings)
+    queue = make_queue(db, settings)  # the worker protocol, shared by the routes and the sweeper
+    planner = Planner(db, settings, queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.queue = queue
     app.state.planner = planner
     app.state.results = Results(db)
     app.state.authenticator = Authenticator(settings, db)

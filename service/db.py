@@ -1,10 +1,12 @@
 """Database access: the engine, one session scope per operation, Alembic upgrades.
 
 `Database.session()` is the one place a transaction is opened and committed (rolled back on any
-error). Domain functions take the session and never commit. The worker hot path on PostgreSQL
-(lease, heartbeat, complete) runs through `Database.hot()` instead: fixed SQL on psycopg async
-connections in autocommit mode (HotPool), where one statement is one transaction. Imports
-service.settings and service.tables only.
+error). Domain functions take the session and never commit. The PostgreSQL trial queue
+(service.queue.postgres) runs the worker hot path (lease, heartbeat, complete) through
+`Database.hot()` instead: fixed SQL on psycopg async connections in autocommit mode (HotPool),
+where one statement is one transaction. Which of the two a worker-protocol operation uses is
+the queue's choice; nothing else branches on the backend for it. Imports service.settings
+only.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ class Database:
                 raise
 
     async def hot(self, work: Callable[[Any], Awaitable[T]], *, atomic: bool = False) -> T:
-        """Run `await work(cursor)` for the worker hot path (PostgreSQL only; see HotPool)."""
+        """Run `await work(cursor)` for the worker hot path (PostgreSQL only; see HotPool and
+        service.queue.postgres)."""
         if self._hot is None:
             raise RuntimeError("Database.hot is for PostgreSQL; SQLite uses session()")
         return await self._hot.run(work, atomic=atomic)

@@ -11,12 +11,14 @@ database never plan the same search at once; the unique (search_id, arch_key) co
 backs that up: a network is never queued twice in one search. SQLite (one process) plans with a
 read transaction, computes, then writes in a second transaction that re-checks the deficit.
 
-Also the lease sweeper thread: expired leases are reclaimed against the database clock.
-Imports models/ and search/ (lazily), service.db, service.store, service.tables.
+Also the lease sweeper thread: expired leases are reclaimed against the database clock by the
+trial queue's `sweep_expired`, on the thread's own event loop. Imports models/ and search/
+(lazily), service.db, service.queue, service.tables.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -26,8 +28,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vitcube.service import store
 from vitcube.service.db import Database
+from vitcube.service.queue import TrialQueue, make_queue
 from vitcube.service.settings import Settings
 from vitcube.service.tables import Search, Trial, utcnow
 
@@ -56,9 +58,10 @@ class Snapshot:
 class Planner:
     """Background planning of every running search; `wake()` to plan now."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, queue: TrialQueue | None = None) -> None:
         self.db = db
         self.settings = settings
+        self.queue = queue if queue is not None else make_queue(db, settings)
         self._strategies: dict[int, Any] = {}
         self._references: dict[int, list[tuple[str, dict[str, float]]]] = {}
         self._wake = threading.Event()
@@ -107,20 +110,20 @@ class Planner:
             self._stop.wait(gap)
 
     def _sweep_loop(self) -> None:
-        while not self._stop.wait(self.settings.sweep_interval_s):
-            try:
-                if self.sweep() > 0:
-                    self.wake()
-            except SQLAlchemyError as exc:
-                log.warning("lease sweep failed: %s", exc.__class__.__name__)
-            except Exception:
-                log.exception("lease sweep failed")
+        with asyncio.Runner() as runner:  # one event loop for this thread's sweeps
+            while not self._stop.wait(self.settings.sweep_interval_s):
+                try:
+                    if runner.run(self.sweep()) > 0:
+                        self.wake()
+                except SQLAlchemyError as exc:
+                    log.warning("lease sweep failed: %s", exc.__class__.__name__)
+                except Exception:
+                    log.exception("lease sweep failed")
 
     # -- work -----------------------------------------------------------------------------
 
-    def sweep(self) -> int:
-        with self.db.session(write=True) as session:
-            n = store.sweep_expired(session, max_attempts=self.settings.max_attempts)
+    async def sweep(self) -> int:
+        n = await self.queue.sweep_expired()
         if n:
             log.info("reclaimed %d expired lease(s)", n)
         return n

@@ -8,10 +8,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from vitcube.service import store
+from vitcube.service.db import Database
+from vitcube.service.planner import Planner
+from vitcube.service.schemas import SearchCreate
 from vitcube.service.settings import Settings
+from vitcube.service.tables import Search, Trial
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 WORKER_TOKEN = "worker-token-for-tests-012345678"
@@ -154,3 +159,30 @@ def lease_one(client: Any, worker: str = "test-worker", timeout_s: float = 20.0)
         return response.json() if response.status_code == 200 else None
 
     return wait_for(attempt, timeout_s)
+
+
+# -- database helpers (take a Database: no HTTP, no background threads) -----------------------
+
+
+def add_search(db: Database, *, queued: int, **overrides: Any) -> int:
+    """A search created as POST /api/searches creates it (`search_body(**overrides)`), with
+    `queued` trials queued by the planner: the reference trials first, then the strategy's
+    picks, in id order. Returns the search's id."""
+    body = SearchCreate(**search_body(**{"max_trials": queued, "parallelism": queued, **overrides}))
+    columns, strategy = store.resolve_search(body)
+    with db.session(write=True) as session:
+        search = Search(**columns)
+        session.add(search)
+        session.flush()
+        search_id = search.id
+    planner = Planner(db, make_settings(db.url))
+    planner.remember(search_id, strategy)
+
+    def topped_up() -> bool:  # a pass may queue fewer when two picks build the same network
+        planner.plan_search(search_id)
+        with db.session() as session:
+            count = select(func.count()).where(Trial.search_id == search_id)
+            return session.scalar(count) == queued
+
+    wait_for(topped_up, timeout_s=60, interval_s=0)
+    return search_id

@@ -1,9 +1,11 @@
-"""Typed FastAPI dependencies shared by the routers (the database, the roles, the planner).
+"""Typed FastAPI dependencies shared by the routers (the database, the trial queue, the roles,
+the planner).
 
 All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop that costs
 more than these lookups do.
 
-Imports service.auth, service.db, service.planner, service.results, service.settings.
+Imports service.auth, service.db, service.planner, service.queue, service.results,
+service.settings.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi import Depends, Path, Request
 from vitcube.service.auth import Principal, require_role
 from vitcube.service.db import Database
 from vitcube.service.planner import Planner
+from vitcube.service.queue import TrialQueue
 from vitcube.service.results import Results
 from vitcube.service.settings import Settings
 
@@ -27,6 +30,10 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
+async def get_queue(request: Request) -> TrialQueue:
+    return request.app.state.queue
+
+
 async def get_planner(request: Request) -> Planner:
     return request.app.state.planner
 
@@ -37,6 +44,7 @@ async def get_results(request: Request) -> Results:
 
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+QueueDep = Annotated[TrialQueue, Depends(get_queue)]
 PlannerDep = Annotated[Planner, Depends(get_planner)]
 ResultsDep = Annotated[Results, Depends(get_results)]
 AdminAuth = Annotated[Principal, Depends(require_role("admin"))]

@@ -1,0 +1,443 @@
+"""The trial queue's operations as ORM code on one Session, shared by both backends.
+
+`lease`, `heartbeat`, `complete`, `fail` and `sweep_expired` take an open Session and never
+commit: the caller's `Database.session(write=True)` scope is the one transaction (on SQLite it
+also holds the process's writer lock). A stale lease raises Conflict *before* anything is
+written, so the rolled-back transaction changes nothing. These are SQLite's whole implementation
+and PostgreSQL's for fail, the sweep and the rare answers of its hot path (409, a repeated
+complete, `stop` of a stopped trial); what both backends compute from a report or a heartbeat
+(the median rule's verdict, the report digest, the curve rows) lives here once.
+
+`OrmTrialQueue` runs each operation off the event loop in a worker thread (anyio's, as FastAPI's
+sync routes use). Leasing locks the chosen row with `FOR UPDATE SKIP LOCKED` on PostgreSQL.
+Imports service.queue (the interface), service.store (the database clock, get_trial),
+service.tables, service.schemas and service.errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from vitcube.service.errors import Conflict, InvalidTransition
+from vitcube.service.queue import TrialQueue
+from vitcube.service.schemas import TrialAck, TrialFailure, TrialHeartbeat, TrialReport
+from vitcube.service.store import CURVE_COLUMNS, db_later, db_now, get_trial, is_postgres
+from vitcube.service.tables import Search, Trial, TrialMetric, utcnow
+
+T = TypeVar("T")
+
+
+# -- the operations on one session --------------------------------------------------------------
+
+
+def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
+    """Hand the oldest queued trial of the least-served running search to `worker`.
+
+    Fair across searches: searches with the fewest running trials go first, ties to the older
+    search. Returns the lease (see TrialLease) or None if nothing is queued.
+    """
+    running = (
+        select(func.count())
+        .where(Trial.search_id == Search.id, Trial.state == "running")
+        .correlate(Search)
+        .scalar_subquery()
+    )
+    has_queued = (
+        select(Trial.id).where(Trial.search_id == Search.id, Trial.state == "queued").exists()
+    )
+    # A handful of running searches; both subqueries are index scans on (state, search_id, id).
+    candidates = session.scalars(
+        select(Search.id).where(Search.state == "running", has_queued).order_by(running, Search.id)
+    )
+    for search_id in list(candidates):
+        trial_id = session.scalar(
+            select(Trial.id)
+            .where(Trial.search_id == search_id, Trial.state == "queued")
+            .order_by(Trial.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if trial_id is None:
+            continue  # every queued trial of this search is being leased by someone else
+        lease_id = str(uuid.uuid4())
+        now = db_now(session)
+        row = session.execute(
+            update(Trial)
+            .where(Trial.id == trial_id, Trial.state == "queued")
+            .values(
+                state="running",
+                lease_id=lease_id,
+                lease_expires_at=db_later(session, lease_seconds),
+                worker=worker,
+                started_at=func.coalesce(Trial.started_at, now),
+                heartbeat_at=now,
+                updated_at=now,
+                error=None,
+            )
+            .returning(
+                Trial.id,
+                Trial.search_id,
+                Trial.kind,
+                Trial.r,
+                Trial.d_i,
+                Trial.d_m,
+                Trial.w,
+                Trial.eff_r,
+                Trial.eff_d_i,
+                Trial.eff_d_m,
+                Trial.eff_w,
+                Trial.arch,
+                Trial.macs,
+                Trial.params,
+                Trial.attempts,
+                Trial.lease_expires_at,
+            )
+        ).one_or_none()
+        if row is None:
+            continue
+        search = session.execute(
+            select(Search.dataset, Search.training, Search.seed).where(Search.id == search_id)
+        ).one()
+        return {
+            "id": row.id,
+            "lease_id": lease_id,
+            "search_id": row.search_id,
+            "kind": row.kind,
+            "factors": {"r": row.r, "d_i": row.d_i, "d_m": row.d_m, "w": row.w},
+            "effective_factors": {
+                "r": row.eff_r,
+                "d_i": row.eff_d_i,
+                "d_m": row.eff_d_m,
+                "w": row.eff_w,
+            },
+            "arch": row.arch,
+            "macs": row.macs,
+            "params": row.params,
+            "dataset": search.dataset,
+            "training": search.training,
+            "seed": search.seed,
+            "attempts": row.attempts,
+            "lease_expires_at": row.lease_expires_at,
+            "lease_seconds": lease_seconds,
+        }
+    return None
+
+
+def _stale(session: Session, trial_id: int, lease_id: str, action: str) -> Conflict:
+    """Why a report did not match a running lease (NotFound raised directly)."""
+    trial = get_trial(session, trial_id)
+    if trial.lease_id != lease_id:
+        return Conflict(
+            f"lease {lease_id} is not the current lease of trial {trial_id} (it expired or the "
+            f"trial was re-leased; state {trial.state}): abandon the trial, nothing was changed"
+        )
+    return InvalidTransition(f"trial {trial_id} is {trial.state}; cannot {action} it")
+
+
+def metric_row(trial_id: int, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+    """A heartbeat's metrics as a trial_metrics row: the curve columns, the rest in `extra`."""
+    return {
+        "trial_id": trial_id,
+        "epoch": epoch,
+        **{name: metrics.get(name) for name in CURVE_COLUMNS},
+        "extra": {k: v for k, v in metrics.items() if k not in CURVE_COLUMNS} or None,
+    }
+
+
+def _upsert_metric(session: Session, trial_id: int, epoch: int, metrics: dict[str, float]) -> None:
+    make = pg_insert if is_postgres(session) else sqlite_insert
+    stmt = make(TrialMetric).values(**metric_row(trial_id, epoch, metrics))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[TrialMetric.trial_id, TrialMetric.epoch],
+        set_={k: stmt.excluded[k] for k in (*CURVE_COLUMNS, "extra")},
+    )
+    session.execute(stmt)
+
+
+def heartbeat(
+    session: Session,
+    trial_id: int,
+    body: TrialHeartbeat,
+    *,
+    lease_seconds: float,
+    min_trials: int,
+    warmup_epochs: int,
+) -> dict[str, Any]:
+    """Extend the lease, record the epoch's metrics, and say whether to go on.
+
+    The answer is `stop` when the search was stopped, or by the median stopping rule: a
+    `search` trial (never a reference trial) at epoch e ≥ `warmup_epochs` whose best val_top1
+    so far is below the median of the val_top1 at epoch e of the search's completed trials
+    (at least `min_trials` of them with a point at e) is clearly worse than a typical trial;
+    it is stopped (state `stopped`), as Optuna's MedianPruner and Vizier's median rule do.
+    """
+    search_state = select(Search.state).where(Search.id == Trial.search_id).scalar_subquery()
+    row = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
+        .values(
+            lease_expires_at=db_later(session, lease_seconds),
+            heartbeat_at=db_now(session),
+        )
+        .returning(Trial.search_id, Trial.kind, Trial.lease_expires_at, search_state)
+    ).one_or_none()
+    if row is None:
+        trial = get_trial(session, trial_id)
+        if trial.state == "stopped" and trial.lease_id == body.lease_id:
+            return {"action": "stop", "reason": trial.error or "trial stopped"}
+        raise _stale(session, trial_id, body.lease_id, "heartbeat")
+    search_id, kind, expires_at, state = row
+    if body.metrics:
+        _upsert_metric(session, trial_id, body.epoch, body.metrics)
+    reason: str | None = None
+    if state != "running":
+        reason = f"search {search_id} is {state}"
+    elif kind == "search" and median_rule_may_apply(body, warmup_epochs):
+        reason = _median_rule(session, trial_id, search_id, body.epoch, min_trials)
+    if reason is None:
+        return {"action": "continue", "lease_expires_at": expires_at}
+    session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id)
+        .values(state="stopped", finished_at=db_now(session), error=reason)
+    )
+    return {"action": "stop", "reason": reason}
+
+
+def median_rule_may_apply(body: TrialHeartbeat, warmup_epochs: int) -> bool:
+    """Whether `heartbeat` may read more and stop the trial (then it needs a transaction)."""
+    return "val_top1" in body.metrics and body.epoch >= warmup_epochs
+
+
+def _median_rule(
+    session: Session, trial_id: int, search_id: int, epoch: int, min_trials: int
+) -> str | None:
+    others = list(
+        session.scalars(
+            select(TrialMetric.val_top1)
+            .join(Trial, Trial.id == TrialMetric.trial_id)
+            .where(
+                Trial.search_id == search_id,
+                Trial.state == "completed",
+                TrialMetric.epoch == epoch,
+                TrialMetric.val_top1.is_not(None),
+            )
+        )
+    )
+    if len(others) < min_trials:
+        return None
+    best_so_far = session.scalar(
+        select(func.max(TrialMetric.val_top1)).where(
+            TrialMetric.trial_id == trial_id, TrialMetric.epoch <= epoch
+        )
+    )
+    return median_verdict(others, best_so_far, epoch)
+
+
+def median_verdict(others: list[float | None], best_so_far: float | None, epoch: int) -> str | None:
+    """The median rule's answer: why to stop, or None. `others`: the completed trials' val_top1
+    at `epoch`; `best_so_far`: this trial's best val_top1 up to `epoch`."""
+    median = statistics.median(v for v in others if v is not None)
+    if best_so_far is not None and best_so_far < median:
+        return (
+            f"median stopping rule: best val_top1 {best_so_far:.4f} by epoch {epoch} is below "
+            f"the median {median:.4f} of {len(others)} completed trials at that epoch"
+        )
+    return None
+
+
+def report_digest(body: TrialReport) -> str:
+    """What makes a repeated complete the same report (stored with the completed trial)."""
+    payload = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def complete(session: Session, trial_id: int, body: TrialReport) -> TrialAck:
+    """running → completed with the report; the same report again is an idempotent no-op."""
+    digest = report_digest(body)
+    now = db_now(session)
+    row = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
+        .values(
+            state="completed",
+            top1=body.top1,
+            top5=body.top5,
+            latency_ms=body.latency_ms,
+            images_per_s=body.images_per_s,
+            surrogate=body.surrogate,
+            metrics=report_extras(body),
+            report_digest=digest,
+            finished_at=now,
+            updated_at=now,
+            error=None,
+        )
+        .returning(Trial.search_id, Trial.attempts)
+    ).one_or_none()
+    if row is None:
+        trial = get_trial(session, trial_id)
+        if (
+            trial.state == "completed"
+            and trial.lease_id == body.lease_id
+            and trial.report_digest == digest
+        ):
+            return TrialAck(
+                id=trial.id, search_id=trial.search_id, state="completed", attempts=trial.attempts
+            )
+        if trial.state == "completed" and trial.lease_id == body.lease_id:
+            raise Conflict(f"trial {trial_id} was already completed with a different report")
+        raise _stale(session, trial_id, body.lease_id, "complete")
+    if body.curve:
+        session.execute(delete(TrialMetric).where(TrialMetric.trial_id == trial_id))
+        session.execute(insert(TrialMetric), curve_rows(trial_id, body))
+    return TrialAck(id=trial_id, search_id=row.search_id, state="completed", attempts=row.attempts)
+
+
+def report_extras(body: TrialReport) -> dict[str, Any] | None:
+    """The report beyond the trial's columns (the worker's own MACs and params count), or None."""
+    extras = {
+        k: v
+        for k, v in (("reported_macs", body.macs), ("reported_params", body.params))
+        if v is not None
+    }
+    return extras or None
+
+
+def curve_rows(trial_id: int, body: TrialReport) -> list[dict[str, Any]]:
+    """The report's learning curve as trial_metrics rows, one per epoch (the last point of an
+    epoch wins), in epoch order; `extra` holds a point's fields beyond the curve columns."""
+    by_epoch = {p.epoch: p for p in body.curve}
+    return [
+        {
+            "trial_id": trial_id,
+            "epoch": p.epoch,
+            "val_top1": p.val_top1,
+            "val_top5": p.val_top5,
+            "train_loss": p.train_loss,
+            "extra": p.model_dump(exclude_none=True, exclude={"epoch", *CURVE_COLUMNS}) or None,
+        }
+        for p in (by_epoch[e] for e in sorted(by_epoch))
+    ]
+
+
+def fail(session: Session, trial_id: int, body: TrialFailure, *, max_attempts: int) -> TrialAck:
+    """running → queued (retry, attempts + 1) or failed; stopped if its search was stopped."""
+    trial = session.scalar(
+        select(Trial)
+        .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
+        .with_for_update()
+    )
+    if trial is None:
+        raise _stale(session, trial_id, body.lease_id, "fail")
+    search_state = session.scalar(select(Search.state).where(Search.id == trial.search_id))
+    attempts = trial.attempts + 1
+    if search_state != "running":
+        state = "stopped"
+    elif body.retry and attempts < max_attempts:
+        state = "queued"
+    else:
+        state = "failed"
+    trial.state = state
+    trial.attempts = attempts
+    trial.error = body.error
+    if state == "queued":
+        trial.lease_id = None
+        trial.lease_expires_at = None
+    else:
+        trial.finished_at = utcnow()
+    session.flush()
+    return TrialAck(id=trial.id, search_id=trial.search_id, state=state, attempts=attempts)  # type: ignore[arg-type]
+
+
+def sweep_expired(session: Session, *, max_attempts: int) -> int:
+    """Reclaim running trials whose lease expired by the database clock. Returns how many.
+
+    attempts + 1, then back to queued, or failed once `max_attempts` leases were lost; a trial
+    of a stopped search becomes stopped. The old lease_id is cleared, so the old holder's
+    reports get 409.
+    """
+    now = db_now(session)
+    expired = (Trial.state == "running", Trial.lease_expires_at < now)
+    not_running = select(Search.id).where(Search.state != "running")
+    stopped = _rowcount(
+        session.execute(
+            update(Trial)
+            .where(*expired, Trial.search_id.in_(not_running))
+            .values(
+                state="stopped", finished_at=now, error="lease expired after the search stopped"
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    attempts = Trial.attempts + 1
+    reclaimed = _rowcount(
+        session.execute(
+            update(Trial)
+            .where(*expired)
+            .values(
+                attempts=attempts,
+                state=case((attempts >= max_attempts, "failed"), else_="queued"),
+                finished_at=case((attempts >= max_attempts, now), else_=None),
+                lease_id=None,
+                lease_expires_at=None,
+                error=case(
+                    (attempts >= max_attempts, "lease expired; out of attempts"),
+                    else_="lease expired; queued again",
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    return stopped + reclaimed
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount or 0)
+
+
+# -- the ORM queue ------------------------------------------------------------------------------
+
+
+class OrmTrialQueue(TrialQueue):
+    """Every operation as ORM code in one `Database.session(write=True)` transaction, run in a
+    worker thread: the SQLite backend whole, the PostgreSQL backend's base."""
+
+    async def lease(self, *, worker: str) -> dict[str, Any] | None:
+        return await self._run(lease, worker=worker, lease_seconds=self.policy.lease_seconds)
+
+    async def heartbeat(self, trial_id: int, body: TrialHeartbeat) -> dict[str, Any]:
+        return await self._run(
+            heartbeat,
+            trial_id,
+            body,
+            lease_seconds=self.policy.lease_seconds,
+            min_trials=self.policy.median_stop_min_trials,
+            warmup_epochs=self.policy.median_stop_warmup_epochs,
+        )
+
+    async def complete(self, trial_id: int, body: TrialReport) -> TrialAck:
+        return await self._run(complete, trial_id, body)
+
+    async def fail(self, trial_id: int, body: TrialFailure) -> TrialAck:
+        return await self._run(fail, trial_id, body, max_attempts=self.policy.max_attempts)
+
+    async def sweep_expired(self) -> int:
+        return await self._run(sweep_expired, max_attempts=self.policy.max_attempts)
+
+    async def _run(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def in_session() -> T:
+            with self.db.session(write=True) as session:
+                return operation(session, *args, **kwargs)
+
+        return await anyio.to_thread.run_sync(in_session)

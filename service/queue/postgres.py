@@ -1,0 +1,267 @@
+"""The PostgreSQL trial queue: the worker hot path as fixed SQL, one statement per operation.
+
+lease / heartbeat / complete are what every worker does all the time. Here they run as fixed
+SQL strings on a psycopg async cursor of `Database.hot()` (service.db.HotPool: autocommit
+connections on the event loop itself; psycopg prepares the statements server-side after a few
+uses; the ORM's statement building and result processing cost more CPU than the database work):
+each is one statement, its own transaction, doing exactly what the ORM versions in
+service.queue.orm do. Where those need several statements in one transaction (a heartbeat to
+which the median rule may apply; a complete with a curve) the work runs `atomic=True`. Whenever
+the fast statement matches no row (a stale lease, a repeated complete) nothing was written, and
+the queue answers with the ORM operation, which words the exact reply (409, the idempotent
+answer, `stop` of a stopped trial). fail and the lease sweep are rare: the ORM operations, as
+inherited from OrmTrialQueue. Leasing locks with `FOR UPDATE SKIP LOCKED`, so concurrent workers
+in any number of server processes never get the same trial.
+
+Imports service.db, service.queue, service.queue.orm and service.schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from vitcube.service.db import Database
+from vitcube.service.queue import QueuePolicy
+from vitcube.service.queue.orm import (
+    OrmTrialQueue,
+    curve_rows,
+    median_rule_may_apply,
+    median_verdict,
+    metric_row,
+    report_digest,
+    report_extras,
+)
+from vitcube.service.schemas import TrialAck, TrialHeartbeat, TrialReport
+
+_PG_LEASE = """
+WITH candidate AS (
+    SELECT s.id, s.dataset, s.training, s.seed,
+           (SELECT count(*) FROM trials r WHERE r.search_id = s.id AND r.state = 'running')
+               AS running
+    FROM searches s
+    WHERE s.state = 'running'
+      AND EXISTS (SELECT 1 FROM trials q WHERE q.search_id = s.id AND q.state = 'queued')
+    ORDER BY running, s.id
+), pick AS (
+    SELECT t.id, c.dataset, c.training, c.seed
+    FROM candidate c
+    CROSS JOIN LATERAL (
+        SELECT q.id FROM trials q
+        WHERE q.search_id = c.id AND q.state = 'queued'
+        ORDER BY q.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) t
+    LIMIT 1
+)
+UPDATE trials
+SET state = 'running', lease_id = %(lease_id)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    worker = %(worker)s, started_at = coalesce(trials.started_at, now()),
+    heartbeat_at = now(), updated_at = now(), error = NULL
+FROM pick
+WHERE trials.id = pick.id AND trials.state = 'queued'
+RETURNING trials.id, trials.search_id, trials.kind, trials.r, trials.d_i, trials.d_m, trials.w,
+    trials.eff_r, trials.eff_d_i, trials.eff_d_m, trials.eff_w, trials.arch, trials.macs,
+    trials.params, trials.attempts, trials.lease_expires_at, pick.dataset, pick.training,
+    pick.seed
+"""
+
+
+async def _lease(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
+    """`orm.lease` in one statement: the same choice (least-served running search first, its
+    oldest queued trial not locked by another leaser), the same columns written and returned."""
+    lease_id = str(uuid.uuid4())
+    await cursor.execute(
+        _PG_LEASE, {"lease_id": lease_id, "lease_seconds": lease_seconds, "worker": worker}
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    (trial_id, search_id, kind, r, d_i, d_m, w, eff_r, eff_d_i, eff_d_m, eff_w, arch, macs,
+     params, attempts, expires_at, dataset, training, seed) = row  # fmt: skip
+    return {
+        "id": trial_id,
+        "lease_id": lease_id,
+        "search_id": search_id,
+        "kind": kind,
+        "factors": {"r": r, "d_i": d_i, "d_m": d_m, "w": w},
+        "effective_factors": {"r": eff_r, "d_i": eff_d_i, "d_m": eff_d_m, "w": eff_w},
+        "arch": arch,
+        "macs": macs,
+        "params": params,
+        "dataset": dataset,
+        "training": training,
+        "seed": seed,
+        "attempts": attempts,
+        "lease_expires_at": expires_at,
+        "lease_seconds": lease_seconds,
+    }
+
+
+_PG_HEARTBEAT = """
+WITH beat AS (
+    UPDATE trials
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        heartbeat_at = now(), updated_at = now()
+    WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
+    RETURNING search_id, kind, lease_expires_at,
+        (SELECT s.state FROM searches s WHERE s.id = trials.search_id) AS search_state
+), point AS (
+    INSERT INTO trial_metrics (trial_id, epoch, val_top1, val_top5, train_loss, extra, created_at)
+    SELECT CAST(%(trial_id)s AS integer), CAST(%(epoch)s AS integer),
+           CAST(%(val_top1)s AS double precision), CAST(%(val_top5)s AS double precision),
+           CAST(%(train_loss)s AS double precision), CAST(%(extra)s AS json), now()
+    FROM beat
+    WHERE %(has_metrics)s
+    ON CONFLICT (trial_id, epoch) DO UPDATE
+    SET val_top1 = excluded.val_top1, val_top5 = excluded.val_top5,
+        train_loss = excluded.train_loss, extra = excluded.extra
+)
+SELECT search_id, kind, lease_expires_at, search_state FROM beat
+"""
+_PG_MEDIAN_OTHERS = """
+SELECT m.val_top1 FROM trial_metrics m JOIN trials t ON t.id = m.trial_id
+WHERE t.search_id = %(search_id)s AND t.state = 'completed' AND m.epoch = %(epoch)s
+  AND m.val_top1 IS NOT NULL
+"""
+_PG_BEST_SO_FAR = """
+SELECT max(val_top1) FROM trial_metrics WHERE trial_id = %(trial_id)s AND epoch <= %(epoch)s
+"""
+_PG_STOP = """
+UPDATE trials SET state = 'stopped', finished_at = now(), error = %(reason)s, updated_at = now()
+WHERE id = %(trial_id)s
+"""
+
+
+async def _heartbeat(
+    cursor: Any,
+    trial_id: int,
+    body: TrialHeartbeat,
+    *,
+    lease_seconds: float,
+    min_trials: int,
+    warmup_epochs: int,
+) -> dict[str, Any] | None:
+    """`orm.heartbeat` for a current lease in one statement (plus the median rule's reads and
+    the stop when it applies: run atomically then); None when the lease is not current (nothing
+    written: ask `orm.heartbeat`)."""
+    point = metric_row(trial_id, body.epoch, body.metrics)
+    await cursor.execute(
+        _PG_HEARTBEAT,
+        {
+            **point,
+            "extra": json.dumps(point["extra"]),
+            "lease_id": body.lease_id,
+            "lease_seconds": lease_seconds,
+            "has_metrics": bool(body.metrics),
+        },
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    search_id, kind, expires_at, state = row
+    reason: str | None = None
+    if state != "running":
+        reason = f"search {search_id} is {state}"
+    elif kind == "search" and median_rule_may_apply(body, warmup_epochs):
+        await cursor.execute(_PG_MEDIAN_OTHERS, {"search_id": search_id, "epoch": body.epoch})
+        others = [v for (v,) in await cursor.fetchall()]
+        if len(others) >= min_trials:
+            await cursor.execute(_PG_BEST_SO_FAR, {"trial_id": trial_id, "epoch": body.epoch})
+            (best_so_far,) = await cursor.fetchone()
+            reason = median_verdict(others, best_so_far, body.epoch)
+    if reason is None:
+        return {"action": "continue", "lease_expires_at": expires_at}
+    await cursor.execute(_PG_STOP, {"trial_id": trial_id, "reason": reason})
+    return {"action": "stop", "reason": reason}
+
+
+_PG_COMPLETE = """
+UPDATE trials
+SET state = 'completed', top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
+    images_per_s = %(images_per_s)s, surrogate = %(surrogate)s,
+    metrics = CAST(%(metrics)s AS json), report_digest = %(digest)s,
+    finished_at = now(), updated_at = now(), error = NULL
+WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
+RETURNING search_id, attempts
+"""
+_PG_DELETE_CURVE = "DELETE FROM trial_metrics WHERE trial_id = %(trial_id)s"
+_PG_INSERT_POINT = """
+INSERT INTO trial_metrics (trial_id, epoch, val_top1, val_top5, train_loss, extra, created_at)
+VALUES (%(trial_id)s, %(epoch)s, %(val_top1)s, %(val_top5)s, %(train_loss)s,
+        CAST(%(extra)s AS json), now())
+"""
+
+
+async def _complete(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck | None:
+    """`orm.complete` of a running trial under its current lease, in one statement (plus the
+    curve: run atomically when there is one); None when it does not apply (nothing written: ask
+    `orm.complete` for the exact answer)."""
+    await cursor.execute(
+        _PG_COMPLETE,
+        {
+            "trial_id": trial_id,
+            "lease_id": body.lease_id,
+            "top1": body.top1,
+            "top5": body.top5,
+            "latency_ms": body.latency_ms,
+            "images_per_s": body.images_per_s,
+            "surrogate": body.surrogate,
+            "metrics": json.dumps(report_extras(body)),
+            "digest": report_digest(body),
+        },
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    search_id, attempts = row
+    if body.curve:
+        await cursor.execute(_PG_DELETE_CURVE, {"trial_id": trial_id})
+        await cursor.executemany(
+            _PG_INSERT_POINT,
+            [{**row, "extra": json.dumps(row["extra"])} for row in curve_rows(trial_id, body)],
+        )
+    return TrialAck(id=trial_id, search_id=search_id, state="completed", attempts=attempts)
+
+
+class PostgresTrialQueue(OrmTrialQueue):
+    """lease / heartbeat / complete on `Database.hot`; the ORM operations for everything else."""
+
+    def __init__(self, db: Database, policy: QueuePolicy) -> None:
+        if not db.is_postgres:
+            raise ValueError("PostgresTrialQueue needs PostgreSQL; use make_queue(db, …)")
+        super().__init__(db, policy)
+
+    async def lease(self, *, worker: str) -> dict[str, Any] | None:
+        lease_seconds = self.policy.lease_seconds
+        return await self.db.hot(
+            lambda cursor: _lease(cursor, worker=worker, lease_seconds=lease_seconds)
+        )
+
+    async def heartbeat(self, trial_id: int, body: TrialHeartbeat) -> dict[str, Any]:
+        policy = self.policy
+        reply = await self.db.hot(
+            lambda cursor: _heartbeat(
+                cursor,
+                trial_id,
+                body,
+                lease_seconds=policy.lease_seconds,
+                min_trials=policy.median_stop_min_trials,
+                warmup_epochs=policy.median_stop_warmup_epochs,
+            ),
+            atomic=median_rule_may_apply(body, policy.median_stop_warmup_epochs),
+        )
+        if reply is None:  # not a current lease: the ORM operation words the answer
+            return await super().heartbeat(trial_id, body)
+        return reply
+
+    async def complete(self, trial_id: int, body: TrialReport) -> TrialAck:
+        ack = await self.db.hot(
+            lambda cursor: _complete(cursor, trial_id, body), atomic=bool(body.curve)
+        )
+        if ack is None:  # a repeated or stale report: the ORM operation words the answer
+            return await super().complete(trial_id, body)
+        return ack
