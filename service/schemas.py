@@ -1,7 +1,9 @@
-"""The API contract: pydantic models named by purpose, kept apart from the tables.
+"""The API's pydantic models, named by purpose and kept apart from the tables.
 
-Every number has bounds; non-finite floats are refused (422). Worker reports forbid unknown
-fields so that a typo in a worker is an error, not silently lost data. Imports nothing of ours.
+Every number has bounds; non-finite floats are refused (422). What travels between the server
+and its workers (states, the training recipe, the lease and the worker reports) is defined in
+`vitcube.contract` and re-exported here, so the service has one place to import schemas from
+and the workers validate with the very same classes. Imports vitcube.contract only.
 """
 
 from __future__ import annotations
@@ -11,20 +13,56 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FACTORS = ("r", "d_i", "d_m", "w")
+from vitcube.contract import (
+    DATASET_CLASSES,
+    FACTORS,
+    CurvePoint,
+    DatasetName,
+    Factor,
+    HeartbeatReply,
+    LeaseRequest,
+    SearchState,
+    TrainingRecipe,
+    TrialAck,
+    TrialFailure,
+    TrialHeartbeat,
+    TrialKind,
+    TrialLease,
+    TrialReport,
+    TrialState,
+)
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+__all__ = [
+    "DATASET_CLASSES",
+    "FACTORS",
+    "BudgetSpec",
+    "Counts",
+    "CurvePoint",
+    "DatasetSpec",
+    "HeartbeatReply",
+    "LeaseRequest",
+    "Role",
+    "SearchCreate",
+    "SearchPublic",
+    "SearchState",
+    "TokenCreate",
+    "TokenCreated",
+    "TrainingRecipe",
+    "TrialAck",
+    "TrialFailure",
+    "TrialHeartbeat",
+    "TrialKind",
+    "TrialLease",
+    "TrialPublic",
+    "TrialReport",
+    "TrialState",
+    "WorkerPublic",
+]
+
 Bound = Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)]
 Macs = Annotated[int, Field(gt=0, le=10**15)]
 
-SearchState = Literal["running", "completed", "stopped", "failed"]
-TrialState = Literal["queued", "running", "completed", "failed", "stopped"]
-TrialKind = Literal["reference:width_only", "reference:compound", "reference:baseline", "search"]
 Role = Literal["admin", "worker", "viewer"]
-
-DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
 
 class _Strict(BaseModel):
@@ -39,7 +77,7 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: Literal["digits", "cifar10", "cifar100", "imagefolder"]
+    name: DatasetName
     num_classes: int | None = Field(default=None, ge=2, le=100_000)
 
     @model_validator(mode="after")
@@ -71,15 +109,6 @@ class BudgetSpec(_Strict):
         return self
 
 
-class TrainingSpec(BaseModel):
-    """The training recipe handed to workers; extra keys (lr, weight_decay, …) pass through."""
-
-    model_config = ConfigDict(extra="allow")
-
-    epochs: int = Field(default=100, ge=1, le=10_000)
-    batch_size: int = Field(default=64, ge=1, le=65_536)
-
-
 class SearchCreate(BaseModel):
     """The body of POST /api/searches. Fields beyond these are kept and echoed in `extra`."""
 
@@ -105,14 +134,18 @@ class SearchCreate(BaseModel):
     base: dict[str, Any] = Field(..., description="ArchConfig.from_dict input, e.g. a preset.")
     dataset: DatasetSpec = Field(default_factory=lambda: DatasetSpec(name="digits", num_classes=10))
     budget: BudgetSpec
-    space: dict[Literal["r", "d_i", "d_m", "w"], tuple[Bound, Bound]] | None = Field(
+    space: dict[Factor, tuple[Bound, Bound]] | None = Field(
         default=None, description="Per-factor [min, max]; missing factors keep the default range."
     )
     objective: Literal["accuracy", "pareto"] = "accuracy"
     strategy: Literal["gp", "random", "sobol", "ax"] = "gp"
     max_trials: int = Field(default=40, ge=1, le=100_000)
     parallelism: int = Field(default=4, ge=1, le=10_000)
-    training: TrainingSpec = Field(default_factory=lambda: TrainingSpec())
+    training: TrainingRecipe = Field(
+        default_factory=lambda: TrainingRecipe(),
+        description="The recipe every trial trains with; unknown keys and values a worker "
+        "would refuse are 422.",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
@@ -129,19 +162,6 @@ class Counts(BaseModel):
     completed: int = 0
     failed: int = 0
     stopped: int = 0
-
-
-class CurvePoint(_Strict):
-    """One epoch of a learning curve, as workers report it."""
-
-    epoch: int = Field(..., ge=0, le=1_000_000)
-    val_top1: Fraction | None = None
-    val_top5: Fraction | None = None
-    train_loss: NonNegative | None = None
-    val_loss: NonNegative | None = None
-    train_top1: Fraction | None = None
-    lr: NonNegative | None = None
-    epoch_time_s: NonNegative | None = None
 
 
 class TrialPublic(BaseModel):
@@ -196,82 +216,6 @@ class SearchPublic(BaseModel):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
-
-
-# -- workers ----------------------------------------------------------------------------------
-
-
-class LeaseRequest(_Strict):
-    worker: str = Field(..., min_length=1, max_length=200, examples=["box-1:cuda0"])
-
-
-class TrialLease(BaseModel):
-    """What a worker needs to train one trial; `lease_id` must accompany every report."""
-
-    id: int
-    lease_id: str
-    search_id: int
-    kind: TrialKind
-    factors: dict[str, float]
-    effective_factors: dict[str, float]
-    arch: dict[str, Any]
-    macs: int
-    params: int
-    dataset: dict[str, Any]
-    training: dict[str, Any]
-    seed: int
-    attempts: int
-    lease_expires_at: datetime
-    lease_seconds: float
-
-
-class TrialHeartbeat(_Strict):
-    lease_id: str = Field(..., min_length=1, max_length=64)
-    epoch: int = Field(default=0, ge=0, le=1_000_000)
-    metrics: dict[Annotated[str, Field(max_length=64)], Finite] = Field(
-        default_factory=dict, max_length=64, description='e.g. {"val_top1": 0.8, "train_loss": 1}'
-    )
-
-    @model_validator(mode="after")
-    def _fractions(self) -> TrialHeartbeat:
-        for name in ("val_top1", "val_top5", "train_top1"):
-            value = self.metrics.get(name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"metrics.{name} must be a fraction in [0, 1], got {value}")
-        return self
-
-
-class HeartbeatReply(BaseModel):
-    action: Literal["continue", "stop"]
-    reason: str | None = None
-    lease_expires_at: datetime | None = None
-
-
-class TrialReport(_Strict):
-    """POST /api/trials/{id}/complete. top1/top5 are fractions in [0, 1]."""
-
-    lease_id: str = Field(..., min_length=1, max_length=64)
-    top1: Fraction
-    top5: Fraction | None = None
-    params: int | None = Field(default=None, ge=0, le=10**13)
-    macs: int | None = Field(default=None, ge=0, le=10**15)
-    latency_ms: NonNegative | None = None
-    images_per_s: NonNegative | None = None
-    surrogate: bool = False
-    curve: list[CurvePoint] = Field(default_factory=list, max_length=100_000)
-
-
-class TrialFailure(_Strict):
-    lease_id: str = Field(..., min_length=1, max_length=64)
-    error: str = Field(..., min_length=1, max_length=20_000)
-    retry: bool = False
-
-
-class TrialAck(BaseModel):
-    id: int
-    search_id: int
-    state: TrialState
-    attempts: int
 
 
 # -- misc -------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from vitcube.contract import DEFAULT_SPACE
 from vitcube.service.errors import InvalidInput, InvalidTransition, NotFound
 from vitcube.service.schemas import (
     Counts,
@@ -38,12 +39,6 @@ from vitcube.service.schemas import (
 )
 from vitcube.service.tables import TRIAL_STATES, Search, Trial, TrialMetric, UTCDateTime, utcnow
 
-DEFAULT_SPACE: dict[str, tuple[float, float]] = {
-    "r": (0.8, 1.7),
-    "d_i": (1.3, 2.3),
-    "d_m": (0.8, 1.6),
-    "w": (0.4, 1.2),
-}
 CURVE_COLUMNS = ("val_top1", "val_top5", "train_loss")
 
 
@@ -140,7 +135,9 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         "strategy": body.strategy,
         "max_trials": body.max_trials,
         "parallelism": body.parallelism,
-        "training": body.training.model_dump(),
+        # The whole validated recipe, defaults filled in: what every trial of the search trains
+        # with, and a block every worker accepts (it validates with the same TrainingRecipe).
+        "training": body.training.model_dump(mode="json"),
         "seed": body.seed,
         "extra": extra,
     }, strategy

@@ -2,7 +2,7 @@
 
 Storage only — the API contract lives in service/schemas.py. The schema itself is made by
 Alembic (migrations/); these declarations are what autogenerate compares against. Imports
-nothing of ours.
+vitcube.contract only (the states and kinds its check constraints allow).
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-SEARCH_STATES = ("running", "paused", "completed", "stopped", "failed")
-TRIAL_STATES = ("queued", "running", "completed", "failed", "stopped")
-TRIAL_KINDS = ("reference:width_only", "reference:compound", "reference:baseline", "search")
+from vitcube.contract import SEARCH_STATES, TRIAL_KINDS, TRIAL_STATES
+
 ROLES = ("admin", "worker", "viewer")
 
 # Stable constraint names so that migrations and autogenerate agree on every backend.

@@ -6,11 +6,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from vitcube.contract import TrainingRecipe, TrialLease
 from vitcube.service import store
 from vitcube.service.db import Database
 from vitcube.service.planner import Planner
@@ -114,6 +116,73 @@ def report_body(lease: dict[str, Any], top1: float = 0.8, **overrides: Any) -> d
 
 def heartbeat_body(lease: dict[str, Any], epoch: int = 0, **metrics: float) -> dict[str, Any]:
     return {"lease_id": lease["lease_id"], "epoch": epoch, "metrics": metrics}
+
+
+# Training blocks (a search's `training`) that the server and every worker must both accept ...
+GOOD_TRAINING_BLOCKS: list[dict[str, Any]] = [
+    {},
+    {"epochs": 3, "batch_size": 16},  # search_body's
+    {"epochs": 100, "batch_size": 64},  # DESIGN.md's example
+    {"epochs": 6, "batch_size": 32, "max_steps_per_epoch": 2},  # the worker-service tests'
+    {"epochs": 10, "warmup_epochs": 10, "lr": 1, "min_lr": 0, "warmup_init_lr": 1},  # edges
+    {"crop_scale": [0.3, 1], "hflip": None, "amp": "bf16", "channels_last": False},
+    {"multiscale": True, "multiscale_min": 1, "multiscale_max": 4, "multiscale_n": 16},
+    {"eval_batch_size": None, "num_workers": 0, "grad_clip": 0, "weight_decay": 0.0},
+]
+
+# ... and blocks both must refuse, each with what the refusal must say.
+BAD_TRAINING_BLOCKS: list[tuple[Any, str]] = [
+    ({"epoch": 10}, "training.epoch is not a recipe key (did you mean epochs?)"),
+    ({"epochs": 5, "lr": -1}, "training.lr must be a number in (0, 10), got -1"),
+    ({"epochs": True}, "training.epochs must be an integer in [1, 10000], got true"),
+    ({"epochs": 5.0}, "training.epochs must be an integer in [1, 10000], got 5.0"),
+    ({"epochs": 0}, "training.epochs must be an integer in [1, 10000], got 0"),
+    ({"batch_size": 6.5}, "training.batch_size must be an integer in [1, 65536], got 6.5"),
+    ({"batch_size": None}, "training.batch_size must be an integer in [1, 65536], got null"),
+    ({"lr": "0.1"}, 'training.lr must be a number in (0, 10), got "0.1"'),
+    ({"lr": 0.001, "min_lr": 0.01}, "training.min_lr must be in [0, lr] = [0, 0.001], got 0.01"),
+    ({"lr": 0.001, "warmup_init_lr": 0.01}, "training.warmup_init_lr must be in [0, lr]"),
+    (
+        {"epochs": 10, "warmup_epochs": 20},
+        "training.warmup_epochs must be in [0, epochs] = [0, 10]",
+    ),
+    ({"crop_scale": [0.9, 0.2]}, "training.crop_scale must be [low, high] with 0 < low <= high"),
+    ({"crop_scale": [0, 1]}, "training.crop_scale must be [low, high] with 0 < low <= high"),
+    ({"crop_scale": [0.5]}, "training.crop_scale must be [low, high] with 0 < low <= high"),
+    ({"amp": "fp8"}, "training.amp must be one of 'auto', 'bf16', 'off', got \"fp8\""),
+    ({"hflip": 1}, "training.hflip must be true or false, or null, got 1"),
+    ({"compile": "yes"}, 'training.compile must be true or false, got "yes"'),
+    ({"multiscale_max": 0.9}, "training.multiscale_max must be a number in [1, 4], got 0.9"),
+    ({"multiscale_n": 17}, "training.multiscale_n must be an integer in [1, 16], got 17"),
+    ({"grad_clip": -1}, "training.grad_clip must be a number >= 0, got -1"),
+    ({"weight_decay": 1}, "training.weight_decay must be a number in [0, 1), got 1"),
+    ({"num_workers": 65}, "training.num_workers must be an integer in [0, 64], got 65"),
+    ({"max_steps_per_epoch": 0}, "training.max_steps_per_epoch must be an integer >= 1"),
+    ("fast", "training must be an object"),
+]
+
+
+def trial_lease(**overrides: Any) -> TrialLease:
+    """A lease as POST /api/trials/lease hands it out, for worker code that needs no server."""
+    fields: dict[str, Any] = {
+        "id": 3,
+        "lease_id": "3f1c0c3e-0000-4000-8000-000000000003",
+        "search_id": 1,
+        "kind": "search",
+        "factors": {"r": 1.0, "d_i": 1.5, "d_m": 1.0, "w": 0.8},
+        "effective_factors": {"r": 1.0, "d_i": 1.5, "d_m": 1.0, "w": 0.8},
+        "arch": {"resolution": 224},
+        "macs": 10**8,
+        "params": 10**6,
+        "dataset": {"name": "digits", "num_classes": 10},
+        "training": TrainingRecipe().model_dump(mode="json"),
+        "seed": 0,
+        "attempts": 0,
+        "lease_expires_at": datetime.now(UTC) + timedelta(seconds=120),
+        "lease_seconds": 120.0,
+    }
+    fields.update(overrides)
+    return TrialLease(**fields)
 
 
 def surrogate_top1(factors: dict[str, float]) -> float:

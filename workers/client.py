@@ -6,7 +6,11 @@ event is set; a 409 (the lease is no longer ours) raises `LeaseLost`; 401/403 ra
 `AuthError`; any other 4xx raises `RequestRejected` with the server's message. A 204 from
 lease means "nothing queued" and returns None; polite idling is the caller's business.
 
-Imports httpx; never service/, search/ or torch.
+Bodies are built, and answers parsed, with the payload classes of `vitcube.contract` that the
+server validates with: a report the server would refuse (422) raises `RequestRejected` here,
+before it is sent.
+
+Imports httpx and vitcube.contract; never service/, search/ or torch.
 """
 
 from __future__ import annotations
@@ -14,10 +18,21 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
+from vitcube.contract import (
+    HeartbeatReply,
+    TrialAck,
+    TrialFailure,
+    TrialHeartbeat,
+    TrialLease,
+    TrialReport,
+)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -59,35 +74,6 @@ class Backoff:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-@dataclass(frozen=True)
-class Lease:
-    """A leased trial (the 200 body of POST /api/trials/lease)."""
-
-    id: int
-    lease_id: str
-    search_id: int
-    arch: dict[str, Any]
-    dataset: dict[str, Any]
-    training: dict[str, Any]
-    seed: int
-    lease_seconds: float
-    raw: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> Lease:
-        return cls(
-            id=int(body["id"]),
-            lease_id=str(body["lease_id"]),
-            search_id=int(body["search_id"]),
-            arch=dict(body["arch"]),
-            dataset=dict(body.get("dataset") or {"name": "digits"}),
-            training=dict(body.get("training") or {}),
-            seed=int(body.get("seed") or 0),
-            lease_seconds=float(body.get("lease_seconds") or 120.0),
-            raw=body,
-        )
-
-
 class VitcubeClient:
     """Talks to one vitcube server as one named worker. Thread-safe (httpx.Client is)."""
 
@@ -118,14 +104,14 @@ class VitcubeClient:
 
     # -- the four worker endpoints ------------------------------------------------------------
 
-    def lease(self, *, abort: threading.Event | None = None) -> Lease | None:
+    def lease(self, *, abort: threading.Event | None = None) -> TrialLease | None:
         """Lease the next queued trial; None when nothing is queued (204). Retries until abort."""
         response = self._request(
             "POST", "/api/trials/lease", {"worker": self.worker}, deadline_s=None, abort=abort
         )
         if response.status_code == 204:
             return None
-        return Lease.from_json(response.json())
+        return TrialLease.model_validate_json(response.content)
 
     def heartbeat(
         self,
@@ -138,25 +124,28 @@ class VitcubeClient:
         abort: threading.Event | None = None,
     ) -> str:
         """Extend the lease; returns the server's action, "continue" or "stop"."""
-        body = {"lease_id": lease_id, "epoch": epoch, "metrics": metrics or {}}
+        body = _payload(
+            TrialHeartbeat, {"lease_id": lease_id, "epoch": epoch, "metrics": metrics or {}}
+        )
         response = self._request(
             "POST", f"/api/trials/{trial_id}/heartbeat", body, deadline_s=deadline_s, abort=abort
         )
-        return str(response.json().get("action", "continue"))
+        return HeartbeatReply.model_validate_json(response.content).action
 
     def complete(
         self,
         trial_id: int,
-        body: dict[str, Any],
+        report: Mapping[str, Any],
         *,
         deadline_s: float | None = 60.0,
         abort: threading.Event | None = None,
-    ) -> dict[str, Any]:
-        """Report a result (body as DESIGN.md's complete row, lease_id included)."""
+    ) -> TrialAck:
+        """Report a result: the fields of TrialReport (DESIGN.md's complete row, lease_id too)."""
+        body = _payload(TrialReport, report)
         response = self._request(
             "POST", f"/api/trials/{trial_id}/complete", body, deadline_s=deadline_s, abort=abort
         )
-        return dict(response.json())
+        return TrialAck.model_validate_json(response.content)
 
     def fail(
         self,
@@ -169,7 +158,10 @@ class VitcubeClient:
         abort: threading.Event | None = None,
     ) -> None:
         """Give a trial up: `retry` true puts it back in the queue."""
-        body = {"lease_id": lease_id, "error": error[:20_000] or "unknown error", "retry": retry}
+        body = _payload(
+            TrialFailure,
+            {"lease_id": lease_id, "error": error[:20_000] or "unknown error", "retry": retry},
+        )
         self._request(
             "POST", f"/api/trials/{trial_id}/fail", body, deadline_s=deadline_s, abort=abort
         )
@@ -218,6 +210,19 @@ class VitcubeClient:
                     )
             else:
                 time.sleep(wait_s)
+
+
+def _payload(schema: type[BaseModel], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body of `schema` built from `fields`; RequestRejected(422) if the server's
+    validation (the same class) would refuse it, so a bad report is never sent."""
+    try:
+        return schema.model_validate(dict(fields)).model_dump(mode="json", exclude_none=True)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise RequestRejected(422, f"not sent, the server would refuse it: {problems}") from None
 
 
 def _detail(response: httpx.Response) -> str:

@@ -9,7 +9,9 @@ happens later, with torch on the training device (`workers.augment`).
 Anything missing or malformed raises `DatasetError` naming the path and the expected layout, so
 the worker fails the trial with `retry: false` instead of crashing.
 
-Imports torch, numpy, Pillow and scikit-learn; never service/ or search/.
+The dataset names and fixed class counts come from vitcube.contract (the server checks a search's
+dataset against the same table). Imports torch, numpy, Pillow, scikit-learn and vitcube.contract;
+never service/ or search/.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+from vitcube.contract import DATASET_CLASSES, DATASETS
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 
 CIFAR10_LAYOUT = (
@@ -152,7 +155,7 @@ def load_digits() -> ImageDataset:
 
     rng = np.random.default_rng(DIGITS_SPLIT_SEED)
     val_index: list[int] = []
-    for label in range(10):
+    for label in range(DATASET_CLASSES["digits"]):
         members = np.flatnonzero(labels == label)
         rng.shuffle(members)
         val_index.extend(members[: round(len(members) * DIGITS_VAL_FRACTION)].tolist())
@@ -160,7 +163,7 @@ def load_digits() -> ImageDataset:
     is_val[val_index] = True
     return ImageDataset(
         name="digits",
-        num_classes=10,
+        num_classes=DATASET_CLASSES["digits"],
         train=_tensor_split(images[~is_val], labels[~is_val]),
         val=_tensor_split(images[is_val], labels[is_val]),
     )
@@ -202,7 +205,7 @@ def load_cifar10(root: Path) -> ImageDataset:
         for i in (1, 2, 3, 4, 5)
     ]
     test = _read_cifar_batch(folder / "test_batch", b"labels", CIFAR10_LAYOUT)
-    return _cifar_dataset("cifar10", 10, train, test, folder)
+    return _cifar_dataset("cifar10", DATASET_CLASSES["cifar10"], train, test, folder)
 
 
 def load_cifar100(root: Path) -> ImageDataset:
@@ -210,7 +213,7 @@ def load_cifar100(root: Path) -> ImageDataset:
     folder = _cifar_folder(root, "cifar-100-python", "train", CIFAR100_LAYOUT)
     train = _read_cifar_batch(folder / "train", b"fine_labels", CIFAR100_LAYOUT)
     test = _read_cifar_batch(folder / "test", b"fine_labels", CIFAR100_LAYOUT)
-    return _cifar_dataset("cifar100", 100, [train], test, folder)
+    return _cifar_dataset("cifar100", DATASET_CLASSES["cifar100"], [train], test, folder)
 
 
 def _cifar_folder(root: Path, name: str, marker: str, layout: str) -> Path:

@@ -11,7 +11,8 @@ then write the result to the spool and complete it. Faults, as DESIGN.md's "Work
 - a server that cannot be reached: retried with backoff; a finished result stays in the
   spool and is re-sent before every lease and by the next worker start until acknowledged.
 
-Imports models (through workers.trainer) and workers.*; never service/ or search/.
+Imports vitcube.contract, models (through workers.trainer) and workers.*; never service/ or
+search/.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from vitcube.contract import TrialLease
 from vitcube.workers.client import (
     AuthError,
-    Lease,
     LeaseLost,
     RequestRejected,
     ServerUnavailable,
@@ -82,7 +83,7 @@ class Heartbeat:
     def __init__(
         self,
         client: VitcubeClient,
-        lease: Lease,
+        lease: TrialLease,
         control: Control,
         *,
         interval_s: float,
@@ -292,7 +293,7 @@ class Worker:
 
     # -- one trial -----------------------------------------------------------------------------
 
-    def _process(self, lease: Lease) -> None:
+    def _process(self, lease: TrialLease) -> None:
         control = Control()
         self._control = control
         if self.shutdown.is_set():
@@ -358,7 +359,7 @@ class Worker:
         )
 
     def _train(
-        self, lease: Lease, control: Control, heartbeat: Heartbeat, *, surrogate: bool
+        self, lease: TrialLease, control: Control, heartbeat: Heartbeat, *, surrogate: bool
     ) -> TrialOutcome:
         config = TrainingConfig.from_dict(lease.training)
         if surrogate:
@@ -377,7 +378,7 @@ class Worker:
             listener=_Listener(self.progress, heartbeat),
         )
 
-    def _fail(self, lease: Lease, message: str, *, retry: bool) -> None:
+    def _fail(self, lease: TrialLease, message: str, *, retry: bool) -> None:
         try:
             self.client.fail(lease.id, lease.lease_id, message, retry=retry)
             self.progress.end_trial(
@@ -400,7 +401,7 @@ class Worker:
         return data
 
     def _surrogate(
-        self, lease: Lease, config: TrainingConfig, control: Control, heartbeat: Heartbeat
+        self, lease: TrialLease, config: TrainingConfig, control: Control, heartbeat: Heartbeat
     ) -> TrialOutcome:
         """The documented synthetic landscape instead of training (reports say surrogate)."""
         from vitcube.models import Arch, count_macs, count_params
@@ -440,7 +441,7 @@ class Worker:
 
 
 def describe_failure(
-    error: BaseException, lease: Lease, data_root: Path | None
+    error: BaseException, lease: TrialLease, data_root: Path | None
 ) -> tuple[str, bool]:
     """The fail message and whether a retry could help."""
     import torch
@@ -448,7 +449,7 @@ def describe_failure(
     if isinstance(error, DatasetError):
         return f"dataset error on worker (data root {data_root}): {error}", False
     if isinstance(error, torch.OutOfMemoryError):
-        batch = lease.training.get("batch_size", 64)
+        batch = lease.training.get("batch_size", "?")
         return (
             f"CUDA out of memory training at batch size {batch} and "
             f"{lease.arch.get('resolution', '?')} px: lower training.batch_size or use a GPU "

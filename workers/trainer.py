@@ -8,10 +8,11 @@ crop + horizontal flip (done on the device, `workers.augment`), gradient-norm cl
 autocast and channels_last on CUDA, optionally `torch.compile` and the multi-scale variable
 batch sampler. Everything random is seeded from the trial's seed.
 
-`TrainingConfig.from_dict(trial["training"])` holds the documented defaults; `train()` runs the
-loop against a `Control` (stop / lease lost / interrupted flags set by other threads) and
-returns a `TrainResult`; `run_trial()` builds the network with models/ and adds params, MACs
-and batch-1 latency.
+`TrainingConfig.from_dict(trial["training"])` validates the recipe with the contract's
+`TrainingRecipe` (the server refused anything else at POST) and adds the LR schedule;
+`train()` runs the loop against a `Control` (stop / lease lost / interrupted flags set by other
+threads) and returns a `TrainResult`; `run_trial()` builds the network with models/ and adds
+params, MACs and batch-1 latency.
 
 Imports torch, models and workers.*; never service/ or search/.
 """
@@ -24,13 +25,14 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitcube.contract import TrainingRecipe
 from vitcube.workers.augment import center_resize, random_resized_crop
 from vitcube.workers.batches import (
     Batch,
@@ -47,107 +49,13 @@ CROP_SCALE_DEFAULTS = {"digits": (0.5, 1.0), "cifar10": (0.25, 1.0), "cifar100":
 HFLIP_DEFAULTS = {"digits": False}
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
-    """A trial's `training` block. Every key is optional; unknown keys are an error.
+class TrainingConfig(TrainingRecipe):
+    """A validated `training` block (vitcube.contract.TrainingRecipe: the keys, their ranges and
+    defaults, shared with the server) plus the schedule arithmetic the training loop needs.
 
-    Defaults (MobileViT v2 recipe, scaled to short runs):
-      epochs 30; batch_size 64; lr 0.002 (peak); min_lr 0.0002 (cosine floor);
-      warmup_epochs 5 % of epochs (linear from warmup_init_lr 1e-6); weight_decay 0.05 (not on
-      norms/biases); label_smoothing 0.1; ema_decay 0.9995 per step (with the usual warm-up
-      min(decay, (1+t)/(10+t)) so short runs are not dominated by the initial weights);
-      grad_clip 10.0 (max gradient norm; 0 disables); crop_scale (0.08, 1) for image folders,
-      (0.25, 1) for CIFAR, (0.5, 1) for digits; hflip true except digits; amp "auto" (bf16 on
-      CUDA, off on CPU) | "bf16" | "off"; channels_last null = on CUDA only; compile false;
-      multiscale false (variable batch sampler over 5 resolutions from 0.5× to 1.25×, multiples
-      of 32 px); eval_batch_size 2 × batch_size; num_workers 4 (image decoding processes);
-      max_steps_per_epoch null (no cap; for smoke runs).
+    `TrainingConfig.from_dict(lease.training)` raises InvalidRecipeError (a ValueError) naming
+    every bad key and its allowed range, exactly where the server's POST would have said 422.
     """
-
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.002
-    min_lr: float = 0.0002
-    warmup_epochs: float | None = None
-    warmup_init_lr: float = 1e-6
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    ema_decay: float = 0.9995
-    grad_clip: float = 10.0
-    crop_scale: tuple[float, float] | None = None
-    hflip: bool | None = None
-    amp: str = "auto"
-    channels_last: bool | None = None
-    compile: bool = False
-    multiscale: bool = False
-    multiscale_min: float = 0.5
-    multiscale_max: float = 1.25
-    multiscale_n: int = 5
-    eval_batch_size: int | None = None
-    num_workers: int = 4
-    max_steps_per_epoch: int | None = None
-
-    @classmethod
-    def from_dict(cls, block: Mapping[str, Any] | None) -> TrainingConfig:
-        """Validate a `training` block; raises ValueError naming the key and what is allowed."""
-        block = dict(block or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(block) - set(known))
-        if unknown:
-            raise ValueError(
-                f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(known)}"
-            )
-        values: dict[str, Any] = {}
-        for key, value in block.items():
-            values[key] = _coerce(key, value)
-        config = cls(**values)
-        config._validate()
-        return config
-
-    def _validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"training.{message}")
-
-        need(1 <= self.epochs <= 10_000, f"epochs must be in 1..10000, got {self.epochs}")
-        need(
-            1 <= self.batch_size <= 65_536, f"batch_size must be in 1..65536, got {self.batch_size}"
-        )
-        need(0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}")
-        need(0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr], got {self.min_lr}")
-        need(0 <= self.warmup_init_lr <= self.lr, "warmup_init_lr must be in [0, lr]")
-        need(
-            self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
-            f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}",
-        )
-        need(0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got {self.weight_decay}")
-        need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
-        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        need(self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)")
-        if self.crop_scale is not None:
-            low, high = self.crop_scale
-            need(
-                0 < low <= high <= 1,
-                f"crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale}",
-            )
-        need(
-            self.amp in ("auto", "bf16", "off"),
-            f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}",
-        )
-        need(
-            0 < self.multiscale_min <= 1 <= self.multiscale_max <= 4,
-            "multiscale_min <= 1 <= multiscale_max",
-        )
-        need(1 <= self.multiscale_n <= 16, "multiscale_n must be in 1..16")
-        need(
-            self.eval_batch_size is None or self.eval_batch_size >= 1,
-            "eval_batch_size must be >= 1",
-        )
-        need(0 <= self.num_workers <= 64, "num_workers must be in 0..64")
-        need(
-            self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
-            "max_steps_per_epoch must be >= 1",
-        )
 
     @property
     def warmup(self) -> float:
@@ -162,53 +70,6 @@ class TrainingConfig:
         span = max(self.epochs - warmup, 1e-9)
         t = min(1.0, (epoch_progress - warmup) / span)
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
-
-
-_INT_KEYS = {
-    "epochs",
-    "batch_size",
-    "multiscale_n",
-    "eval_batch_size",
-    "num_workers",
-    "max_steps_per_epoch",
-}
-_BOOL_KEYS = {"hflip", "channels_last", "compile", "multiscale"}
-_OPTIONAL = {
-    "warmup_epochs",
-    "crop_scale",
-    "hflip",
-    "channels_last",
-    "eval_batch_size",
-    "max_steps_per_epoch",
-}
-
-
-def _coerce(key: str, value: Any) -> Any:
-    if value is None:
-        if key in _OPTIONAL:
-            return None
-        raise ValueError(f"training.{key} must not be null")
-    if key in _BOOL_KEYS:
-        if not isinstance(value, bool):
-            raise ValueError(f"training.{key} must be true or false, got {value!r}")
-        return value
-    if key == "amp":
-        return str(value)
-    if key == "crop_scale":
-        if not isinstance(value, list | tuple) or len(value) != 2:
-            raise ValueError(f"training.crop_scale must be [low, high], got {value!r}")
-        return (_number(key, value[0]), _number(key, value[1]))
-    if key in _INT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise ValueError(f"training.{key} must be an integer, got {value!r}")
-        return int(value)
-    return _number(key, value)
-
-
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"training.{key} must be a finite number, got {value!r}")
-    return float(value)
 
 
 class Control:

@@ -10,25 +10,15 @@ import pytest
 import torch
 from rich.console import Console
 
+from tests.factories import trial_lease
 from vitcube.workers.cli import parse_gpus
-from vitcube.workers.client import Lease
 from vitcube.workers.datasets import DatasetError
 from vitcube.workers.loop import describe_failure
 from vitcube.workers.progress import PlainProgress, RichProgress
-from vitcube.workers.trainer import EpochReport, TrainingDiverged
+from vitcube.workers.trainer import EpochReport, TrainingConfig, TrainingDiverged
 
 WORKER = [sys.executable, "-m", "vitcube.workers"]
-LEASE = Lease(
-    id=3,
-    lease_id="abc",
-    search_id=1,
-    arch={"resolution": 224},
-    dataset={"name": "digits"},
-    training={"batch_size": 256},
-    seed=0,
-    lease_seconds=120.0,
-    raw={},
-)
+LEASE = trial_lease(arch={"resolution": 224}, training={"batch_size": 256})
 
 
 def test_gpus_option() -> None:
@@ -65,6 +55,10 @@ def test_failures_that_a_retry_cannot_fix_are_final() -> None:
     assert not retry and "/data/x is missing" in message
     assert describe_failure(TrainingDiverged("loss became nan"), LEASE, None)[1] is False
     assert describe_failure(ValueError("training.lr must be"), LEASE, None)[1] is False
+    with pytest.raises(ValueError) as bad_recipe:
+        TrainingConfig.from_dict({"epochs": 5, "lr": -1})
+    message, retry = describe_failure(bad_recipe.value, LEASE, None)
+    assert not retry and message == "invalid trial: training.lr must be a number in (0, 10), got -1"
     message, retry = describe_failure(RuntimeError("flaky NFS"), LEASE, None)
     assert retry and message.startswith("RuntimeError: flaky NFS")
 

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from vitcube.workers.client import AuthError, Backoff, ServerUnavailable, VitcubeClient
+from tests.factories import curve
+from vitcube.contract import TrialAck, TrialLease
+from vitcube.workers.client import (
+    AuthError,
+    Backoff,
+    RequestRejected,
+    ServerUnavailable,
+    VitcubeClient,
+)
 from vitcube.workers.spool import Spool, deliver
 
 
@@ -48,6 +56,25 @@ def test_unreachable_server_is_retried_until_the_deadline() -> None:
         client.lease(abort=abort)  # no deadline: only the abort ends it
 
 
+def test_a_report_the_server_would_refuse_is_not_sent() -> None:
+    client = VitcubeClient(
+        f"http://127.0.0.1:{_dead_port()}",
+        "token",
+        worker="t",
+        backoff=Backoff(initial_s=0.05, max_s=0.1),
+    )
+    good = {"lease_id": "lease", "top1": 0.5, "curve": curve(2, 0.5)}
+    bad = {**good, "curve": [{"epoch": 1, "val_top1": 0.5, "epoch_time_s": True}]}
+    # Refused before any request: no retrying against the (dead) server, a final 422.
+    with pytest.raises(RequestRejected, match=r"curve\.0\.epoch_time_s") as refused:
+        client.complete(1, bad, deadline_s=30.0)
+    assert refused.value.status == 422
+    with pytest.raises(RequestRejected, match="retry"):
+        client.fail(1, "lease", "boom", retry="yes")  # type: ignore[arg-type]
+    with pytest.raises(ServerUnavailable):  # the good one is really sent (and retried)
+        client.complete(1, good, deadline_s=0.3)
+
+
 def test_client_and_spool_against_a_real_server(
     live_server: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -63,7 +90,8 @@ def test_client_and_spool_against_a_real_server(
     while lease is None and time.monotonic() < deadline:
         lease = client.lease()
         time.sleep(0.1)
-    assert lease is not None and lease.search_id == search_id
+    assert isinstance(lease, TrialLease) and lease.search_id == search_id
+    assert lease.training["epochs"] == 2 and lease.kind.startswith("reference:")
     assert lease.arch["resolution"] == 32 and lease.lease_seconds == 60.0
     assert client.heartbeat(lease.id, lease.lease_id, epoch=1, metrics={"val_top1": 0.5}) == (
         "continue"
@@ -80,6 +108,8 @@ def test_client_and_spool_against_a_real_server(
     assert [e.path for e in spool.pending(live_server.url)] == [good.path]
     assert deliver(spool, client) == (1, 0)
     assert live_server.trial(search_id)["state"] == "completed"
+    ack = client.complete(lease.id, body)  # the same report again: acknowledged, parsed
+    assert isinstance(ack, TrialAck) and ack.state == "completed"
     # Delivering the identical report again (a lost acknowledgement) is acknowledged too.
     again = spool.put(live_server.url, lease.id, body)
     assert deliver(spool, client) == (1, 0) and not again.path.exists()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
 
+from tests.factories import BAD_TRAINING_BLOCKS, GOOD_TRAINING_BLOCKS
+from vitcube.contract import TrainingRecipe
 from vitcube.models import ArchConfig, count_macs, count_params
 from vitcube.workers.augment import center_resize, random_resized_crop
 from vitcube.workers.batches import fixed_plan, multiscale_resolutions, variable_plan
@@ -92,7 +95,7 @@ def test_stop_reports_the_partial_curve_and_seeds_repeat() -> None:
     assert runs[0].curve[1]["train_loss"] == pytest.approx(runs[1].curve[1]["train_loss"])
 
 
-def test_training_block_defaults_and_errors() -> None:
+def test_training_block_defaults_and_schedule() -> None:
     config = TrainingConfig.from_dict({"epochs": 20, "batch_size": 32})
     assert (config.lr, config.label_smoothing, config.grad_clip) == (0.002, 0.1, 10.0)
     assert config.warmup == pytest.approx(1.0)  # 5 % of 20 epochs
@@ -100,14 +103,23 @@ def test_training_block_defaults_and_errors() -> None:
     assert config.lr_at(1.0) == pytest.approx(0.002)
     assert config.lr_at(20) == pytest.approx(0.0002)
     assert config.lr_at(10.5) == pytest.approx(0.0002 + 0.5 * 0.0018 * (1 + math.cos(math.pi / 2)))
-    with pytest.raises(ValueError, match=r"unknown training setting.*learning_rate"):
-        TrainingConfig.from_dict({"learning_rate": 0.1})
-    with pytest.raises(ValueError, match=r"training.batch_size must be an integer"):
-        TrainingConfig.from_dict({"batch_size": 6.5})
-    with pytest.raises(ValueError, match=r"training.min_lr must be in \[0, lr\]"):
-        TrainingConfig.from_dict({"lr": 0.001, "min_lr": 0.01})
-    with pytest.raises(ValueError, match=r"training.amp must be"):
-        TrainingConfig.from_dict({"amp": "fp8"})
+    assert TrainingConfig.from_dict({"epochs": 10, "warmup_epochs": 0}).lr_at(0) == 0.002
+
+
+@pytest.mark.parametrize(("block", "message"), BAD_TRAINING_BLOCKS)
+def test_the_worker_refuses_exactly_the_recipes_the_contract_refuses(
+    block: Any, message: str
+) -> None:
+    # A ValueError: the loop fails such a trial with retry false and this message.
+    with pytest.raises(ValueError) as refused:
+        TrainingConfig.from_dict(block)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("block", GOOD_TRAINING_BLOCKS)
+def test_the_worker_accepts_the_recipes_the_contract_accepts(block: dict[str, Any]) -> None:
+    config = TrainingConfig.from_dict(block)
+    assert config.model_dump() == TrainingRecipe.from_dict(block).model_dump()
 
 
 def test_no_weight_decay_on_norms_and_biases() -> None:

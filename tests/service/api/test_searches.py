@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 
 from tests.factories import (
     ADMIN,
+    BAD_TRAINING_BLOCKS,
+    GOOD_TRAINING_BLOCKS,
     VIEWER,
     WORKER,
     create_search,
@@ -17,6 +19,7 @@ from tests.factories import (
     search_body,
     wait_for,
 )
+from vitcube.workers.trainer import TrainingConfig
 
 
 def test_create_returns_the_search_with_budget_resolved(client: TestClient) -> None:
@@ -80,6 +83,43 @@ def test_bad_searches_get_422_naming_the_problem_and_write_nothing(
     assert response.status_code == 422, response.text
     assert message in response.text
     assert client.get("/api/searches", headers=VIEWER).json() == []
+
+
+@pytest.mark.parametrize(("block", "message"), BAD_TRAINING_BLOCKS)
+def test_a_recipe_a_worker_would_refuse_is_422_naming_the_key_and_writes_nothing(
+    client: TestClient, block: Any, message: str
+) -> None:
+    response = client.post("/api/searches", json=search_body(training=block), headers=ADMIN)
+    assert response.status_code == 422, response.text
+    problems = response.json()["detail"]
+    assert any(message in problem["msg"] for problem in problems), problems
+    assert all(problem["loc"][:2] == ["body", "training"] for problem in problems), problems
+    assert client.get("/api/searches", headers=VIEWER).json() == []
+
+
+def test_the_server_accepts_exactly_the_recipes_a_worker_accepts(client: TestClient) -> None:
+    stored: dict[int, dict[str, Any]] = {}
+    for block in [*GOOD_TRAINING_BLOCKS, *(bad for bad, _ in BAD_TRAINING_BLOCKS)]:
+        response = client.post(
+            "/api/searches",
+            json=search_body(training=block, max_trials=1, parallelism=1),
+            headers=ADMIN,
+        )
+        assert response.status_code in (201, 422), response.text
+        try:
+            worker: TrainingConfig | None = TrainingConfig.from_dict(block)
+        except ValueError:
+            worker = None
+        assert (response.status_code == 201) == (worker is not None), (block, response.text)
+        if worker is not None:
+            # Stored (and leased out) is the whole validated recipe, defaults filled in.
+            search = response.json()
+            assert search["training"] == worker.model_dump(mode="json")
+            stored[search["id"]] = search["training"]
+    assert len(stored) == len(GOOD_TRAINING_BLOCKS)
+    lease = lease_one(client)
+    assert lease["training"] == stored[lease["search_id"]]
+    assert TrainingConfig.from_dict(lease["training"]).model_dump(mode="json") == lease["training"]
 
 
 def test_an_unmeetable_budget_names_the_smallest_reachable_macs(client: TestClient) -> None:

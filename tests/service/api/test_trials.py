@@ -43,6 +43,27 @@ def test_lease_hands_out_the_oldest_queued_trial_with_everything_a_worker_needs(
     assert trial["state"] == "running" and trial["worker"] == "box-1:cuda0"
 
 
+def test_a_boolean_where_a_number_is_meant_is_422_and_changes_nothing(client: TestClient) -> None:
+    create_search(client)
+    lease = lease_one(client)
+    point = {"epoch": 1, "val_top1": 0.5, "epoch_time_s": True}
+    bad = report_body(lease, curve=[point])
+    refused = client.post(f"/api/trials/{lease['id']}/complete", json=bad, headers=WORKER)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "curve", 0, "epoch_time_s"]
+    beat = heartbeat_body(lease, 1, train_loss=True)
+    assert (
+        client.post(f"/api/trials/{lease['id']}/heartbeat", json=beat, headers=WORKER).status_code
+        == 422
+    )
+    assert _trial(client, lease["id"])["state"] == "running"
+    # A JSON integer where a float is meant is a number: accepted.
+    good = report_body(lease, curve=[{**point, "epoch_time_s": 3}])
+    done = client.post(f"/api/trials/{lease['id']}/complete", json=good, headers=WORKER)
+    assert done.status_code == 200, done.text
+    assert _trial(client, lease["id"])["state"] == "completed"
+
+
 def test_nothing_queued_is_204(client: TestClient) -> None:
     response = client.post("/api/trials/lease", json={"worker": "w"}, headers=WORKER)
     assert response.status_code == 204

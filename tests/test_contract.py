@@ -1,0 +1,161 @@
+"""vitcube.contract: the training recipe's rules and words, strict report numbers, the shared
+constants, and an import that stays light. The HTTP side of the same rules is in
+tests/service/api/test_searches.py and test_trials.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from tests.factories import BAD_TRAINING_BLOCKS, GOOD_TRAINING_BLOCKS
+from vitcube import contract
+from vitcube.contract import (
+    CurvePoint,
+    InvalidRecipeError,
+    TrainingRecipe,
+    TrialFailure,
+    TrialHeartbeat,
+    TrialReport,
+)
+
+# -- the training recipe ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("block", "message"), BAD_TRAINING_BLOCKS)
+def test_a_bad_recipe_is_refused_naming_the_key_and_what_is_allowed(
+    block: Any, message: str
+) -> None:
+    with pytest.raises(InvalidRecipeError) as refused:
+        TrainingRecipe.from_dict(block)
+    assert message in str(refused.value)
+    assert isinstance(refused.value, ValueError)  # the worker fails such a trial for good
+    # The same words when the block arrives as JSON text (the server's path).
+    with pytest.raises(ValidationError) as refused_json:
+        TrainingRecipe.model_validate_json(json.dumps(block))
+    assert message in str(refused_json.value)
+
+
+@pytest.mark.parametrize("block", GOOD_TRAINING_BLOCKS)
+def test_good_recipes_are_accepted_and_keep_their_values(block: dict[str, Any]) -> None:
+    recipe = TrainingRecipe.from_dict(block)
+    dumped = recipe.model_dump(mode="json")
+    for key, value in block.items():
+        assert dumped[key] == value
+    # What the server stores is accepted again, unchanged (what a worker receives).
+    assert TrainingRecipe.from_dict(dumped) == recipe
+
+
+def test_defaults_are_the_documented_recipe() -> None:
+    recipe = TrainingRecipe.from_dict(None)
+    assert recipe == TrainingRecipe.from_dict({})
+    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.min_lr) == (100, 64, 0.002, 0.0002)
+    assert (recipe.weight_decay, recipe.label_smoothing, recipe.ema_decay) == (0.05, 0.1, 0.9995)
+    assert (recipe.grad_clip, recipe.amp, recipe.compile, recipe.multiscale) == (
+        10.0,
+        "auto",
+        False,
+        False,
+    )
+    assert recipe.warmup_epochs is None and recipe.crop_scale is None and recipe.hflip is None
+
+
+def test_every_key_names_itself_and_its_kind_when_given_the_wrong_type() -> None:
+    for key, field in TrainingRecipe.model_fields.items():
+        with pytest.raises(InvalidRecipeError) as refused:
+            TrainingRecipe.from_dict({key: {"not": "a value"}})
+        text = str(refused.value)
+        assert text.startswith(f"training.{key} must be "), text
+        assert ("or null" in text) == (field.default is None), text
+
+
+def test_every_bad_key_is_reported_at_once() -> None:
+    with pytest.raises(InvalidRecipeError) as refused:
+        TrainingRecipe.from_dict({"lr": -1, "batch_size": 0})
+    assert "training.lr must be" in str(refused.value)
+    assert "training.batch_size must be" in str(refused.value)
+
+
+def test_integer_values_are_fine_where_a_number_is_meant() -> None:
+    recipe = TrainingRecipe.model_validate_json('{"lr": 1, "crop_scale": [1, 1], "grad_clip": 5}')
+    assert recipe.lr == 1.0 and recipe.crop_scale == (1.0, 1.0) and recipe.grad_clip == 5.0
+    assert isinstance(recipe.lr, float)
+
+
+def test_a_recipe_is_frozen() -> None:
+    recipe = TrainingRecipe()
+    with pytest.raises(ValidationError):
+        recipe.epochs = 3  # type: ignore[misc]
+
+
+# -- strict numbers in worker reports ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schema", "body"),
+    [
+        (CurvePoint, {"epoch": 1, "epoch_time_s": True}),
+        (CurvePoint, {"epoch": True}),
+        (CurvePoint, {"epoch": 1.0}),
+        (CurvePoint, {"epoch": 1, "val_top1": "0.5"}),
+        (TrialReport, {"lease_id": "l", "top1": True}),
+        (TrialReport, {"lease_id": "l", "top1": 0.5, "macs": 1.5}),
+        (TrialReport, {"lease_id": "l", "top1": 0.5, "surrogate": "true"}),
+        (TrialHeartbeat, {"lease_id": "l", "epoch": False}),
+        (TrialHeartbeat, {"lease_id": "l", "metrics": {"train_loss": True}}),
+        (TrialFailure, {"lease_id": "l", "error": "x", "retry": 1}),
+    ],
+)
+def test_worker_reports_refuse_booleans_and_strings_for_numbers(
+    schema: type[Any], body: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError):
+        schema.model_validate(body)
+    with pytest.raises(ValidationError):
+        schema.model_validate_json(json.dumps(body))
+
+
+def test_worker_reports_take_json_integers_where_a_float_is_meant() -> None:
+    report = TrialReport.model_validate_json(
+        '{"lease_id": "l", "top1": 1, "latency_ms": 3, "curve": [{"epoch": 2, "epoch_time_s": 7}]}'
+    )
+    assert report.top1 == 1.0 and report.latency_ms == 3.0
+    assert report.curve[0].epoch_time_s == 7.0
+    beat = TrialHeartbeat.model_validate({"lease_id": "l", "epoch": 1, "metrics": {"lr": 0}})
+    assert beat.metrics == {"lr": 0.0}
+
+
+# -- constants shared with models/ and search/ -------------------------------------------------
+
+
+def test_factor_names_and_default_space_match_models_and_search() -> None:
+    # models/ and search/ may not import the contract, so they keep their own copies.
+    from vitcube import models
+    from vitcube.search import space
+
+    assert contract.FACTORS == tuple(models.FACTORS) == tuple(space.FACTORS)
+    assert dict(contract.DEFAULT_SPACE) == dict(space.DEFAULT_SPACE)
+    assert list(contract.DEFAULT_SPACE) == list(contract.FACTORS)
+
+
+def test_states_and_kinds_are_the_documented_ones() -> None:
+    assert contract.TRIAL_STATES == ("queued", "running", "completed", "failed", "stopped")
+    assert set(contract.SEARCH_STATES) == {"running", "paused", "completed", "stopped", "failed"}
+    assert set(contract.DATASET_CLASSES) < set(contract.DATASETS)
+    assert "imagefolder" in contract.DATASETS and "imagefolder" not in contract.DATASET_CLASSES
+
+
+def test_importing_the_contract_imports_nothing_heavy_and_nothing_of_ours() -> None:
+    probe = (
+        "import sys, vitcube.contract\n"
+        "heavy = ('torch', 'numpy', 'fastapi', 'starlette', 'sqlalchemy', 'httpx', 'sklearn')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy\n"
+        "             or (m.startswith('vitcube.') and m != 'vitcube.contract')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
