@@ -28,6 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from vitcube.contract import FACTORS
 from vitcube.service.db import Database
 from vitcube.service.queue import TrialQueue, make_queue
 from vitcube.service.settings import Settings
@@ -37,7 +38,6 @@ log = logging.getLogger("vitcube.planner")
 
 MIN_PASS_GAP_S = 0.05  # at most ~20 planning passes a second per process, however many wakes
 PLANNER_LOCK = 0x76C0  # first key of the advisory lock; the second is the search id
-FACTORS = ("r", "d_i", "d_m", "w")
 
 
 @dataclass

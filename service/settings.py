@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     )
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=20, ge=0, le=200)
-    # Median stopping rule (see service.store.should_stop).
+    # Median stopping rule (see service.queue.orm.heartbeat).
     median_stop_min_trials: int = Field(default=5, ge=1)
     median_stop_warmup_epochs: int = Field(default=5, ge=0)
     migrate_on_start: bool = Field(

@@ -32,6 +32,7 @@ class QueuePolicy:
     max_attempts: int
     median_stop_min_trials: int
     median_stop_warmup_epochs: int
+    fail_fast_after: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueuePolicy:
@@ -40,6 +41,7 @@ class QueuePolicy:
             max_attempts=settings.max_attempts,
             median_stop_min_trials=settings.median_stop_min_trials,
             median_stop_warmup_epochs=settings.median_stop_warmup_epochs,
+            fail_fast_after=settings.fail_fast_after,
         )
 
 
@@ -76,14 +78,18 @@ class TrialQueue(ABC):
 
     @abstractmethod
     async def fail(self, trial_id: int, body: TrialFailure) -> TrialAck:
-        """running → queued (retry, attempts + 1) or failed; stopped if its search was stopped."""
+        """running → queued (retry, attempts + 1) or failed; stopped if its search has ended.
+
+        After a non-retryable failure the search may be paused (fail fast, service.failfast).
+        """
 
     @abstractmethod
     async def sweep_expired(self) -> int:
         """Reclaim running trials whose lease expired by the database clock; how many.
 
         attempts + 1, then queued again, or failed once `max_attempts` leases were lost; a trial
-        of a stopped search becomes stopped. The old holder's reports then get Conflict.
+        of a search that has ended becomes stopped (a paused one's is queued again). The old
+        holder's reports then get Conflict.
         """
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from vitcube.service import failfast
 from vitcube.service.errors import Conflict, InvalidTransition
 from vitcube.service.queue import TrialQueue
 from vitcube.service.schemas import TrialAck, TrialFailure, TrialHeartbeat, TrialReport
@@ -36,6 +37,18 @@ from vitcube.service.store import CURVE_COLUMNS, db_later, db_now, get_trial, is
 from vitcube.service.tables import Search, Trial, TrialMetric, utcnow
 
 T = TypeVar("T")
+
+# A trial of a search in one of these states is told to stop (heartbeat), ends stopped when it
+# fails or its lease expires. A paused search (fail fast) is not among them: its running trials
+# carry on, and a retryable failure or an expired lease queues the trial again for its resume.
+SEARCH_ENDED = ("completed", "stopped", "failed")
+
+
+def search_stop_reason(search_id: int, search_state: str) -> str | None:
+    """Why a trial of this search must stop now, or None (heartbeat on both backends)."""
+    if search_state in SEARCH_ENDED:
+        return f"search {search_id} is {search_state}"
+    return None
 
 
 # -- the operations on one session --------------------------------------------------------------
@@ -200,10 +213,8 @@ def heartbeat(
     search_id, kind, expires_at, state = row
     if body.metrics:
         _upsert_metric(session, trial_id, body.epoch, body.metrics)
-    reason: str | None = None
-    if state != "running":
-        reason = f"search {search_id} is {state}"
-    elif kind == "search" and median_rule_may_apply(body, warmup_epochs):
+    reason = search_stop_reason(search_id, state)
+    if reason is None and kind == "search" and median_rule_may_apply(body, warmup_epochs):
         reason = _median_rule(session, trial_id, search_id, body.epoch, min_trials)
     if reason is None:
         return {"action": "continue", "lease_expires_at": expires_at}
@@ -331,8 +342,18 @@ def curve_rows(trial_id: int, body: TrialReport) -> list[dict[str, Any]]:
     ]
 
 
-def fail(session: Session, trial_id: int, body: TrialFailure, *, max_attempts: int) -> TrialAck:
-    """running → queued (retry, attempts + 1) or failed; stopped if its search was stopped."""
+def fail(
+    session: Session,
+    trial_id: int,
+    body: TrialFailure,
+    *,
+    max_attempts: int,
+    fail_fast_after: int = 0,
+) -> TrialAck:
+    """running → queued (retry, attempts + 1) or failed; stopped if its search has ended.
+
+    A non-retryable failure may pause the search (service.failfast) in the same transaction.
+    """
     trial = session.scalar(
         select(Trial)
         .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
@@ -342,7 +363,7 @@ def fail(session: Session, trial_id: int, body: TrialFailure, *, max_attempts: i
         raise _stale(session, trial_id, body.lease_id, "fail")
     search_state = session.scalar(select(Search.state).where(Search.id == trial.search_id))
     attempts = trial.attempts + 1
-    if search_state != "running":
+    if search_state in SEARCH_ENDED:
         state = "stopped"
     elif body.retry and attempts < max_attempts:
         state = "queued"
@@ -351,12 +372,15 @@ def fail(session: Session, trial_id: int, body: TrialFailure, *, max_attempts: i
     trial.state = state
     trial.attempts = attempts
     trial.error = body.error
+    trial.error_retryable = body.retry
     if state == "queued":
         trial.lease_id = None
         trial.lease_expires_at = None
     else:
         trial.finished_at = utcnow()
     session.flush()
+    if state == "failed" and not body.retry:
+        failfast.pause_if_failing(session, trial.search_id, threshold=fail_fast_after)
     return TrialAck(id=trial.id, search_id=trial.search_id, state=state, attempts=attempts)  # type: ignore[arg-type]
 
 
@@ -364,12 +388,12 @@ def sweep_expired(session: Session, *, max_attempts: int) -> int:
     """Reclaim running trials whose lease expired by the database clock. Returns how many.
 
     attempts + 1, then back to queued, or failed once `max_attempts` leases were lost; a trial
-    of a stopped search becomes stopped. The old lease_id is cleared, so the old holder's
-    reports get 409.
+    of a search that has ended becomes stopped (one that is paused keeps it for its resume). The
+    old lease_id is cleared, so the old holder's reports get 409.
     """
     now = db_now(session)
     expired = (Trial.state == "running", Trial.lease_expires_at < now)
-    not_running = select(Search.id).where(Search.state != "running")
+    not_running = select(Search.id).where(Search.state.in_(SEARCH_ENDED))
     stopped = _rowcount(
         session.execute(
             update(Trial)
@@ -430,7 +454,13 @@ class OrmTrialQueue(TrialQueue):
         return await self._run(complete, trial_id, body)
 
     async def fail(self, trial_id: int, body: TrialFailure) -> TrialAck:
-        return await self._run(fail, trial_id, body, max_attempts=self.policy.max_attempts)
+        return await self._run(
+            fail,
+            trial_id,
+            body,
+            max_attempts=self.policy.max_attempts,
+            fail_fast_after=self.policy.fail_fast_after,
+        )
 
     async def sweep_expired(self) -> int:
         return await self._run(sweep_expired, max_attempts=self.policy.max_attempts)

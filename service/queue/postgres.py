@@ -32,6 +32,7 @@ from vitcube.service.queue.orm import (
     metric_row,
     report_digest,
     report_extras,
+    search_stop_reason,
 )
 from vitcube.service.schemas import TrialAck, TrialHeartbeat, TrialReport
 
@@ -163,10 +164,8 @@ async def _heartbeat(
     if row is None:
         return None
     search_id, kind, expires_at, state = row
-    reason: str | None = None
-    if state != "running":
-        reason = f"search {search_id} is {state}"
-    elif kind == "search" and median_rule_may_apply(body, warmup_epochs):
+    reason = search_stop_reason(search_id, state)
+    if reason is None and kind == "search" and median_rule_may_apply(body, warmup_epochs):
         await cursor.execute(_PG_MEDIAN_OTHERS, {"search_id": search_id, "epoch": body.epoch})
         others = [v for (v,) in await cursor.fetchall()]
         if len(others) >= min_trials:

@@ -383,3 +383,47 @@ async def test_an_expired_lease_of_a_stopped_search_ends_stopped(db: Database) -
     row = trial_row(db, lease["id"])
     assert (row["state"], row["attempts"]) == ("stopped", 0)
     assert row["error"] == "lease expired after the search stopped"
+
+
+def _pause(db: Database, search_id: int) -> None:
+    with db.session(write=True) as session:
+        session.execute(update(Search).where(Search.id == search_id).values(state="paused"))
+
+
+async def test_a_paused_search_keeps_its_running_trials_and_leases_nothing_new(
+    db: Database,
+) -> None:
+    queue = queue_for(db, lease_seconds=SHORT_LEASE_S)
+    search_id = add_search(db, queued=3)
+    first = await queue.lease(worker="w")
+    second = await queue.lease(worker="w")
+    assert first is not None and second is not None
+    _pause(db, search_id)
+    assert await queue.lease(worker="w") is None  # its queued trial waits for the resume
+    # a running trial of a paused search goes on ...
+    reply = await queue.heartbeat(first["id"], heartbeat(first, 0, val_top1=0.4))
+    assert reply["action"] == "continue"
+    # ... a retryable failure queues it again, and so does an expired lease
+    ack = await queue.fail(
+        first["id"], TrialFailure(lease_id=first["lease_id"], error="SIGTERM", retry=True)
+    )
+    assert (ack.state, ack.attempts) == ("queued", 1)
+    time.sleep(SHORT_LEASE_S + 0.2)
+    assert await queue.sweep_expired() == 1
+    row = trial_row(db, second["id"])
+    assert (row["state"], row["attempts"]) == ("queued", 1)
+
+
+async def test_non_retryable_failures_with_one_error_pause_the_search(db: Database) -> None:
+    queue = queue_for(db, fail_fast_after=2)
+    search_id = add_search(db, queued=3)
+    leases = [await queue.lease(worker="w") for _ in range(3)]
+    for lease in leases[:2]:
+        assert lease is not None
+        failure = TrialFailure(lease_id=lease["lease_id"], error="no dataset at /d", retry=False)
+        ack = await queue.fail(lease["id"], failure)
+        assert ack.state == "failed"
+        assert trial_row(db, lease["id"])["error_retryable"] is False
+    with db.session() as session:
+        search = store.get_search(session, search_id)
+        assert search.state == "paused" and "no dataset at /d" in (search.error or "")
