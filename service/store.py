@@ -14,7 +14,6 @@ created or its results computed), service.tables, service.schemas and service.er
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -333,10 +332,6 @@ def list_workers(session: Session) -> list[dict[str, Any]]:
         if seen is not None and (w["last_seen_at"] is None or seen > w["last_seen_at"]):
             w["last_seen_at"] = seen
     return sorted(by_worker.values(), key=lambda w: w["worker"])
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
 
 
 assert set(Counts.model_fields) == set(TRIAL_STATES)

@@ -47,7 +47,7 @@ from pydantic_core import PydanticCustomError
 Factor = Literal["r", "d_i", "d_m", "w"]
 FACTORS: tuple[Factor, ...] = get_args(Factor)
 
-# The paper's sampling ranges (DESIGN.md, "The cube"); every search may set its own.
+# The paper's sampling ranges (README.md, "How it works"); every search may set its own.
 DEFAULT_SPACE: Mapping[str, tuple[float, float]] = MappingProxyType(
     {"r": (0.8, 1.7), "d_i": (1.3, 2.3), "d_m": (0.8, 1.6), "w": (0.4, 1.2)}
 )

@@ -4,6 +4,6 @@
 complete), `workers.client` (the REST client), `workers.spool` (results on disk until
 acknowledged), `workers.trainer` / `workers.augment` / `workers.batches` (the MobileViT training
 recipe), `workers.datasets` (digits, CIFAR, image folders), `workers.progress` (what a person
-sees), `workers.surrogate` (the synthetic landscape). Imports models only, never service/ or
-search/, so a GPU box needs nothing of the server; importing this package imports nothing heavy.
+sees), `workers.surrogate` (the synthetic landscape). A GPU box needs nothing of the
+server (an import contract in pyproject.toml checks); importing this package imports nothing.
 """

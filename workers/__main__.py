@@ -1,7 +1,6 @@
 """`python -m vitcube.workers ...`: the worker command on a box with only the worker's dependencies.
 
-Same options as `vitcube worker`; `--gpus` starts its per-GPU children this way. Imports
-nothing from service/ or search/.
+Same options as `vitcube worker`; `--gpus` starts its per-GPU children this way.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ it as `vitcube worker`, and `python -m vitcube.workers` runs it on a box that on
 dependencies. With `--gpus` it starts one worker process per GPU (each sees only its GPU via
 CUDA_VISIBLE_DEVICES) and forwards SIGINT/SIGTERM to them.
 
-Imports nothing from service/ or search/; heavy imports (torch, the trainer) happen inside the
-command, not at module import.
+Heavy imports (torch, the trainer) happen inside the command, not at module import.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Bodies are built, and answers parsed, with the payload classes of `vitcube.contr
 server validates with: a report the server would refuse (422) raises `RequestRejected` here,
 before it is sent.
 
-Imports httpx and vitcube.contract; never service/, search/ or torch.
+Imports httpx and vitcube.contract; never torch (an import contract checks).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class VitcubeClient:
         deadline_s: float | None = 60.0,
         abort: threading.Event | None = None,
     ) -> TrialAck:
-        """Report a result: the fields of TrialReport (DESIGN.md's complete row, lease_id too)."""
+        """Report a result: the fields of TrialReport (the REST API's complete row, lease_id)."""
         body = _payload(TrialReport, report)
         response = self._request(
             "POST", f"/api/trials/{trial_id}/complete", body, deadline_s=deadline_s, abort=abort

@@ -10,8 +10,7 @@ Anything missing or malformed raises `DatasetError` naming the path and the expe
 the worker fails the trial with `retry: false` instead of crashing.
 
 The dataset names and fixed class counts come from vitcube.contract (the server checks a search's
-dataset against the same table). Imports torch, numpy, Pillow, scikit-learn and vitcube.contract;
-never service/ or search/.
+dataset against the same table). Imports torch, numpy, Pillow, scikit-learn and vitcube.contract.
 """
 
 from __future__ import annotations

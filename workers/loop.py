@@ -2,7 +2,8 @@
 
 For every trial: load the dataset, build the architecture (models/), train it (or evaluate the
 surrogate landscape), heartbeat every epoch and at least every 30 s from a background thread,
-then write the result to the spool and complete it. Faults, as DESIGN.md's "Workers" says:
+then write the result to the spool and complete it. Faults, as the worker protocol (README,
+"The REST API") expects:
 - 409 on a heartbeat (lease lost): the trial is abandoned, nothing is reported;
 - "stop" from a heartbeat: training ends and the partial curve is reported;
 - SIGINT/SIGTERM: the trial is failed with `retry: true` (queued again) and the worker exits 0;
@@ -11,8 +12,7 @@ then write the result to the spool and complete it. Faults, as DESIGN.md's "Work
 - a server that cannot be reached: retried with backoff; a finished result stays in the
   spool and is re-sent before every lease and by the next worker start until acknowledged.
 
-Imports vitcube.contract, models (through workers.trainer) and workers.*; never service/ or
-search/.
+Imports vitcube.contract, models (through workers.trainer) and workers.*.
 """
 
 from __future__ import annotations

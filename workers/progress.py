@@ -4,7 +4,7 @@
 is not (CI logs, `docker logs`, Slurm output files). Both show the trial, epoch, loss,
 accuracy, images/s and time left, and implement `workers.trainer.TrainingListener`.
 
-Imports rich; never service/, search/ or torch.
+Imports rich and workers.trainer (its listener and report types, so torch comes with it).
 """
 
 from __future__ import annotations

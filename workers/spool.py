@@ -13,7 +13,7 @@ Location: `--spool-dir`, else `$VITCUBE_SPOOL_DIR`, else `$XDG_STATE_HOME/vitcub
 (`~/.local/state/vitcube/spool`). One JSON file per result:
 `{"server": URL, "trial_id": N, "body": {...}, "spooled_at": ISO time}`.
 
-Imports workers.client only; never service/, search/ or torch.
+Imports workers.client only; never torch (an import contract checks).
 """
 
 from __future__ import annotations

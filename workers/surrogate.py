@@ -22,7 +22,7 @@ transformer depth near 1.25× and adds MV2 depth only while it is cheap.
 The learning curve rises as ``1 - exp(-t / 5)`` towards ``top1`` with a little seeded noise,
 never above it, and ends exactly at it.
 
-Pure Python plus ``models`` (for MACs); never imports torch, service or search.
+Pure Python plus ``models`` (for MACs); does not use torch.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ batch sampler. Everything random is seeded from the trial's seed.
 threads) and returns a `TrainResult`; `run_trial()` builds the network with models/ and adds
 params, MACs and batch-1 latency.
 
-Imports torch, models and workers.*; never service/ or search/.
+Imports torch, models and workers.*.
 """
 
 from __future__ import annotations
@@ -470,7 +470,7 @@ class TrialOutcome:
     best_epoch: int
 
     def report(self) -> dict[str, Any]:
-        """The metrics part of the complete body (DESIGN.md's REST table)."""
+        """The metrics part of the complete body (the README's REST API table)."""
         return {
             "top1": self.top1,
             "top5": self.top5,
