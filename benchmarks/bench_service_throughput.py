@@ -37,8 +37,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,25 +45,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.factories import scratch_database  # noqa: E402  (the tests' throwaway databases)
+
 TOKENS = {
     "VITCUBE_ADMIN_TOKEN": "bench-admin-" + secrets.token_hex(8),
     "VITCUBE_WORKER_TOKEN": "bench-worker-" + secrets.token_hex(8),
     "VITCUBE_VIEWER_TOKEN": "bench-viewer-" + secrets.token_hex(8),
 }
-
-
-@contextmanager
-def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -248,7 +236,7 @@ def run_vitcube(
     client: str,
     warmup: float,
 ) -> dict[str, float]:
-    with fresh_database(admin_url, "bench_vitcube") as url:
+    with scratch_database(admin_url, "bench_vitcube") as url:
         port = 18000 + secrets.randbelow(1000)
         env = {
             **os.environ,
@@ -350,7 +338,7 @@ def run_optuna(admin_url: str, workers: int, seconds: float, warmup: float) -> d
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with fresh_database(admin_url, "bench_optuna") as url:
+    with scratch_database(admin_url, "bench_optuna") as url:
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs={"pool_size": workers + 4, "max_overflow": 8}
         )
