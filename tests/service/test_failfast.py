@@ -68,6 +68,20 @@ def test_three_identical_failures_pause_the_search_and_an_admin_resumes_it(
     assert complete.status_code == 200, complete.text
 
 
+def test_the_search_page_says_why_it_is_paused_and_offers_resume(client: TestClient) -> None:
+    search = create_search(client, max_trials=20, parallelism=4)
+    for _ in range(3):
+        _fail(client, lease_one(client), MISSING, retry=False)
+    page = client.get(f"/searches/{search['id']}", headers=ADMIN)
+    assert page.status_code == 200
+    html = page.text
+    alert = html[html.index('id="search-alert"') :].split("</div>", 1)[0]
+    assert "hidden" not in alert.split(">", 1)[0]
+    assert "This search is paused." in alert and MISSING in alert
+    resume = html[html.index('id="resume-button"') :].split(">", 1)[0]
+    assert "hidden" not in resume
+
+
 def test_retryable_failures_do_not_count(client: TestClient) -> None:
     search = create_search(client, max_trials=20, parallelism=4)
     for _ in range(4):
