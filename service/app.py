@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from vitcube.service import dashboard
+from vitcube.service import dashboard, docs
 from vitcube.service.api import api_router
 from vitcube.service.auth import Authenticator
 from vitcube.service.db import Database, upgrade
@@ -135,6 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Bayesian-optimisation search for the best MobileViT under a MAC budget.",
         lifespan=lifespan,
+        # /docs and /redoc come from service.docs: the same pages without a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -167,5 +170,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api_router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

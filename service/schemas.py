@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, model_validator
 
 from vitcube.contract import (
     DATASET_CLASSES,
@@ -59,8 +59,9 @@ __all__ = [
     "WorkerPublic",
 ]
 
-Bound = Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)]
-Macs = Annotated[int, Field(gt=0, le=10**15)]
+# Strict: a JSON boolean or a numeric string is not a number (POST refuses what the schema does).
+Bound = Annotated[float, Strict(), Field(gt=0.0, le=100.0, allow_inf_nan=False)]
+Macs = Annotated[int, Strict(), Field(gt=0, le=10**15)]
 
 Role = Literal["admin", "worker", "viewer"]
 
@@ -78,7 +79,7 @@ class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: DatasetName
-    num_classes: int | None = Field(default=None, ge=2, le=100_000)
+    num_classes: StrictInt | None = Field(default=None, ge=2, le=100_000)
 
     @model_validator(mode="after")
     def _classes_known(self) -> DatasetSpec:
@@ -96,8 +97,8 @@ class BudgetSpec(_Strict):
     """Exactly one of `max_macs` (MACs per image) or `c` (max_macs = c · m0); optional floor."""
 
     max_macs: Macs | None = None
-    c: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)] | None = None
-    min_macs: Annotated[int, Field(ge=0, le=10**15)] | None = None
+    c: Annotated[float, Strict(), Field(gt=0.0, le=100.0, allow_inf_nan=False)] | None = None
+    min_macs: Annotated[int, Strict(), Field(ge=0, le=10**15)] | None = None
 
     @model_validator(mode="after")
     def _one_budget(self) -> BudgetSpec:
@@ -139,14 +140,14 @@ class SearchCreate(BaseModel):
     )
     objective: Literal["accuracy", "pareto"] = "accuracy"
     strategy: Literal["gp", "random", "sobol", "ax"] = "gp"
-    max_trials: int = Field(default=40, ge=1, le=100_000)
-    parallelism: int = Field(default=4, ge=1, le=10_000)
+    max_trials: StrictInt = Field(default=40, ge=1, le=100_000)
+    parallelism: StrictInt = Field(default=4, ge=1, le=10_000)
     training: TrainingRecipe = Field(
         default_factory=lambda: TrainingRecipe(),
         description="The recipe every trial trains with; unknown keys and values a worker "
         "would refuse are 422.",
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: StrictInt = Field(default=0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> SearchCreate:
