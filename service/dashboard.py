@@ -10,18 +10,15 @@ by service.auth's authenticator, the same one behind the API. The login form sto
 token in the HttpOnly, SameSite=Strict cookie `vitcube_token`, which service.auth accepts
 besides `Authorization: Bearer`.
 
-Imports service.auth only (the token check); must not import search/, workers/, the tables
+Imports service.auth (the token check) and service.assets; must not import search/, the tables
 or the database session: data comes through the API.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -33,6 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from vitcube.service.assets import serve_packed
 from vitcube.service.auth import COOKIE_NAME, GRANTS, presented_token
 
 COOKIE_MAX_AGE_S = 7 * 24 * 3600
@@ -274,29 +272,10 @@ def _error_page(request: Request, reply: ApiReply, *, role: Role | None) -> HTML
 # --- static files ------------------------------------------------------------------------------
 
 
-@cache
-def _plotly_bundle() -> tuple[bytes, bytes, str]:
-    raw = _PLOTLY_JS.read_bytes()
-    return raw, gzip.compress(raw, compresslevel=6), hashlib.sha256(raw).hexdigest()[:16]
-
-
 @router.get("/static/plotly.min.js")
 async def plotly_js(request: Request) -> Response:
     """The Plotly.js bundle of the installed `plotly` package (4.8 MB; 1.4 MB gzipped)."""
-    raw, packed, digest = _plotly_bundle()
-    etag = f'"{digest}"'
-    headers = {
-        "Cache-Control": "public, max-age=86400",
-        "ETag": etag,
-        "Vary": "Accept-Encoding",
-        "X-Content-Type-Options": "nosniff",
-    }
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return Response(packed, media_type=_STATIC_TYPES[".js"], headers=headers)
-    return Response(raw, media_type=_STATIC_TYPES[".js"], headers=headers)
+    return serve_packed(request, _PLOTLY_JS, _STATIC_TYPES[".js"])
 
 
 @router.get("/static/{name}")

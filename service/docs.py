@@ -6,13 +6,12 @@ blank. These pages load the unmodified bundles that the `fastapi-offline` packag
 server, under /docs/assets/. Each page has its own Content-Security-Policy: Swagger UI's page
 runs one inline start-up script, allowed by its hash and nothing else.
 
-Imports nothing of ours; must not import the database, the tables or search/.
+Imports service.assets only; must not import the database, the tables or search/.
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import re
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
+
+from vitcube.service.assets import serve_packed
 
 ASSETS_URL = "/docs/assets"
 _ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
@@ -115,29 +116,10 @@ async def redoc(request: Request) -> HTMLResponse:
     return _response(_redoc_page(app.title, _openapi_url(app)))
 
 
-@cache
-def _asset(name: str) -> tuple[bytes, bytes, str]:
-    raw = (_ASSETS_DIR / name).read_bytes()
-    return raw, gzip.compress(raw, compresslevel=6), hashlib.sha256(raw).hexdigest()[:16]
-
-
 @router.get(ASSETS_URL + "/{name}")
 async def asset(name: str, request: Request) -> Response:
     """One of the bundled files, gzipped when the browser accepts it (the JS is 1.5 MB)."""
     media_type = _ASSET_TYPES.get(name)
     if media_type is None:
         return Response("not found", status_code=404, media_type="text/plain")
-    raw, packed, digest = _asset(name)
-    etag = f'"{digest}"'
-    headers = {
-        "Cache-Control": "public, max-age=86400",
-        "ETag": etag,
-        "Vary": "Accept-Encoding",
-        "X-Content-Type-Options": "nosniff",
-    }
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return Response(packed, media_type=media_type, headers=headers)
-    return Response(raw, media_type=media_type, headers=headers)
+    return serve_packed(request, _ASSETS_DIR / name, media_type)
