@@ -60,7 +60,7 @@ def pause_if_failing(session: Session, search_id: int, *, threshold: int) -> boo
     error = rows[0].error or "(no message)"
     search.state = "paused"
     search.error = (
-        f"paused: the last {threshold} trials failed with the same error and none completed "
+        f"The last {threshold} trials failed with the same error and none completed "
         f"since: {error.strip()} — fix the cause on the workers or in the search, then resume "
         f"it (POST /api/searches/{search_id}/resume)"
     )
