@@ -35,6 +35,13 @@ class Settings(BaseSettings):
         description="Pause a search once this many of its trials in a row failed non-retryably "
         "with the same error and none completed since (0: never).",
     )
+    max_worker_faults: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Worker-fault failures (a broken GPU, a killed DataLoader worker) a trial "
+        "may hand back without being charged an attempt; each one beyond costs an attempt.",
+    )
     sweep_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="Expired-lease sweep period."
     )

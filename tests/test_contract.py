@@ -119,6 +119,14 @@ def test_worker_reports_refuse_booleans_and_strings_for_numbers(
         schema.model_validate_json(json.dumps(body))
 
 
+def test_a_worker_fault_is_retryable_and_off_by_default() -> None:
+    with pytest.raises(ValidationError, match="worker_fault true needs retry true"):
+        TrialFailure(lease_id="l", error="Xid 79", retry=False, worker_fault=True)
+    assert TrialFailure(lease_id="l", error="x", retry=True).worker_fault is False
+    with pytest.raises(ValidationError):  # strict, as every flag a worker sends
+        TrialFailure.model_validate({"lease_id": "l", "error": "x", "worker_fault": 1})
+
+
 def test_worker_reports_take_json_integers_where_a_float_is_meant() -> None:
     report = TrialReport.model_validate_json(
         '{"lease_id": "l", "top1": 1, "latency_ms": 3, "curve": [{"epoch": 2, "epoch_time_s": 7}]}'

@@ -33,6 +33,7 @@ class QueuePolicy:
     median_stop_min_trials: int
     median_stop_warmup_epochs: int
     fail_fast_after: int = 0
+    max_worker_faults: int = 3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueuePolicy:
@@ -42,6 +43,7 @@ class QueuePolicy:
             median_stop_min_trials=settings.median_stop_min_trials,
             median_stop_warmup_epochs=settings.median_stop_warmup_epochs,
             fail_fast_after=settings.fail_fast_after,
+            max_worker_faults=settings.max_worker_faults,
         )
 
 
@@ -80,7 +82,10 @@ class TrialQueue(ABC):
     async def fail(self, trial_id: int, body: TrialFailure) -> TrialAck:
         """running → queued (retry, attempts + 1) or failed; stopped if its search has ended.
 
-        After a non-retryable failure the search may be paused (fail fast, service.failfast).
+        A `worker_fault` failure is queued again without attempts + 1, up to
+        `max_worker_faults` per trial (counted in the trial's metrics); beyond, it is charged
+        like any retryable failure. After a non-retryable failure the search may be paused
+        (fail fast, service.failfast); a worker fault never counts there.
         """
 
     @abstractmethod

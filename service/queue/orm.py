@@ -349,10 +349,16 @@ def fail(
     *,
     max_attempts: int,
     fail_fast_after: int = 0,
+    max_worker_faults: int = 0,
 ) -> TrialAck:
     """running → queued (retry, attempts + 1) or failed; stopped if its search has ended.
 
-    A non-retryable failure may pause the search (service.failfast) in the same transaction.
+    A worker fault (`body.worker_fault`: the worker's GPU or host broke, not the trial) is
+    queued again without attempts + 1 while the trial's count of such faults, kept in its
+    `metrics["worker_faults"]`, is below `max_worker_faults`; beyond that it is charged like
+    any retryable failure, so a trial that breaks every worker still ends. The error is
+    recorded either way. A non-retryable failure may pause the search (service.failfast) in
+    the same transaction; a worker fault is retryable, so fail fast never counts it.
     """
     trial = session.scalar(
         select(Trial)
@@ -363,6 +369,12 @@ def fail(
         raise _stale(session, trial_id, body.lease_id, "fail")
     search_state = session.scalar(select(Search.state).where(Search.id == trial.search_id))
     attempts = trial.attempts + 1
+    if body.worker_fault:
+        faults = int((trial.metrics or {}).get("worker_faults", 0)) + 1
+        # A new dict: the JSON column notices reassignment, not mutation in place.
+        trial.metrics = {**(trial.metrics or {}), "worker_faults": faults}
+        if faults <= max_worker_faults:
+            attempts = trial.attempts
     if search_state in SEARCH_ENDED:
         state = "stopped"
     elif body.retry and attempts < max_attempts:
@@ -460,6 +472,7 @@ class OrmTrialQueue(TrialQueue):
             body,
             max_attempts=self.policy.max_attempts,
             fail_fast_after=self.policy.fail_fast_after,
+            max_worker_faults=self.policy.max_worker_faults,
         )
 
     async def sweep_expired(self) -> int:

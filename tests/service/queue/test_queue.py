@@ -427,3 +427,33 @@ async def test_non_retryable_failures_with_one_error_pause_the_search(db: Databa
     with db.session() as session:
         search = store.get_search(session, search_id)
         assert search.state == "paused" and "no dataset at /d" in (search.error or "")
+
+
+async def test_a_worker_fault_is_queued_again_without_charging_an_attempt(db: Database) -> None:
+    queue = queue_for(db, max_attempts=2, max_worker_faults=2, fail_fast_after=1)
+    search_id = add_search(db, queued=1)
+    (trial_id,) = search_trial_ids(db, search_id)
+    fault = "CUDA error: an illegal memory access was encountered"
+    for faults in (1, 2):  # free: the GPU broke, not the trial
+        lease = await queue.lease(worker=f"bad-gpu-{faults}")
+        assert lease is not None and (lease["id"], lease["attempts"]) == (trial_id, 0)
+        body = TrialFailure(lease_id=lease["lease_id"], error=fault, retry=True, worker_fault=True)
+        ack = await queue.fail(trial_id, body)
+        assert (ack.state, ack.attempts) == ("queued", 0)
+        row = trial_row(db, trial_id)
+        assert (row["state"], row["attempts"], row["lease_id"]) == ("queued", 0, None)
+        assert row["error"] == fault and row["error_retryable"] is True
+        assert row["metrics"] == {"worker_faults": faults}
+    # Beyond max_worker_faults a fault is charged: a trial that breaks every worker still ends.
+    lease = await queue.lease(worker="bad-gpu-3")
+    assert lease is not None
+    body = TrialFailure(lease_id=lease["lease_id"], error=fault, retry=True, worker_fault=True)
+    assert (await queue.fail(trial_id, body)).attempts == 1
+    lease = await queue.lease(worker="bad-gpu-4")
+    assert lease is not None
+    body = TrialFailure(lease_id=lease["lease_id"], error=fault, retry=True, worker_fault=True)
+    ack = await queue.fail(trial_id, body)
+    assert (ack.state, ack.attempts) == ("failed", 2)
+    assert trial_row(db, trial_id)["metrics"] == {"worker_faults": 4}
+    with db.session() as session:  # retryable: fail fast (threshold 1) did not count it
+        assert store.get_search(session, search_id).state == "running"
