@@ -2,15 +2,18 @@
 
 `load_dataset(spec, data_root)` turns a trial's `dataset` block into an `ImageDataset` of two
 splits. Small datasets (`digits`, `cifar10`, `cifar100`) are held whole in memory as uint8
-tensors `[N, 3, H, W]`; `imagefolder` is a list of files decoded with Pillow in DataLoader
-worker processes. Augmentation (random resized crop, flip, resizing to the trial's resolution)
-happens later, with torch on the training device (`workers.augment`).
+tensors `[N, 3, H, W]`; `imagefolder` is a list of files, decoded with Pillow once per host into
+a shared memory-mapped cache (`workers.decode_cache`) or, where that is off, in DataLoader
+worker processes every epoch (`FolderImages`). Augmentation (random resized crop, flip,
+resizing to the trial's resolution) happens later, with torch on the training device
+(`workers.augment`).
 
 Anything missing or malformed raises `DatasetError` naming the path and the expected layout, so
 the worker fails the trial with `retry: false` instead of crashing.
 
 The dataset names and fixed class counts come from vitcube.contract (the server checks a search's
-dataset against the same table). Imports torch, numpy, Pillow, scikit-learn and vitcube.contract.
+dataset against the same table). Imports torch, numpy, Pillow, scikit-learn, vitcube.contract
+and workers.decode_cache.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from vitcube.contract import DATASET_CLASSES, DATASETS
+from vitcube.workers.decode_cache import ImageDecodeError, decode_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 
@@ -62,10 +66,14 @@ class TensorSplit:
 
 @dataclass(frozen=True)
 class FolderSplit:
-    """A split of image files, decoded on demand (`FolderImages`)."""
+    """A split of image files, decoded into the host's cache or on demand (`FolderImages`).
+
+    root: the dataset's folder (the one holding train/ and val/), a fallback cache location.
+    """
 
     files: tuple[Path, ...]
     labels: tuple[int, ...]
+    root: Path | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -304,11 +312,11 @@ def _folder_split(split_dir: Path, index: dict[str, int]) -> FolderSplit:
                 labels.append(index[class_dir.name])
     if not files:
         raise DatasetError(f"{split_dir} holds no images; expected {IMAGEFOLDER_LAYOUT}")
-    return FolderSplit(files=tuple(files), labels=tuple(labels))
+    return FolderSplit(files=tuple(files), labels=tuple(labels), root=split_dir.parent)
 
 
 class FolderImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """Decodes one image with Pillow (in a DataLoader worker) into a square uint8 tensor.
+    """Decodes one image with Pillow (in a DataLoader worker, no cache) into a uint8 tensor.
 
     The shorter side is resized to `load_size` and the centre square kept: `3 x load_size x
     load_size`. Random crops, flips and the final resize happen on the device.
@@ -322,26 +330,14 @@ class FolderImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
+        return torch.from_numpy(
+            decode_file(self.split.files[i], self.load_size)
+        ), self.split.labels[i]
 
-        path = self.split.files[i]
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except Exception as error:
-            raise DatasetError(
-                f"{path} cannot be decoded as an image ({type(error).__name__}: {error}); "
-                f"expected {IMAGEFOLDER_LAYOUT}"
-            ) from error
-        width, height = rgb.size
-        scale = self.load_size / min(width, height)
-        size = (
-            max(self.load_size, round(width * scale)),
-            max(self.load_size, round(height * scale)),
-        )
-        rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-        left = (size[0] - self.load_size) // 2
-        top = (size[1] - self.load_size) // 2
-        rgb = rgb.crop((left, top, left + self.load_size, top + self.load_size))
-        array = np.asarray(rgb, dtype=np.uint8)  # [H, W, 3]
-        return torch.from_numpy(array.copy()).permute(2, 0, 1), self.split.labels[i]
+
+def decode_file(path: Path, size: int) -> np.ndarray:
+    """`path` as a `3 x size x size` uint8 array (the decode cache stores the same pixels)."""
+    try:
+        return decode_image(path, size)
+    except ImageDecodeError as error:
+        raise DatasetError(f"{error}; expected {IMAGEFOLDER_LAYOUT}") from error

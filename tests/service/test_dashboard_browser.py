@@ -23,23 +23,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import launched_chromium, playwright_or_skip
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ADMIN, WORKER, VIEWER = "adm-" + "a" * 20, "wrk-" + "b" * 20, "view-" + "c" * 20
 SEEDED_TRIALS = 14
 
-if not CHROMIUM.exists():  # pragma: no cover - CI installs it (`make browser`)
-    pytest.skip("Debian's chromium is not installed: run `make browser`", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+playwright_or_skip()
 
 
 def _free_port() -> int:
@@ -205,12 +196,8 @@ class Watch:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _page(browser: Any, server: Server, token: str | None) -> tuple[Any, Watch]:

@@ -16,26 +16,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.browser import launched_chromium, playwright_or_skip
 from tests.factories import make_settings
 from tests.service.conftest import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 OPERATIONS = [("POST", "/api/searches"), ("GET", "/api/searches"), ("POST", "/api/trials/lease")]
 
-if not CHROMIUM.exists():  # pragma: no cover - CI installs it (`make browser`)
-    pytest.skip("Debian's chromium is not installed: run `make browser`", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+playwright_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +36,8 @@ def server(sqlite_url: str) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @dataclass

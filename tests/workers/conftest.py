@@ -49,6 +49,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def decode_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Image folders decoded by a test (and the worker processes it starts) are cached in the
+    test's own directory, never in the user's ~/.cache."""
+    cache = tmp_path / "decode-cache"
+    monkeypatch.setenv("VITCUBE_DECODE_CACHE", str(cache))
+    return cache
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -106,8 +106,11 @@ def test_imagefolder_decodes_with_pillow_in_dataloader_workers(tmp_path: Path) -
     assert sorted(set(data.val.labels)) == [0, 2]  # type: ignore[union-attr]
     image, label = FolderImages(data.train, 24)[0]  # type: ignore[arg-type]
     assert image.shape == (3, 24, 24) and image.dtype == torch.uint8 and label == 0
-    loader = BatchLoader(data.train, torch.device("cpu"), load_size=24, num_workers=2)
-    plan = fixed_plan(len(loader), 4, 16, generator=None, drop_last=False)
+    # No decode cache: DataLoader processes decode every batch at the size it asks for.
+    loader = BatchLoader(
+        data.train, torch.device("cpu"), resolutions=[24], num_workers=2, cache_dir=None
+    )
+    plan = fixed_plan(len(loader), 4, 24, generator=None, drop_last=False)
     batches = list(loader.iterate(plan))
     assert [b[0].shape for b in batches] == [(4, 3, 24, 24), (3, 3, 24, 24)]
     assert torch.cat([b[1] for b in batches]).tolist() == [0, 0, 0, 1, 1, 2, 2]
@@ -139,10 +142,17 @@ def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "train" / "b" / "9.png"
     broken.write_bytes(b"\x89PNG truncated")
     data = load_dataset({"name": "imagefolder"}, tmp_path)
-    loader = BatchLoader(data.train, torch.device("cpu"), load_size=8, num_workers=1)
+    loader = BatchLoader(
+        data.train, torch.device("cpu"), resolutions=[8], num_workers=1, cache_dir=None
+    )
     plan = fixed_plan(len(loader), 8, 8, generator=None, drop_last=False)
     with pytest.raises(DatasetError, match=r"9\.png cannot be decoded"):
         list(loader.iterate(plan))
+    # Building the decode cache names the same file, and leaves no cache behind.
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError, match=r"9\.png cannot be decoded"):
+        BatchLoader(data.train, torch.device("cpu"), resolutions=[8], cache_dir=cache)
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
 
 
 def test_unknown_dataset_is_refused() -> None:

@@ -1,0 +1,40 @@
+"""The training step's kernels: AdamW's implementation per device and what the EMA averages."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vitcube.workers.trainer import ModelEma, adamw_implementation
+
+
+def test_adamw_is_fused_on_cuda_and_multi_tensor_elsewhere() -> None:
+    assert adamw_implementation(torch.device("cuda:1")) == {"fused": True}
+    options = adamw_implementation(torch.device("cpu"))
+    assert options == {"foreach": True}
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, **options)
+    model(torch.ones(1, 3)).sum().backward()
+    before = model.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(before, model.weight)
+
+
+def test_ema_averages_weights_and_copies_integer_buffers() -> None:
+    torch.manual_seed(0)
+    live = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    ema = ModelEma(live, decay=0.5)
+    start = ema.module[0].weight.detach().clone()
+    live.train()
+    for _ in range(3):
+        live(torch.randn(2, 3, 4, 4))  # BatchNorm: running stats move, num_batches_tracked = 3
+    with torch.no_grad():
+        live[0].weight.add_(1.0)
+    ema.update()
+    tracked = ema.module[1].num_batches_tracked
+    assert tracked.dtype == torch.long and int(tracked) == 3  # copied exactly, not averaged
+    decay = min(0.5, 2 / 11)  # the warm-up of the decay after one update
+    expected = decay * start + (1 - decay) * live[0].weight.detach()
+    assert torch.allclose(ema.module[0].weight, expected)
+    mean = ema.module[1].running_mean
+    assert not torch.equal(mean, live[1].running_mean) and mean.abs().sum() > 0  # averaged
