@@ -96,9 +96,11 @@ def template(size: str, dropped_stages: tuple[int, ...] = ()) -> FamilyTemplate:
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm transformer layer: x + MHA(LN(x)); x + FFN(LN(x)), FFN = Linear-SiLU-Linear."""
+    """Pre-norm transformer layer: x + Drop(MHA(LN(x))); x + Drop(FFN(LN(x))), FFN =
+    Linear-SiLU-Linear. `dropout` is ml-cvnets' `mit.dropout` (at the same two places); it has
+    no parameters and no MACs."""
 
-    def __init__(self, dim: int, ffn_dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.norm1 = nn.LayerNorm(dim)
@@ -109,6 +111,7 @@ class TransformerLayer(nn.Module):
         self.fc1 = nn.Linear(dim, ffn_dim)
         self.act = nn.SiLU()
         self.fc2 = nn.Linear(ffn_dim, dim)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape  # [B*P, N, d]
@@ -116,8 +119,8 @@ class TransformerLayer(nn.Module):
         qkv = qkv.reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B*P, h, N, d/h]
         attended = self.attend(q, k, v).transpose(1, 2).reshape(batch, tokens, dim)
-        x = x + self.proj(attended)  # [B*P, N, d]
-        return x + self.fc2(self.act(self.fc1(self.norm2(x))))  # [B*P, N, d]
+        x = x + self.dropout(self.proj(attended))  # [B*P, N, d]
+        return x + self.dropout(self.fc2(self.act(self.fc1(self.norm2(x)))))  # [B*P, N, d]
 
 
 class MobileViTBlock(nn.Module):
@@ -138,13 +141,15 @@ class MobileViTBlock(nn.Module):
         num_heads: int,
         patch_size: int,
         fusion: bool,
+        *,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.conv_kxk = ConvNormAct(channels, channels, 3)
         self.conv_1x1 = nn.Conv2d(channels, dim, 1, bias=False)
         self.transformer = nn.Sequential(
-            *(TransformerLayer(dim, ffn_dim, num_heads) for _ in range(depth))
+            *(TransformerLayer(dim, ffn_dim, num_heads, dropout) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(dim)
         self.conv_proj = ConvNormAct(dim, channels, 1)

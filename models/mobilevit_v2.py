@@ -109,9 +109,10 @@ class LinearSelfAttention(nn.Module):
 
 
 class LinearTransformerLayer(nn.Module):
-    """x + Attn(GN(x)); x + FFN(GN(x)), FFN = 1×1 conv-SiLU-1×1 conv, on [B, d, P, N]."""
+    """x + Drop(Attn(GN(x))); x + Drop(FFN(GN(x))), FFN = 1×1 conv-SiLU-1×1 conv, on
+    [B, d, P, N]. `dropout` is ml-cvnets' `mitv2.dropout` (0 in its ImageNet recipe)."""
 
-    def __init__(self, dim: int, ffn_dim: int) -> None:
+    def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(1, dim)
         self.attn = LinearSelfAttention(dim)
@@ -119,23 +120,33 @@ class LinearTransformerLayer(nn.Module):
         self.fc1 = nn.Conv2d(dim, ffn_dim, 1)
         self.act = nn.SiLU()
         self.fc2 = nn.Conv2d(ffn_dim, dim, 1)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))  # [B, d, P, N]
-        return x + self.fc2(self.act(self.fc1(self.norm2(x))))  # [B, d, P, N]
+        x = x + self.dropout(self.attn(self.norm1(x)))  # [B, d, P, N]
+        return x + self.dropout(self.fc2(self.act(self.fc1(self.norm2(x)))))  # [B, d, P, N]
 
 
 class MobileViTV2Block(nn.Module):
     """MobileViT v2 block: (resize to a patch multiple), depthwise 3×3, 1×1 to d, unfold to
     [B, d, P, N], separable-attention layers, GroupNorm, fold, 1×1 projection (BN, no act)."""
 
-    def __init__(self, channels: int, dim: int, depth: int, ffn_dim: int, patch_size: int) -> None:
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        depth: int,
+        ffn_dim: int,
+        patch_size: int,
+        *,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.conv_kxk = ConvNormAct(channels, channels, 3, groups=channels)
         self.conv_1x1 = nn.Conv2d(channels, dim, 1, bias=False)
         self.transformer = nn.Sequential(
-            *(LinearTransformerLayer(dim, ffn_dim) for _ in range(depth))
+            *(LinearTransformerLayer(dim, ffn_dim, dropout) for _ in range(depth))
         )
         self.norm = nn.GroupNorm(1, dim)
         self.conv_proj = ConvNormAct(dim, channels, 1, act=None)

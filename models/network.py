@@ -2,7 +2,11 @@
 module taking [B, 3, arch.resolution, arch.resolution] images and returning [B, classes]
 logits. One generic network — stem, stages, head — reads every family's `Arch`; the
 family-specific parts (activations of stem and head, classifier dropout) are in
-`FAMILY_HEADS`.
+`FAMILY_HEADS`. Transformer dropout is a training choice, not part of the architecture: it is
+a keyword of `build_model` and changes neither the parameters nor the MACs.
+
+Weights start as in ml-cvnets' MobileViT configs (`conv_init: kaiming_normal`, `linear_init:
+trunc_normal`, std 0.02), for every family: `init_weights`.
 
 Imports torch and `models` modules only.
 """
@@ -45,7 +49,7 @@ class Network(nn.Module):
     """Stem → stages → [head 1×1 conv] → global average pool → [ExMobileViT shortcuts
     concatenated] → [hidden linear] → dropout → linear classifier."""
 
-    def __init__(self, arch: Arch) -> None:
+    def __init__(self, arch: Arch, *, transformer_dropout: float = 0.0) -> None:
         super().__init__()
         self.arch = arch
         family = FAMILY_HEADS[arch.family]
@@ -61,11 +65,27 @@ class Network(nn.Module):
             if t is not None and t.kind == "mobilevit_v1":
                 layers.append(
                     MobileViTBlock(
-                        channels, t.dim, t.depth, t.ffn_dim, t.num_heads, t.patch_size, t.fusion
+                        channels,
+                        t.dim,
+                        t.depth,
+                        t.ffn_dim,
+                        t.num_heads,
+                        t.patch_size,
+                        t.fusion,
+                        dropout=transformer_dropout,
                     )
                 )
             elif t is not None:
-                layers.append(MobileViTV2Block(channels, t.dim, t.depth, t.ffn_dim, t.patch_size))
+                layers.append(
+                    MobileViTV2Block(
+                        channels,
+                        t.dim,
+                        t.depth,
+                        t.ffn_dim,
+                        t.patch_size,
+                        dropout=transformer_dropout,
+                    )
+                )
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
         # ExMobileViT: 1×1 conv + BN + SiLU on each tapped stage output, then pooled
@@ -91,6 +111,7 @@ class Network(nn.Module):
         self.classifier = nn.Sequential(
             *hidden, nn.Dropout(family.dropout), nn.Linear(features, arch.num_classes)
         )
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # [B, 3, R, R] -> [B, C0, R/2, R/2]
@@ -105,9 +126,37 @@ class Network(nn.Module):
         return self.classifier(torch.cat(pooled, dim=1))  # [B, C_head + ΣE_i] -> [B, classes]
 
 
-def build_model(cfg_or_arch: ArchConfig | Arch) -> Network:
-    """The PyTorch network for an `Arch` (an `ArchConfig` is built at its baseline)."""
+LINEAR_INIT_STD = 0.02
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module) -> None:
+    """ml-cvnets' initialisation: every convolution kaiming-normal with fan_out (gain sqrt 2),
+    every linear layer truncated-normal with std 0.02, every bias zero, every norm scale one and
+    shift zero. The truncation bounds are ±2 (absolute, as ml-cvnets' and timm's
+    `trunc_normal_(std=0.02)` calls leave them), so the draw is a plain N(0, 0.02²) in effect.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=LINEAR_INIT_STD, a=-2.0, b=2.0)
+        elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+        else:
+            continue
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def build_model(cfg_or_arch: ArchConfig | Arch, *, transformer_dropout: float = 0.0) -> Network:
+    """The PyTorch network for an `Arch` (an `ArchConfig` is built at its baseline), initialised
+    by `init_weights`. transformer_dropout: dropout after attention and after the FFN of every
+    MobileViT transformer layer (training only; no parameters, no MACs)."""
     arch = cfg_or_arch.baseline() if isinstance(cfg_or_arch, ArchConfig) else cfg_or_arch
     if not isinstance(arch, Arch):
         raise ValueError(f"build_model needs an ArchConfig or Arch, got {type(arch).__name__}")
-    return Network(arch)
+    if not 0.0 <= transformer_dropout < 1.0:
+        raise ValueError(f"transformer_dropout must be in [0, 1), got {transformer_dropout}")
+    return Network(arch, transformer_dropout=transformer_dropout)

@@ -91,3 +91,44 @@ def test_hook_profiler_counts_a_single_convolution() -> None:
     total, calls = hook_macs(conv, 32)
     assert total == 9 * 3 * 8 * 16 * 16
     assert [(c.name, c.kind) for c in calls] == [("0", "conv")]
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xs", "mobilevitv2_100"])
+def test_weights_start_as_the_references_initialise_them(name: str) -> None:
+    model = build_model(ArchConfig.preset(name))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    norms = [
+        m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm))
+    ]
+    assert convs and norms
+    for conv in convs:  # kaiming normal, fan_out = C_out · k² (torch's, groups or not)
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        if conv.weight.numel() >= 2000:
+            assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.1)
+            assert abs(conv.weight.mean().item()) < 0.1 * (2 / fan_out) ** 0.5
+    weights = torch.cat([linear.weight.flatten() for linear in linears])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
+    assert abs(weights.mean().item()) < 0.001
+    biases = [m.bias for m in [*convs, *linears, *norms] if m.bias is not None]
+    assert biases and all(bool((bias == 0).all()) for bias in biases)
+    assert all(bool((norm.weight == 1).all()) for norm in norms)
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+def test_transformer_dropout_reaches_every_transformer_layer_and_costs_nothing(name: str) -> None:
+    config = ArchConfig.preset(name, num_classes=10, resolution=64)
+    arch = config.baseline()
+    plain, dropped = build_model(arch), build_model(arch, transformer_dropout=0.3)
+    rates = [m.p for m in dropped.stages.modules() if isinstance(m, nn.Dropout)]
+    assert rates and set(rates) == {0.3}
+    assert {m.p for m in plain.stages.modules() if isinstance(m, nn.Dropout)} == {0.0}
+    x = torch.randn(2, 3, 64, 64)
+    dropped.load_state_dict(plain.state_dict())  # same weights: only dropout differs
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x), dropped.eval()(x))  # inactive in evaluation
+        assert not torch.allclose(plain.train()(x), dropped.train()(x))
+    assert sum(p.numel() for p in dropped.parameters()) == count_params(arch)
+    assert hook_macs(dropped, 64)[0] == count_macs(arch)
+    with pytest.raises(ValueError, match="transformer_dropout must be in"):
+        build_model(arch, transformer_dropout=1.0)
