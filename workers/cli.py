@@ -3,7 +3,10 @@
 `worker_command` is a plain function with typer-annotated parameters; vitcube/cli.py registers
 it as `vitcube worker`, and `python -m vitcube.workers` runs it on a box that only has the worker's
 dependencies. With `--gpus` it starts one worker process per GPU (each sees only its GPU via
-CUDA_VISIBLE_DEVICES) and forwards SIGINT/SIGTERM to them.
+CUDA_VISIBLE_DEVICES), each in its own session so a Ctrl-C on the terminal reaches only this
+parent, which forwards the first SIGINT/SIGTERM to every child exactly once: each child then
+hands its trial back (`retry: true`) and exits. `launch_workers` takes the list of devices, so
+the same launcher runs CPU children (tests) as GPU ones.
 
 Heavy imports (torch, the trainer) happen inside the command, not at module import.
 """
@@ -15,6 +18,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -51,7 +56,8 @@ def worker_command(
     ),
     gpus: str | None = typer.Option(
         None,
-        help="Start one worker process per GPU: all, a count N (GPUs 0..N-1), or a list 0,2,3.",
+        help="Start one worker process per GPU: all, or a list of indices like 0,2,3 "
+        "(for one GPU, --device cuda:N).",
     ),
     spool_dir: Path | None = typer.Option(
         None,
@@ -73,6 +79,14 @@ def worker_command(
         60.0,
         min=0.0,
         help="How long to keep retrying a result before leaving it in the spool and moving on.",
+    ),
+    max_worker_faults: int = typer.Option(
+        3,
+        min=0,
+        envvar="VITCUBE_WORKER_MAX_FAULTS",
+        help="Stop leasing and exit with code 4 after this many worker faults in a row (a "
+        "broken GPU, killed DataLoader workers), so the scheduler replaces the worker; a "
+        "sticky CUDA error exits at once. 0: never.",
     ),
 ) -> None:
     """Lease trials from a vitcube server, train them on this machine, report the results."""
@@ -97,6 +111,7 @@ def worker_command(
         spool_dir=spool_dir,
         deliver_timeout_s=deliver_timeout_s,
         threads=threads,
+        max_worker_faults=max_worker_faults,
     )
     display = make_progress(progress)
     try:
@@ -111,19 +126,29 @@ def worker_command(
 
 
 def parse_gpus(spec: str, visible: int) -> list[int]:
-    """`all` → every visible GPU; `N` → GPUs 0..N-1; `0,2` → those. Raises ValueError."""
+    """`all` → every visible GPU; `0,2` → those indices. Raises ValueError saying the fix.
+
+    A bare number is refused: users type `--gpus 4` meaning "four GPUs" as often as "GPU 4".
+    """
     spec = spec.strip()
+    if spec.isdigit():
+        n = int(spec)
+        example = ",".join(str(i) for i in range(max(n, 2)))
+        raise ValueError(
+            f"--gpus {spec} is ambiguous (a count, or GPU {spec}?): list the indices, e.g. "
+            f"--gpus {example}, or use --gpus all; for one GPU use --device cuda:{spec}"
+        )
     if spec == "all":
         chosen = list(range(visible))
-    elif spec.isdigit():
-        chosen = list(range(int(spec)))
     else:
         try:
             chosen = [int(part) for part in spec.split(",") if part.strip()]
         except ValueError:
             raise ValueError(
-                f"--gpus must be all, a count or a list like 0,1; got {spec!r}"
+                f"--gpus must be all or a list of GPU indices like 0,1,2,3; got {spec!r}"
             ) from None
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"--gpus {spec}: a GPU is listed twice; name each GPU once")
     if not chosen:
         raise ValueError(f"--gpus {spec}: no GPU is visible on this machine; use --device cpu")
     bad = [i for i in chosen if not 0 <= i < visible]
@@ -163,31 +188,86 @@ def _run_per_gpu(spec: str, *, name: str | None, argv: list[str]) -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     physical = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
     host = name or socket.gethostname()
-    children: list[subprocess.Popen[bytes]] = []
-    for index in chosen:
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=physical[index])
-        command = [
-            sys.executable,
-            "-m",
-            "vitcube.workers",
-            *base_args,
-            "--device",
-            "cuda:0",
-            "--name",
-            f"{host}:cuda{index}",
-            "--progress",
-            "plain",
-        ]
-        children.append(subprocess.Popen(command, env=env))
+    children = [
+        ChildWorker(
+            device="cuda:0",  # the only GPU the child sees
+            name=f"{host}:cuda{index}",
+            env={"CUDA_VISIBLE_DEVICES": physical[index]},
+        )
+        for index in chosen
+    ]
+    return launch_workers(children, base_args)
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+@dataclass(frozen=True)
+class ChildWorker:
+    """One worker process `launch_workers` starts: its --device, --name and extra environment."""
+
+    device: str
+    name: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def launch_workers(children: Sequence[ChildWorker], base_args: Sequence[str]) -> int:
+    """Run one `python -m vitcube.workers` per child with `base_args`; wait; the worst exit code.
+
+    Each child starts in its own session, so a terminal's Ctrl-C (sent to the whole foreground
+    process group) reaches only this parent. The parent forwards the first SIGINT or SIGTERM to
+    every child exactly once, and each child hands its trial back with `retry: true`; a second
+    signal only says what is going on, a third kills the children (SIGKILL: their leases expire
+    and the server re-queues those trials).
+    """
+    processes: list[subprocess.Popen[bytes]] = []
+    received: list[int] = []
+    forwarded: set[int] = set()  # pids that got the first signal
+
+    def forward(process: subprocess.Popen[bytes]) -> None:
+        if process.pid not in forwarded and process.poll() is None:
+            forwarded.add(process.pid)
+            process.send_signal(received[0])
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        running = [p for p in processes if p.poll() is None]
+        if len(received) == 1:
+            for process in running:
+                forward(process)
+        elif len(received) == 2:
+            print(
+                f"stopping: {len(running)} worker(s) are handing their trials back; "
+                "signal again to kill them",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            for process in running:
+                process.kill()
+
+    # Installed before the first start: a signal during the launch is not lost.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        codes = [child.wait() for child in children]
+        for child in children:
+            if received:
+                break  # asked to stop while starting: start no more
+            command = [
+                sys.executable,
+                "-m",
+                "vitcube.workers",
+                *base_args,
+                "--device",
+                child.device,
+                "--name",
+                child.name,
+                "--progress",
+                "plain",
+            ]
+            process = subprocess.Popen(
+                command, env={**os.environ, **child.env}, start_new_session=True
+            )
+            processes.append(process)
+            if received:  # the signal came while this one started: it has not seen it
+                forward(process)
+        codes = [process.wait() for process in processes]
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

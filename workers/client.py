@@ -154,13 +154,20 @@ class VitcubeClient:
         error: str,
         *,
         retry: bool,
+        worker_fault: bool = False,
         deadline_s: float | None = 20.0,
         abort: threading.Event | None = None,
     ) -> None:
-        """Give a trial up: `retry` true puts it back in the queue."""
+        """Give a trial up: `retry` true puts it back in the queue; `worker_fault` true says
+        this worker (its GPU, its host) broke, so the trial is not charged an attempt."""
         body = _payload(
             TrialFailure,
-            {"lease_id": lease_id, "error": error[:20_000] or "unknown error", "retry": retry},
+            {
+                "lease_id": lease_id,
+                "error": error[:20_000] or "unknown error",
+                "retry": retry or worker_fault,
+                "worker_fault": worker_fault,
+            },
         )
         self._request(
             "POST", f"/api/trials/{trial_id}/fail", body, deadline_s=deadline_s, abort=abort

@@ -7,8 +7,14 @@ then write the result to the spool and complete it. Faults, as the worker protoc
 - 409 on a heartbeat (lease lost): the trial is abandoned, nothing is reported;
 - "stop" from a heartbeat: training ends and the partial curve is reported;
 - SIGINT/SIGTERM: the trial is failed with `retry: true` (queued again) and the worker exits 0;
-- a missing/malformed dataset, a bad training block, a diverged loss, CUDA out-of-memory:
-  failed with `retry: false` and a message saying what to change;
+- a missing/malformed dataset, a bad training block, a diverged loss, `compile` without a
+  compiler, CUDA out-of-memory even with micro-batches (the trainer retries an OOM with the
+  batch split first): failed with `retry: false` and a message saying what to change;
+- a fault of this worker rather than the trial (a sticky CUDA error, cuBLAS/cuDNN, a killed
+  DataLoader worker; `workers.host.worker_fault_kind`): failed with `worker_fault: true`, so
+  the trial is queued again without being charged an attempt; the worker then stops leasing
+  and exits with EXIT_WORKER_FAULTY, at once after a sticky CUDA error (the context is dead)
+  or after `max_worker_faults` faults in a row, so its scheduler replaces it;
 - a server that cannot be reached: retried with backoff; a finished result stays in the
   spool and is re-sent before every lease and by the next worker start until acknowledged.
 
@@ -27,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from vitcube.contract import TrialLease
 from vitcube.workers.client import (
@@ -38,6 +44,13 @@ from vitcube.workers.client import (
     VitcubeClient,
 )
 from vitcube.workers.datasets import DatasetError, ImageDataset, load_dataset
+from vitcube.workers.host import (
+    loader_shm_bytes,
+    missing_compiler,
+    shm_free_bytes,
+    shm_warning,
+    worker_fault_kind,
+)
 from vitcube.workers.progress import WorkerProgress
 from vitcube.workers.spool import Spool, deliver
 from vitcube.workers.trainer import (
@@ -48,10 +61,13 @@ from vitcube.workers.trainer import (
     TrainingDiverged,
     TrainingListener,
     TrialOutcome,
+    release_device_memory,
 )
 
 HEARTBEAT_MAX_INTERVAL_S = 30.0
 IDLE_MAX_S = 15.0
+# The exit code that tells a scheduler (Slurm, Kubernetes) this worker's device is faulty.
+EXIT_WORKER_FAULTY = 4
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class WorkerOptions:
     spool_dir: Path | None = None
     deliver_timeout_s: float = 60.0
     threads: int | None = None
+    max_worker_faults: int = 3  # worker faults in a row before the worker exits (0: never)
 
 
 def default_worker_name(device: str) -> str:
@@ -199,6 +216,8 @@ class Worker:
         self._control: Control | None = None
         self._dataset_cache: tuple[str, ImageDataset] | None = None
         self.trials_done = 0
+        self.consecutive_faults = 0  # worker faults since the last trial that went otherwise
+        self.faulty: str | None = None  # why this worker stopped leasing, once it is faulty
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -221,6 +240,10 @@ class Worker:
 
         device = resolve_device(self.options.device)
         self.device = device
+        if device.type == "cuda":
+            # Before any CUDA work: the pin-memory thread and every default-device allocation
+            # then use this GPU, not GPU 0 (another worker's).
+            torch.cuda.set_device(device)
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
         if self.options.trainer not in ("real", "surrogate"):
@@ -229,9 +252,10 @@ class Worker:
             f"worker {self.name} on {device} ({self.options.trainer} trainer, torch "
             f"{torch.__version__}) serving {self.client.server}; spool {self.spool.directory}"
         )
+        self._warn_about_shared_memory()
         self._deliver_spool(deadline_s=10.0)
         idle_s = 1.0
-        while not self.shutdown.is_set():
+        while not self.shutdown.is_set() and self.faulty is None:
             if self.options.max_trials is not None and self.trials_done >= self.options.max_trials:
                 break
             try:
@@ -255,8 +279,29 @@ class Worker:
                 f"{left} result(s) not yet acknowledged stay in {self.spool.directory}; "
                 "the next worker start sends them"
             )
+        if self.faulty is not None:
+            self.progress.log(
+                f"worker {self.name} stops leasing: {self.faulty}; exiting with code "
+                f"{EXIT_WORKER_FAULTY} so the scheduler replaces it"
+            )
+            return EXIT_WORKER_FAULTY
         self.progress.log(f"worker {self.name} exiting after {self.trials_done} trial(s)")
         return 0
+
+    def _warn_about_shared_memory(self) -> None:
+        """Say at start what to change when /dev/shm cannot hold the default loader's batches."""
+        if self.options.trainer != "real":
+            return
+        from vitcube.contract import TrainingRecipe
+
+        recipe = TrainingRecipe()
+        # A typical batch: the default recipe at the base resolution's load size (256 / 0.875).
+        need = loader_shm_bytes(
+            num_workers=recipe.num_workers, batch_size=recipe.batch_size, load_size=293
+        )
+        warning = shm_warning(shm_free_bytes(), need, num_workers=recipe.num_workers)
+        if warning:
+            self.progress.log(f"warning: {warning}")
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
@@ -310,7 +355,7 @@ class Worker:
         )
         heartbeat.start()
         outcome: TrialOutcome | None = None
-        failure: tuple[str, bool] | None = None  # (message, retry)
+        failure: FailureVerdict | None = None
         surrogate = self.options.trainer == "surrogate"
         try:
             outcome = self._train(lease, control, heartbeat, surrogate=surrogate)
@@ -331,15 +376,18 @@ class Worker:
             self.progress.end_trial("abandoned: the lease was lost")
             return
         if outcome is None:
-            _release_device_memory()
+            verdict = failure or FailureVerdict("training ended without a result", True)
+            if verdict.fault != "sticky":  # a dead CUDA context would only raise again
+                release_device_memory(self.progress.log)
             if control.interrupted.is_set():
                 # A signal may also surface as another error (DataLoader workers killed with us).
                 message = f"worker {self.name} interrupted by {self.signal_name}"
                 self._fail(lease, message, retry=True)
-            else:
-                message, retry = failure or ("training ended without a result", True)
-                self._fail(lease, message, retry=retry)
+                return
+            self._fail(lease, verdict.message, retry=verdict.retry, worker_fault=verdict.fault)
+            self._count_fault(verdict.fault)
             return
+        self.consecutive_faults = 0
         # A finished result is reported even if a signal arrived meanwhile: it is never wasted.
         body = {"lease_id": lease.lease_id, **outcome.report(), "surrogate": surrogate}
         entry = self.spool.put(self.client.server, lease.id, body, stopped=outcome.stopped)
@@ -364,26 +412,58 @@ class Worker:
         config = TrainingConfig.from_dict(lease.training)
         if surrogate:
             return self._surrogate(lease, config, control, heartbeat)
+        if config.compile:
+            reason = missing_compiler(self.device.type)
+            if reason:
+                raise CompilerMissing(reason)
         data = self._load_dataset(lease.dataset)
         control.check()
         from vitcube.workers.trainer import run_trial
 
-        return run_trial(
-            lease.arch,
-            data,
-            config=config,
-            seed=lease.seed,
-            device=self.device,
-            control=control,
-            listener=_Listener(self.progress, heartbeat),
-        )
-
-    def _fail(self, lease: TrialLease, message: str, *, retry: bool) -> None:
         try:
-            self.client.fail(lease.id, lease.lease_id, message, retry=retry)
-            self.progress.end_trial(
-                f"failed ({'will be retried' if retry else 'final'}): {message}"
+            return run_trial(
+                lease.arch,
+                data,
+                config=config,
+                seed=lease.seed,
+                device=self.device,
+                control=control,
+                listener=_Listener(self.progress, heartbeat),
+                log=self.progress.log,
             )
+        finally:
+            if config.compile:
+                # Every trial is a new network: drop its compiled graphs, so a long-lived worker
+                # does not reach dynamo's recompile limit and silently fall back to eager.
+                import torch._dynamo
+
+                torch._dynamo.reset()
+
+    def _count_fault(self, fault: str | None) -> None:
+        """Count worker faults in a row; a trial that failed otherwise breaks the run."""
+        if fault is None:
+            self.consecutive_faults = 0
+            return
+        self.consecutive_faults += 1
+        limit = self.options.max_worker_faults
+        if fault == "sticky":
+            self.faulty = "a sticky CUDA error left this process's CUDA context unusable"
+        elif limit and self.consecutive_faults >= limit:
+            self.faulty = f"{self.consecutive_faults} worker faults in a row (--max-worker-faults)"
+
+    def _fail(
+        self, lease: TrialLease, message: str, *, retry: bool, worker_fault: str | None = None
+    ) -> None:
+        try:
+            self.client.fail(
+                lease.id, lease.lease_id, message, retry=retry, worker_fault=bool(worker_fault)
+            )
+            what = (
+                "worker fault, handed back uncharged"
+                if worker_fault
+                else ("will be retried" if retry else "final")
+            )
+            self.progress.end_trial(f"failed ({what}): {message}")
         except LeaseLost:
             self.progress.end_trial(f"failed, but the lease was already lost: {message}")
         except (ServerUnavailable, RequestRejected) as error:
@@ -440,35 +520,71 @@ class Worker:
         )
 
 
+class CompilerMissing(RuntimeError):
+    """`training.compile` is true and this host lacks the compiler it needs (workers.host)."""
+
+
+class FailureVerdict(NamedTuple):
+    """How to report a failed trial: the message, whether a retry could help, and whether the
+    fault is this worker's (`"sticky"`: its CUDA context is dead; `"host"`: cuBLAS/cuDNN or its
+    loader workers) rather than the trial's."""
+
+    message: str
+    retry: bool
+    fault: str | None = None
+
+
 def describe_failure(
     error: BaseException, lease: TrialLease, data_root: Path | None
-) -> tuple[str, bool]:
-    """The fail message and whether a retry could help."""
+) -> FailureVerdict:
+    """Classify a training failure: the fail message, retry, and whether it is a worker fault."""
     import torch
 
     if isinstance(error, DatasetError):
-        return f"dataset error on worker (data root {data_root}): {error}", False
+        return FailureVerdict(f"dataset error on worker (data root {data_root}): {error}", False)
     if isinstance(error, torch.OutOfMemoryError):
         batch = lease.training.get("batch_size", "?")
-        return (
+        return FailureVerdict(
             f"CUDA out of memory training at batch size {batch} and "
-            f"{lease.arch.get('resolution', '?')} px: lower training.batch_size or use a GPU "
-            f"with more memory ({str(error).splitlines()[0][:300]})",
+            f"{lease.arch.get('resolution', '?')} px, even with the batch split into "
+            "micro-batches: lower training.batch_size or use a GPU with more memory "
+            f"({str(error).splitlines()[0][:300]})",
             False,
         )
     if isinstance(error, TrainingDiverged):
-        return str(error), False
-    if isinstance(error, ValueError):
-        return f"invalid trial: {error}", False
+        return FailureVerdict(str(error), False)
+    if isinstance(error, CompilerMissing):
+        return FailureVerdict(str(error), False)
     trace = "".join(traceback.format_exception(error, limit=8))
-    return f"{type(error).__name__}: {error}\n{trace[-4000:]}", True
+    fault = worker_fault_kind("\n".join(_messages(error)))
+    if fault is not None:
+        hint = (
+            " (a killed DataLoader worker is usually /dev/shm too small: see the worker's "
+            "start-up warning)"
+            if "DataLoader" in str(error) or "bus error" in str(error).lower()
+            else ""
+        )
+        return FailureVerdict(
+            f"worker fault on {type(error).__name__}: {error}{hint}\n{trace[-4000:]}",
+            True,
+            fault,
+        )
+    if isinstance(error, ValueError):
+        return FailureVerdict(f"invalid trial: {error}", False)
+    return FailureVerdict(f"{type(error).__name__}: {error}\n{trace[-4000:]}", True)
 
 
-def _release_device_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def _messages(error: BaseException) -> list[str]:
+    """The error's message and those of its causes (a loader error re-raised, a wrapped CUDA
+    error), not the traceback's source lines."""
+    messages: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        messages.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return messages
 
 
 def _finite(value: float) -> bool:

@@ -20,6 +20,7 @@ Imports torch, models and workers.*.
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import statistics
 import threading
@@ -121,6 +122,7 @@ class TrainResult:
     images_per_s: float
     stopped: bool
     model: nn.Module = field(repr=False)  # the EMA model, eval mode, on the device
+    micro_batches: int = 1  # pieces each batch was split into (more after a CUDA OOM)
 
 
 class TrainingListener:
@@ -220,11 +222,16 @@ def train(
     device: torch.device,
     control: Control | None = None,
     listener: TrainingListener | None = None,
+    micro_batches: int = 1,
 ) -> TrainResult:
     """Train `model` (already on `device`) on `data` at `resolution` px; return the EMA result.
 
-    Raises TrainingAborted when `control` says so (interrupt, lease lost), TrainingDiverged on a
-    NaN loss; a `control.stop` ends training early with the epochs done so far.
+    `micro_batches` > 1 splits every batch into that many pieces whose gradients accumulate
+    before the one optimizer step (`accumulate_gradients`): the effective batch, the LR and
+    the steps stay the recipe's, only less activation memory is needed at once (BatchNorm then
+    normalises over each piece). Raises TrainingAborted when `control` says so (interrupt,
+    lease lost), TrainingDiverged on a NaN loss; a `control.stop` ends training early with the
+    epochs done so far.
     """
     control = control or Control()
     listener = listener or TrainingListener()
@@ -282,7 +289,8 @@ def train(
     )
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = len(train_loader)
-    eval_batch = config.eval_batch_size or 2 * config.batch_size
+    # Evaluation batches shrink with the split too (their size changes no result).
+    eval_batch = max(1, (config.eval_batch_size or 2 * config.batch_size) // micro_batches)
 
     def evaluate_ema() -> tuple[float, float]:
         """Top-1 and top-5 of the EMA weights (the model that is reported) on the val split."""
@@ -339,11 +347,17 @@ def train(
             )
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = step_model(inputs)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = accumulate_gradients(
+                step_model,
+                inputs,
+                labels,
+                lambda logits, targets: F.cross_entropy(
+                    logits.float(), targets, label_smoothing=config.label_smoothing
+                ),
+                micro_batches=micro_batches,
+                amp=amp,
+            )
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
@@ -416,6 +430,113 @@ def train(
         stopped=stopped,
         model=ema.module,
     )
+
+
+def accumulate_gradients(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    micro_batches: int = 1,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Forward and backward one batch in `micro_batches` pieces; returns its mean loss.
+
+    inputs: a `B x 3 x H x W` batch; targets: `B` labels (or `B x C` soft targets). Each piece's
+    mean loss is scaled by its share of the batch (b_k / B) before its backward, so the summed
+    gradients are the full batch's mean-loss gradient and the returned loss its mean loss,
+    whatever the split (up to float rounding). The caller zeroes the gradients and steps.
+    """
+    total = targets.shape[0]
+    loss_sum = torch.zeros((), device=inputs.device)
+    for piece_inputs, piece_targets in zip(
+        inputs.chunk(micro_batches), targets.chunk(micro_batches), strict=True
+    ):
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(piece_inputs)
+        share = piece_targets.shape[0] / total
+        loss = criterion(logits, piece_targets) * share
+        loss.backward()
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+MAX_MICRO_BATCHES = 8
+
+
+def train_splitting_on_oom(
+    build: Callable[[], nn.Module],
+    data: ImageDataset,
+    *,
+    resolution: int,
+    config: TrainingConfig,
+    seed: int,
+    device: torch.device,
+    control: Control | None = None,
+    listener: TrainingListener | None = None,
+    log: Callable[[str], None] | None = None,
+    max_micro_batches: int = MAX_MICRO_BATCHES,
+) -> TrainResult:
+    """`train` a fresh `build()` (seeded); on a CUDA OOM, free the memory and start again with
+    twice the micro-batches, up to `max_micro_batches` (and never pieces under one image).
+
+    An OOM from a smaller card or a neighbour process then costs a restart, not the trial. The
+    restart trains from scratch with the same seed, so the run is the recipe's, only split.
+    Raises the last torch.OutOfMemoryError when even the finest split does not fit.
+    """
+    log = log or (lambda message: None)
+    micro_batches = 1
+    while True:
+        torch.manual_seed(seed)
+        model = build().to(device)
+        try:
+            result = train(
+                model,
+                data,
+                resolution=resolution,
+                config=config,
+                seed=seed,
+                device=device,
+                control=control,
+                listener=listener,
+                micro_batches=micro_batches,
+            )
+            result.micro_batches = micro_batches
+            return result
+        except torch.OutOfMemoryError as error:
+            finer = micro_batches * 2
+            if finer > max_micro_batches or finer > config.batch_size:
+                raise
+            first_line = str(error).splitlines()[0][:300] if str(error) else "out of memory"
+        # Outside the except block: the traceback, and the activations its frames hold, are gone.
+        del model
+        log(
+            f"CUDA out of memory with batch {config.batch_size} in {micro_batches} micro-batch(es) "
+            f"({first_line}); restarting the trial with {finer} micro-batches of "
+            f"~{math.ceil(config.batch_size / finer)} (same effective batch, LR and steps)"
+        )
+        release_device_memory(log)
+        micro_batches = finer
+
+
+def release_device_memory(log: Callable[[str], None] | None = None) -> None:
+    """Give a failed run's device memory back for real and log what stays reserved.
+
+    `gc.collect()` first: the model, optimizer and activations may sit in reference cycles (a
+    traceback's frames) that only the collector frees, and `empty_cache()` can return only
+    blocks nothing references any more.
+    """
+    gc.collect()
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return
+    torch.cuda.empty_cache()
+    if log is not None:
+        mib = 1 << 20
+        log(
+            f"device memory after freeing: {torch.cuda.memory_allocated() / mib:.0f} MiB "
+            f"allocated, {torch.cuda.memory_reserved() / mib:.0f} MiB reserved"
+        )
 
 
 def _expected_steps(config: TrainingConfig, n_train: int) -> int:
@@ -526,8 +647,10 @@ def run_trial(
     device: torch.device,
     control: Control | None = None,
     listener: TrainingListener | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrialOutcome:
-    """Build the trial's architecture with models/, train it, measure params/MACs/latency."""
+    """Build the trial's architecture with models/, train it (restarting with micro-batches
+    after a CUDA OOM, `train_splitting_on_oom`), measure params/MACs/latency."""
     from vitcube.models import Arch, build_model, count_macs, count_params
 
     arch = Arch.from_dict(dict(arch_dict))
@@ -536,10 +659,8 @@ def run_trial(
             f"the trial's network has {arch.num_classes} outputs but dataset {data.name!r} has "
             f"{data.num_classes} classes; create the search with num_classes >= {data.num_classes}"
         )
-    torch.manual_seed(seed)
-    model = build_model(arch).to(device)
-    result = train(
-        model,
+    result = train_splitting_on_oom(
+        lambda: build_model(arch),
         data,
         resolution=arch.resolution,
         config=config,
@@ -547,6 +668,7 @@ def run_trial(
         device=device,
         control=control,
         listener=listener,
+        log=log,
     )
     cuda = device.type == "cuda"
     amp = config.amp == "bf16" or (config.amp == "auto" and cuda)
