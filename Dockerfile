@@ -9,6 +9,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
+# A C compiler: `training.compile: true` runs Triton, which builds its kernels' launchers with
+# one at run time (and the inductor's CPU backend needs a C++ one); python:3.11-slim has none.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc g++ libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 RUN pip install ${TORCH_SPEC}
 COPY pyproject.toml README.md ./

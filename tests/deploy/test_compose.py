@@ -17,6 +17,7 @@ import yaml
 
 from vitcube.cli import app
 from vitcube.service.settings import Settings
+from vitcube.workers.host import loader_shm_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +74,22 @@ def test_worker_command_parses_with_all_gpus_and_read_only_data(
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
 
+def _bytes(size: str | int) -> int:
+    """A compose size ("16gb", "512m", 1073741824) in bytes."""
+    match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", str(size).strip().lower())
+    assert match, f"not a compose size: {size!r}"
+    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
+
+
+def test_worker_has_shared_memory_for_its_dataloader_workers(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    # Docker's default /dev/shm is 64 MB; one GPU's default loader (4 workers x 2 batches of
+    # 64 x 3 x 293² uint8 in flight) needs ~132 MB, so eight GPUs need ~1 GB at the very least.
+    need = 8 * loader_shm_bytes(num_workers=4, batch_size=64, load_size=293)
+    assert worker.get("ipc") == "host" or _bytes(worker["shm_size"]) >= need
+    assert _bytes("16gb") == 16 << 30 and _bytes("64m") == 64 << 20 and _bytes(1024) == 1024
+
+
 def test_worker_token_comes_from_the_environment(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,3 +119,13 @@ def test_dockerfile_installs_the_package_and_every_top_level_package() -> None:
         assert f"COPY {package} ./{package}" in dockerfile
     # the CPU-safe torch pin of pyproject must be satisfiable by the image's torch
     assert 'TORCH_SPEC="torch==2.13.0"' in dockerfile
+
+
+def test_dockerfile_installs_a_c_compiler_for_torch_compile() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    install = re.search(r"apt-get install -y --no-install-recommends ([^\n\\&]+)", dockerfile)
+    assert install, "the image installs no system packages"
+    packages = set(install.group(1).split())
+    assert "gcc" in packages and "g++" in packages  # Triton (CUDA) and the inductor (CPU)
+    # installed before the package: a source change does not reinstall the compiler
+    assert dockerfile.index("apt-get install") < dockerfile.index("RUN pip install .")
