@@ -361,6 +361,8 @@ class TrialReport(_Strict):
     params: StrictInt | None = Field(default=None, ge=0, le=10**13)
     macs: StrictInt | None = Field(default=None, ge=0, le=10**15)
     latency_ms: NonNegative | None = None
+    # What measured latency_ms, e.g. "NVIDIA H200, bf16, CUDA graph, CUDA events".
+    latency_device: str | None = Field(default=None, max_length=200)
     images_per_s: NonNegative | None = None
     surrogate: StrictBool = False
     curve: list[CurvePoint] = Field(default_factory=list, max_length=100_000)

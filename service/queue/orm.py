@@ -316,10 +316,15 @@ def complete(session: Session, trial_id: int, body: TrialReport) -> TrialAck:
 
 
 def report_extras(body: TrialReport) -> dict[str, Any] | None:
-    """The report beyond the trial's columns (the worker's own MACs and params count), or None."""
+    """The report beyond the trial's columns (the worker's own MACs and params count, what
+    measured the latency), or None."""
     extras = {
         k: v
-        for k, v in (("reported_macs", body.macs), ("reported_params", body.params))
+        for k, v in (
+            ("reported_macs", body.macs),
+            ("reported_params", body.params),
+            ("latency_device", body.latency_device),
+        )
         if v is not None
     }
     return extras or None

@@ -1,11 +1,13 @@
-"""The training step's kernels: AdamW's implementation per device and what the EMA averages."""
+"""The training step's kernels (AdamW's implementation per device, what the EMA averages) and
+the batch-1 latency a trial reports with the device that measured it."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from vitcube.workers.trainer import ModelEma, adamw_implementation
+from vitcube.contract import TrialReport
+from vitcube.workers.trainer import ModelEma, TrialOutcome, adamw_implementation, measure_latency
 
 
 def test_adamw_is_fused_on_cuda_and_multi_tensor_elsewhere() -> None:
@@ -38,3 +40,25 @@ def test_ema_averages_weights_and_copies_integer_buffers() -> None:
     assert torch.allclose(ema.module[0].weight, expected)
     mean = ema.module[1].running_mean
     assert not torch.equal(mean, live[1].running_mean) and mean.abs().sum() > 0  # averaged
+
+
+def test_latency_is_reported_with_what_measured_it() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    latency = measure_latency(model, 32, torch.device("cpu"))
+    assert latency.ms > 0
+    assert latency.device.startswith("CPU ") and latency.device.endswith("fp32, wall clock")
+    outcome = TrialOutcome(
+        top1=0.5,
+        top5=0.9,
+        params=1,
+        macs=1,
+        latency_ms=latency.ms,
+        latency_device=latency.device,
+        images_per_s=1.0,
+        curve=[],
+        stopped=False,
+        best_epoch=1,
+    )
+    # The server's schema takes the complete body the worker sends.
+    report = TrialReport.model_validate({"lease_id": "a" * 32, **outcome.report()})
+    assert report.latency_device == latency.device
