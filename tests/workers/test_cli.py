@@ -141,6 +141,8 @@ def test_shared_memory_warning_names_the_fix() -> None:
     assert "shm_size" in warning and "emptyDir {medium: Memory}" in warning
     assert shm_warning(2 << 30, need, num_workers=4) is None
     assert shm_warning(None, need, num_workers=4) is None  # no /dev/shm (not Linux)
+    box = shm_warning(512 << 20, 8 * need, num_workers=4, processes=8)  # 8 GPUs share it
+    assert box is not None and "8 worker processes x 4 DataLoader workers need about 1" in box
 
 
 def test_plain_progress_prints_epoch_lines_with_accuracy_and_eta() -> None:

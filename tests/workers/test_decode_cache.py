@@ -166,6 +166,10 @@ def test_two_processes_at_once_decode_once_and_read_the_same_array(tmp_path: Pat
     assert outputs[0][1] == outputs[1][1]
     expected = np.stack([decode_file(path, 64) for path in files])
     assert int(expected.astype(np.int64).sum()) == int(outputs[0][1])
+    later = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert later.stdout.split() == ["0", outputs[0][1]]  # a later process only maps the file
 
 
 @pytest.mark.slow
@@ -242,3 +246,19 @@ def test_trials_on_an_image_folder_train_from_the_cache(
         {**point, "epoch_time_s": second.curve[i]["epoch_time_s"]}
         for i, point in enumerate(first.curve)
     ]
+
+
+def test_a_full_disk_falls_back_to_decoding_every_epoch(
+    tmp_path: Path, decode_cache_in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vitcube.workers import decode_cache
+
+    _imagefolder(tmp_path)
+    split = load_dataset({"name": "imagefolder"}, tmp_path).train
+    assert isinstance(split, FolderSplit)
+    # No disk here has an exabyte free: the cache must not start writing.
+    monkeypatch.setattr(decode_cache, "FREE_SPACE_MARGIN_BYTES", 1 << 60)
+    loader = BatchLoader(split, CPU, resolutions=[16])
+    assert loader.images_decoded == 0 and list(decode_cache_in_tmp.glob("*.npy*")) == []
+    ((images, _, indices), *_) = _epoch(loader, 16, seed=0)
+    assert torch.equal(images, _expected(split, 16)[indices])
