@@ -42,9 +42,11 @@ HOST_FAULT = re.compile(
 )
 
 
-def loader_shm_bytes(*, num_workers: int, batch_size: int, load_size: int) -> int:
+def loader_shm_bytes(
+    *, num_workers: int, batch_size: int, load_size: int, prefetch: int = PREFETCH_FACTOR
+) -> int:
     """Shared memory the loader workers of one trial hold at once (uint8 RGB batches)."""
-    return num_workers * PREFETCH_FACTOR * batch_size * 3 * load_size * load_size
+    return num_workers * prefetch * batch_size * 3 * load_size * load_size
 
 
 def shm_free_bytes(path: str = "/dev/shm") -> int | None:
@@ -56,8 +58,13 @@ def shm_free_bytes(path: str = "/dev/shm") -> int | None:
     return stats.f_bavail * stats.f_frsize
 
 
-def shm_warning(free_bytes: int | None, need_bytes: int, *, num_workers: int) -> str | None:
+def shm_warning(
+    free_bytes: int | None, need_bytes: int, *, num_workers: int, processes: int = 1
+) -> str | None:
     """What to change when `free_bytes` of /dev/shm cannot hold `need_bytes`, or None.
+
+    need_bytes: what the box's `processes` worker processes (one per GPU; they share /dev/shm),
+    each with `num_workers` DataLoader workers, hold at once.
 
     A warning, not a refusal: a worker cannot know at start whether it will get an image-folder
     trial (digits and CIFAR are in memory and never touch /dev/shm), and if one does die of a
@@ -66,11 +73,14 @@ def shm_warning(free_bytes: int | None, need_bytes: int, *, num_workers: int) ->
     if free_bytes is None or free_bytes >= need_bytes:
         return None
     mib = 1 << 20
+    who = f"{num_workers} DataLoader workers"
+    if processes > 1:
+        who = f"{processes} worker processes x {who}"
     return (
-        f"/dev/shm has {free_bytes / mib:.0f} MiB free but {num_workers} DataLoader workers need "
-        f"about {need_bytes / mib:.0f} MiB for image-folder trials (they die with a bus error "
-        "otherwise): docker run --shm-size=2g (compose: shm_size: 2gb), on Kubernetes mount an "
-        "emptyDir {medium: Memory} at /dev/shm, or set training.num_workers lower"
+        f"/dev/shm has {free_bytes / mib:.0f} MiB free but {who} need about "
+        f"{need_bytes / mib:.0f} MiB for image-folder trials (they die with a bus error "
+        "otherwise): docker run --shm-size=16g (compose: shm_size), on Kubernetes mount an "
+        "emptyDir {medium: Memory} at /dev/shm, or set VITCUBE_LOADER_WORKERS lower"
     )
 
 

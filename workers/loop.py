@@ -239,11 +239,13 @@ class Worker:
         from vitcube.workers.trainer import resolve_device
 
         device = resolve_device(self.options.device)
-        self.device = device
         if device.type == "cuda":
+            if device.index is None:
+                device = torch.device("cuda", 0)  # `--device cuda`: the first visible GPU
             # Before any CUDA work: the pin-memory thread and every default-device allocation
             # then use this GPU, not GPU 0 (another worker's).
             torch.cuda.set_device(device)
+        self.device = device
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
         if self.options.trainer not in ("real", "surrogate"):
@@ -289,17 +291,24 @@ class Worker:
         return 0
 
     def _warn_about_shared_memory(self) -> None:
-        """Say at start what to change when /dev/shm cannot hold the default loader's batches."""
+        """Say at start what to change when /dev/shm cannot hold the loaders' batches."""
         if self.options.trainer != "real":
             return
         from vitcube.contract import TrainingRecipe
+        from vitcube.workers.batches import PREFETCH_BATCHES, host_gpu_count, host_loader_workers
 
-        recipe = TrainingRecipe()
-        # A typical batch: the default recipe at the base resolution's load size (256 / 0.875).
-        need = loader_shm_bytes(
-            num_workers=recipe.num_workers, batch_size=recipe.batch_size, load_size=293
+        workers = host_loader_workers(self.device)
+        # Every worker process of the box (one per GPU) shares /dev/shm.
+        processes = max(1, host_gpu_count()) if self.device.type == "cuda" else 1
+        # A typical batch: the default batch size at the base resolution's evaluation load size
+        # (256 / 0.875 = 293 px), the largest a default image-folder trial loads.
+        need = processes * loader_shm_bytes(
+            num_workers=workers,
+            batch_size=TrainingRecipe().batch_size,
+            load_size=293,
+            prefetch=PREFETCH_BATCHES,
         )
-        warning = shm_warning(shm_free_bytes(), need, num_workers=recipe.num_workers)
+        warning = shm_warning(shm_free_bytes(), need, num_workers=workers, processes=processes)
         if warning:
             self.progress.log(f"warning: {warning}")
 

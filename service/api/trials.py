@@ -68,7 +68,9 @@ async def complete(
 async def fail(
     trial_id: TrialId, body: TrialFailure, queue: QueueDep, planner: PlannerDep, _: WorkerAuth
 ) -> TrialAck:
-    """`retry: true` queues the trial again (attempts + 1) until max attempts, then failed."""
+    """`retry: true` queues the trial again (attempts + 1) until max attempts, then failed;
+    `worker_fault: true` (the worker's GPU or host broke) queues it without attempts + 1, up to
+    VITCUBE_MAX_WORKER_FAULTS times per trial."""
     ack = await queue.fail(trial_id, body)
     planner.wake()
     return ack
