@@ -262,3 +262,36 @@ def test_a_full_disk_falls_back_to_decoding_every_epoch(
     assert loader.images_decoded == 0 and list(decode_cache_in_tmp.glob("*.npy*")) == []
     ((images, _, indices), *_) = _epoch(loader, 16, seed=0)
     assert torch.equal(images, _expected(split, 16)[indices])
+
+
+def test_loader_processes_gather_from_the_cache_and_persist_across_epochs(tmp_path: Path) -> None:
+    # On a GPU box the training split is gathered from the cache by DataLoader processes (the
+    # CPU path maps it in this process): the same gather, run here through two processes.
+    from vitcube.workers.batches import Batch, _CachedBatches
+
+    _imagefolder(tmp_path, per_class=5)
+    split = load_dataset({"name": "imagefolder"}, tmp_path).train
+    assert isinstance(split, FolderSplit)
+    decoded = open_decoded(split.files, [16], tmp_path / "cache")
+    labels = torch.tensor(split.labels)
+    source = _CachedBatches(decoded.paths, labels, 1.0)
+    batches = [Batch((7, 0, 3), 16), Batch((9, 2), 16)]
+    loader = torch.utils.data.DataLoader(
+        source,
+        batch_size=None,
+        sampler=batches,
+        num_workers=2,
+    )
+    expected = _expected(split, 16)
+    received = list(loader)
+    assert len(received) == len(batches)
+    for (images, got), batch in zip(received, batches, strict=True):
+        assert torch.equal(images, expected[list(batch.indices)])
+        assert got.tolist() == [split.labels[i] for i in batch.indices]
+
+    # The uncached path's persistent processes follow each epoch's new plan.
+    persistent = BatchLoader(split, CPU, resolutions=[16], num_workers=2, cache_dir=None)
+    for seed in (0, 1):
+        for images, _, indices in _epoch(persistent, 16, seed):
+            assert torch.equal(images, expected[indices])
+    persistent.close()
