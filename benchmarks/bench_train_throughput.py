@@ -14,7 +14,10 @@ on CUDA, fp32 on the CPU), timed one after the other on the same device. Three m
   the worker did before the cache);
 - `end-to-end`: the worker's own training loop (`workers.trainer.train`: decode cache → batches
   on the device → random resized crop → step → EMA update) over the same image folder, with
-  each side's network, so a first GPU run shows whether the loader or the step is the limit.
+  each side's network, so a first GPU run shows whether the loader or the step is the limit;
+- `latency`: the worker's batch-1 latency measurement (`workers.trainer.measure_latency`: on
+  CUDA a bf16 copy timed with CUDA events from a CUDA graph where capture works; wall clock on
+  the CPU), printed as batch-1 images/s (1000 / ms) with how it was measured.
 
 Each row prints images/s for both sides and their ratio (ours / theirs; for `loader`, cached /
 decoded every epoch). transformers is optional (`pip install transformers`; it needs no
@@ -47,10 +50,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vitcube.models import ArchConfig, build_model
 from vitcube.workers.batches import BatchLoader, fixed_plan, host_loader_workers
 from vitcube.workers.datasets import FolderSplit, ImageDataset, load_dataset
-from vitcube.workers.trainer import TrainingConfig, adamw_implementation, train
+from vitcube.workers.trainer import (
+    TrainingConfig,
+    adamw_implementation,
+    measure_latency,
+    train,
+)
 
 MODELS = ("mobilevitv2_100", "mobilevit_s")
-MODES = ("synthetic", "loader", "end-to-end")
+MODES = ("synthetic", "loader", "end-to-end", "latency")
 
 
 class _Logits(nn.Module):
@@ -296,7 +304,17 @@ def run_row(
     device: torch.device,
     data: ImageDataset | None,
 ) -> None:
+    latency_note = ""
+
     def measure(model: nn.Module) -> float:
+        nonlocal latency_note
+        if mode == "latency":
+            cuda = device.type == "cuda"
+            latency = measure_latency(
+                model.to(device), args.resolution, device, amp=cuda, channels_last=cuda
+            )
+            latency_note = f"   ({latency.device})"
+            return 1000.0 / latency.ms  # batch-1 images/s
         if mode == "synthetic":
             return images_per_s(
                 model,
@@ -333,7 +351,7 @@ def run_row(
     peer_ips = measure(peer)
     print(
         f"{mode:<11}{model_name:<17}{params:>14}{ours_ips:>12.1f}{peer_ips:>12.1f}"
-        f"{ours_ips / peer_ips:>7.2f}×"
+        f"{ours_ips / peer_ips:>7.2f}×{latency_note}"
     )
 
 

@@ -21,7 +21,7 @@ def test_benchmark_runs_every_mode_at_toy_scale(capsys: pytest.CaptureFixture[st
     rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()[2:]}
     models = ("mobilevitv2_100", "mobilevit_s")
     assert set(rows) == {
-        *((mode, model) for mode in ("synthetic", "end-to-end") for model in models),
+        *((mode, model) for mode in ("synthetic", "end-to-end", "latency") for model in models),
         ("loader", "cached/decoded"),
     }
     peer = importlib.util.find_spec("transformers") is not None
