@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from vitcube.contract import DEFAULT_SPACE
+from vitcube.contract import DEFAULT_SPACE, InvalidRecipeError
 from vitcube.service.errors import InvalidInput, InvalidTransition, NotFound
 from vitcube.service.schemas import (
     Counts,
@@ -113,6 +113,12 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         raise InvalidInput(str(exc)) from exc
     if min_macs is not None and min_macs > max_macs:
         raise InvalidInput(f"budget.min_macs={min_macs:,} exceeds max_macs={max_macs:,}")
+    try:
+        training = body.training.resolved(
+            family=base.family, size=base.size, dataset=body.dataset.name
+        )
+    except InvalidRecipeError as exc:
+        raise InvalidInput(str(exc)) from exc
     budget = body.budget.model_dump(exclude_none=True)
     known = set(SearchCreate.model_fields)
     extra = {k: v for k, v in (body.model_extra or {}).items() if k not in known}
@@ -134,9 +140,10 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         "strategy": body.strategy,
         "max_trials": body.max_trials,
         "parallelism": body.parallelism,
-        # The whole validated recipe, defaults filled in: what every trial of the search trains
-        # with, and a block every worker accepts (it validates with the same TrainingRecipe).
-        "training": body.training.model_dump(mode="json"),
+        # The whole validated recipe, the family's and dataset's defaults filled in: what every
+        # trial of the search trains with, and a block every worker accepts unchanged (it
+        # validates and resolves with the same TrainingRecipe).
+        "training": training.model_dump(mode="json"),
         "seed": body.seed,
         "extra": extra,
     }, strategy

@@ -128,18 +128,26 @@ GOOD_TRAINING_BLOCKS: list[dict[str, Any]] = [
     {"crop_scale": [0.3, 1], "hflip": None, "amp": "bf16", "channels_last": False},
     {"multiscale": True, "multiscale_min": 1, "multiscale_max": 4, "multiscale_n": 16},
     {"eval_batch_size": None, "num_workers": 0, "grad_clip": 0, "weight_decay": 0.0},
+    {"transformer_dropout": 0.2, "decay_norms_and_biases": False, "crop_interpolation": "bicubic"},
+    {
+        "rand_augment": True,
+        "rand_augment_ops": 14,
+        "rand_augment_magnitude": 30,
+        "antialias": False,
+    },
+    {"random_erase_p": 1, "mixup_alpha": 0.8, "cutmix_alpha": 0, "lr": None, "min_lr": None},
 ]
 
 # ... and blocks both must refuse, each with what the refusal must say.
 BAD_TRAINING_BLOCKS: list[tuple[Any, str]] = [
     ({"epoch": 10}, "training.epoch is not a recipe key (did you mean epochs?)"),
-    ({"epochs": 5, "lr": -1}, "training.lr must be a number in (0, 10), got -1"),
+    ({"epochs": 5, "lr": -1}, "training.lr must be a number in (0, 10), or null, got -1"),
     ({"epochs": True}, "training.epochs must be an integer in [1, 10000], got true"),
     ({"epochs": 5.0}, "training.epochs must be an integer in [1, 10000], got 5.0"),
     ({"epochs": 0}, "training.epochs must be an integer in [1, 10000], got 0"),
     ({"batch_size": 6.5}, "training.batch_size must be an integer in [1, 65536], got 6.5"),
     ({"batch_size": None}, "training.batch_size must be an integer in [1, 65536], got null"),
-    ({"lr": "0.1"}, 'training.lr must be a number in (0, 10), got "0.1"'),
+    ({"lr": "0.1"}, 'training.lr must be a number in (0, 10), or null, got "0.1"'),
     ({"lr": 0.001, "min_lr": 0.01}, "training.min_lr must be in [0, lr] = [0, 0.001], got 0.01"),
     ({"lr": 0.001, "warmup_init_lr": 0.01}, "training.warmup_init_lr must be in [0, lr]"),
     (
@@ -155,7 +163,22 @@ BAD_TRAINING_BLOCKS: list[tuple[Any, str]] = [
     ({"multiscale_max": 0.9}, "training.multiscale_max must be a number in [1, 4], got 0.9"),
     ({"multiscale_n": 17}, "training.multiscale_n must be an integer in [1, 16], got 17"),
     ({"grad_clip": -1}, "training.grad_clip must be a number >= 0, got -1"),
-    ({"weight_decay": 1}, "training.weight_decay must be a number in [0, 1), got 1"),
+    ({"weight_decay": 1}, "training.weight_decay must be a number in [0, 1), or null, got 1"),
+    ({"transformer_dropout": 1.0}, "training.transformer_dropout must be a number in [0, 1)"),
+    ({"decay_norms_and_biases": 0}, "training.decay_norms_and_biases must be true or false, or"),
+    ({"crop_interpolation": "nearest"}, "training.crop_interpolation must be one of 'bilinear'"),
+    (
+        {"rand_augment_magnitude": 31},
+        "training.rand_augment_magnitude must be an integer in [0, 30]",
+    ),
+    ({"rand_augment_ops": 0}, "training.rand_augment_ops must be an integer in [1, 14], got 0"),
+    (
+        {"random_erase_p": 1.5},
+        "training.random_erase_p must be a number in [0, 1], or null, got 1.5",
+    ),
+    ({"mixup_alpha": -0.1}, "training.mixup_alpha must be a number in [0, 10], or null, got -0.1"),
+    ({"cutmix_alpha": 11}, "training.cutmix_alpha must be a number in [0, 10], or null, got 11"),
+    ({"antialias": None}, "training.antialias must be true or false, got null"),
     ({"num_workers": 65}, "training.num_workers must be an integer in [0, 64], got 65"),
     ({"max_steps_per_epoch": 0}, "training.max_steps_per_epoch must be an integer >= 1"),
     ("fast", "training must be an object"),

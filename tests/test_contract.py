@@ -50,18 +50,110 @@ def test_good_recipes_are_accepted_and_keep_their_values(block: dict[str, Any]) 
     assert TrainingRecipe.from_dict(dumped) == recipe
 
 
-def test_defaults_are_the_documented_recipe() -> None:
+def test_defaults_are_the_documented_recipe_with_family_keys_left_null() -> None:
     recipe = TrainingRecipe.from_dict(None)
     assert recipe == TrainingRecipe.from_dict({})
-    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.min_lr) == (100, 64, 0.002, 0.0002)
-    assert (recipe.weight_decay, recipe.label_smoothing, recipe.ema_decay) == (0.05, 0.1, 0.9995)
-    assert (recipe.grad_clip, recipe.amp, recipe.compile, recipe.multiscale) == (
+    assert (recipe.epochs, recipe.batch_size, recipe.label_smoothing, recipe.ema_decay) == (
+        100,
+        64,
+        0.1,
+        0.9995,
+    )
+    assert (recipe.grad_clip, recipe.amp, recipe.compile, recipe.antialias) == (
         10.0,
         "auto",
         False,
-        False,
+        True,
     )
-    assert recipe.warmup_epochs is None and recipe.crop_scale is None and recipe.hflip is None
+    assert (recipe.multiscale_min, recipe.multiscale_max, recipe.multiscale_n) == (0.625, 1.25, 5)
+    family_keys = [
+        key for key, field in TrainingRecipe.model_fields.items() if field.default is None
+    ]
+    assert all(getattr(recipe, key) is None for key in family_keys)
+
+
+def test_v1_resolves_to_ml_cvnets_mobilevit_recipe() -> None:
+    recipe = TrainingRecipe().resolved(family="mobilevit_v1", size="s", dataset="imagefolder")
+    assert recipe.lr == pytest.approx(0.0005)  # 0.002 at 1024, sqrt rule at 64
+    assert recipe.warmup_init_lr == pytest.approx(0.00005) and recipe.min_lr == pytest.approx(5e-5)
+    assert (recipe.weight_decay, recipe.decay_norms_and_biases) == (0.01, True)
+    assert (recipe.transformer_dropout, recipe.multiscale) == (0.1, True)
+    assert (recipe.multiscale_min, recipe.multiscale_max) == (0.625, 1.25)  # 160-320 px at 256
+    assert (recipe.crop_interpolation, recipe.crop_scale, recipe.hflip) == (
+        "bilinear",
+        (0.08, 1.0),
+        True,
+    )
+    assert not recipe.rand_augment and recipe.random_erase_p == 0.0
+    assert recipe.mixup_alpha == 0.0 and recipe.cutmix_alpha == 0.0
+    xxs = TrainingRecipe().resolved(family="mobilevit_v1", size="xxs", dataset="imagefolder")
+    assert xxs.transformer_dropout == 0.05
+
+
+def test_v2_and_other_families_resolve_to_ml_cvnets_mobilevit_v2_recipe() -> None:
+    for family in ("mobilevit_v2", "mobilenet_v2"):
+        recipe = TrainingRecipe().resolved(family=family, dataset="cifar10")
+        assert (recipe.weight_decay, recipe.decay_norms_and_biases) == (0.05, False)
+        assert recipe.warmup_init_lr == pytest.approx(0.0005 / 2000)  # 1e-6 at batch 1024
+        assert (recipe.transformer_dropout, recipe.multiscale) == (0.0, False)
+        assert (recipe.crop_interpolation, recipe.rand_augment, recipe.random_erase_p) == (
+            "bicubic",
+            True,
+            0.25,
+        )
+        assert (recipe.mixup_alpha, recipe.cutmix_alpha, recipe.crop_scale) == (
+            0.2,
+            1.0,
+            (0.25, 1.0),
+        )
+
+
+def test_digits_keep_gentle_crops_and_no_glyph_destroying_augmentation() -> None:
+    recipe = TrainingRecipe().resolved(family="mobilevit_v2", dataset="digits")
+    assert (recipe.crop_scale, recipe.hflip, recipe.rand_augment) == ((0.5, 1.0), False, False)
+    assert (recipe.random_erase_p, recipe.mixup_alpha, recipe.cutmix_alpha) == (0.0, 0.0, 0.0)
+    assert recipe.weight_decay == 0.05  # the family's keys still apply
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "lr"), [(1024, 0.002), (256, 0.001), (64, 0.0005), (16, 0.00025)]
+)
+def test_a_null_peak_lr_scales_with_the_square_root_of_the_batch(
+    batch_size: int, lr: float
+) -> None:
+    recipe = TrainingRecipe(batch_size=batch_size).resolved(family="mobilevit_v2", dataset="digits")
+    assert recipe.lr == pytest.approx(lr)
+    assert recipe.min_lr == pytest.approx(lr / 10)
+
+
+def test_explicit_values_win_and_resolving_twice_changes_nothing() -> None:
+    block = {
+        "lr": 0.003,
+        "weight_decay": 0.0,
+        "decay_norms_and_biases": False,
+        "transformer_dropout": 0.0,
+        "multiscale": False,
+        "rand_augment": True,
+        "mixup_alpha": 0.8,
+        "hflip": True,
+        "crop_scale": [0.3, 1],
+    }
+    recipe = TrainingRecipe.from_dict(block).resolved(
+        family="mobilevit_v1", size="xs", dataset="digits"
+    )
+    dumped = recipe.model_dump(mode="json")
+    assert all(dumped[key] == value for key, value in block.items())
+    assert recipe.min_lr == pytest.approx(0.0003) and recipe.warmup_init_lr == pytest.approx(0.0003)
+    assert recipe.resolved(family="mobilevit_v2", dataset="cifar10") == recipe
+
+
+def test_an_explicit_value_that_contradicts_the_scaled_lr_says_where_the_lr_came_from() -> None:
+    recipe = TrainingRecipe.from_dict({"min_lr": 0.001})  # fine until the peak is known
+    with pytest.raises(InvalidRecipeError) as refused:
+        recipe.resolved(family="mobilevit_v2", dataset="digits")
+    text = str(refused.value)
+    assert "training.min_lr must be in [0, lr] = [0, 0.0005], got 0.001" in text
+    assert "sqrt(batch_size / 1024)" in text
 
 
 def test_every_key_names_itself_and_its_kind_when_given_the_wrong_type() -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
@@ -94,13 +96,111 @@ class InvalidRecipeError(ValueError):
     """A `training` block a worker cannot train with; the message names each key and its range."""
 
 
+@dataclass(frozen=True)
+class FamilyRecipe:
+    """The published ImageNet-1k recipe of one family (apple/ml-cvnets' configs), as the values
+    `TrainingRecipe.resolved` fills into keys left null. Learning rates are stated for the
+    references' global batch of `REFERENCE_BATCH` images; warm-up start and floor as shares of
+    the peak, so they scale with it."""
+
+    lr_at_reference_batch: float
+    warmup_init_lr_share: float  # warm-up starts at this share of the peak LR
+    min_lr_share: float  # the cosine floor as a share of the peak LR
+    weight_decay: float
+    decay_norms_and_biases: bool
+    transformer_dropout: float
+    multiscale: bool
+    crop_interpolation: Literal["bilinear", "bicubic"]
+    rand_augment: bool
+    random_erase_p: float
+    mixup_alpha: float
+    cutmix_alpha: float
+
+
+REFERENCE_BATCH = 1024  # 128 images per GPU x 8 GPUs in both families' configs
+FAMILY_RECIPES: Mapping[str, FamilyRecipe] = MappingProxyType(
+    {
+        # config/classification/imagenet/mobilevit.yaml (and mobilevit_x{,x}_small.yaml): AdamW
+        # wd 0.01 on every parameter, warm-up from 2e-4 to 2e-3, cosine to 2e-4, transformer
+        # dropout 0.1 (0.05 for XXS), bilinear random resized crop and flip only, the variable
+        # batch sampler over 160-320 px at 256 (0.625-1.25x).
+        "mobilevit_v1": FamilyRecipe(
+            lr_at_reference_batch=0.002,
+            warmup_init_lr_share=0.1,
+            min_lr_share=0.1,
+            weight_decay=0.01,
+            decay_norms_and_biases=True,
+            transformer_dropout=0.1,
+            multiscale=True,
+            crop_interpolation="bilinear",
+            rand_augment=False,
+            random_erase_p=0.0,
+            mixup_alpha=0.0,
+            cutmix_alpha=0.0,
+        ),
+        # config/classification/imagenet/mobilevit_v2.yaml: AdamW wd 0.05 with no decay on
+        # norms and biases, warm-up from 1e-6, cosine 2e-3 -> 2e-4, no dropout, bicubic crop,
+        # RandAugment, RandomErasing p 0.25, Mixup alpha 0.2, CutMix alpha 1.0, fixed sampler.
+        "mobilevit_v2": FamilyRecipe(
+            lr_at_reference_batch=0.002,
+            warmup_init_lr_share=0.0005,
+            min_lr_share=0.1,
+            weight_decay=0.05,
+            decay_norms_and_biases=False,
+            transformer_dropout=0.0,
+            multiscale=False,
+            crop_interpolation="bicubic",
+            rand_augment=True,
+            random_erase_p=0.25,
+            mixup_alpha=0.2,
+            cutmix_alpha=1.0,
+        ),
+    }
+)
+# MobileViT-XXS uses less transformer dropout than XS and S (mobilevit_xx_small.yaml).
+V1_TRANSFORMER_DROPOUT: Mapping[str, float] = MappingProxyType({"xxs": 0.05})
+# Families without a published recipe here (the MobileNet baselines) train with v2's.
+GENERIC_FAMILY = "mobilevit_v2"
+
+# Per-dataset augmentation rules: 8x8 digits cannot survive an 8 % crop, a mirrored digit is a
+# different glyph, and RandAugment, RandomErasing, Mixup and CutMix destroy glyphs this small;
+# CIFAR's 32 px images take gentler crops than ImageNet's.
+CROP_SCALE_DEFAULTS: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {"digits": (0.5, 1.0), "cifar10": (0.25, 1.0), "cifar100": (0.25, 1.0)}
+)
+DEFAULT_CROP_SCALE = (0.08, 1.0)
+NO_FLIP_DATASETS = frozenset({"digits"})
+NO_HEAVY_AUGMENTATION_DATASETS = frozenset({"digits"})
+
+
 class TrainingRecipe(BaseModel):
     """A search's `training` block: how every trial of the search is trained.
 
-    Every key is optional and unknown keys are an error. The defaults are the MobileViT v2
-    recipe scaled to short runs; null in an optional key means "the worker's default for the
-    dataset or device", as each field's description says. The LR schedule (linear warm-up, then
-    cosine to min_lr) spans the full `epochs`.
+    Every key is optional and unknown keys are an error; an explicit value always wins. A key
+    left null takes the published recipe of the search's family (apple/ml-cvnets'
+    `mobilevit.yaml` for `mobilevit_v1`, `mobilevit_v2.yaml` for `mobilevit_v2` and every other
+    family, `FAMILY_RECIPES`) adjusted for the dataset: `resolved(family=..., dataset=...)`
+    fills it in. The server resolves the block at POST and stores the result, so the stored
+    recipe (and every lease) says what trains; a worker resolves again from the trial's
+    architecture, which changes nothing in a resolved block. Only `eval_batch_size`, `amp` and
+    `channels_last` stay for the worker's device to decide.
+
+    Peak LR: the references state 0.002 for a global batch of 1024; a null `lr` is that value
+    scaled by the square-root rule, lr = 0.002 * sqrt(batch_size / 1024) (0.0005 at 64). AdamW
+    normalises each step by the gradient's running RMS, so the update size does not grow with
+    the batch as SGD's does; matching the noise scale of the update gives the square root
+    (Malladi et al., 2022, "On the SDEs and scaling rules for adaptive gradient algorithms"),
+    where the linear rule (Goyal et al., 2017) is SGD's and would give 0.000125 at 64. Null
+    `min_lr` and `warmup_init_lr` keep the references' shares of the peak (a tenth; v1 warms
+    up from a tenth, v2 from 1/2000). The LR schedule (linear warm-up, then cosine to min_lr)
+    spans the full `epochs`.
+
+    Reproducibility: the trial's seed fixes the initial weights, the batch order and every
+    random augmentation. On the CPU the same seed and recipe reproduce a trial bit for bit. On a
+    GPU they do not: cuDNN autotuning (on for speed) may pick different kernels per run, and
+    atomic adds in the backward pass of convolutions, grid_sample and scatter-based ops sum in a
+    different order every run, so two runs drift apart in the last bits and then further;
+    expect the same accuracy up to run-to-run noise, not the same numbers.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -111,18 +211,35 @@ class TrainingRecipe(BaseModel):
     batch_size: StrictInt = Field(
         default=64, ge=1, le=65_536, description="Training images per step."
     )
-    lr: StrictFloat = Field(
-        default=0.002, gt=0.0, lt=10.0, description="Peak learning rate (AdamW)."
+    lr: StrictFloat | None = Field(
+        default=None,
+        gt=0.0,
+        lt=10.0,
+        description="Peak learning rate (AdamW); null: the family's 0.002 at batch 1024 "
+        "scaled by sqrt(batch_size / 1024).",
     )
-    min_lr: StrictFloat = Field(default=0.0002, ge=0.0, description="Cosine floor; at most lr.")
+    min_lr: StrictFloat | None = Field(
+        default=None, ge=0.0, description="Cosine floor, at most lr; null: lr / 10."
+    )
     warmup_epochs: StrictFloat | None = Field(
         default=None, ge=0.0, description="Linear warm-up length (≤ epochs); null: 5 % of epochs."
     )
-    warmup_init_lr: StrictFloat = Field(
-        default=1e-6, ge=0.0, description="Learning rate the warm-up starts from; at most lr."
+    warmup_init_lr: StrictFloat | None = Field(
+        default=None,
+        ge=0.0,
+        description="Learning rate the warm-up starts from, at most lr; null: lr / 10 for "
+        "mobilevit_v1, lr / 2000 otherwise.",
     )
-    weight_decay: StrictFloat = Field(
-        default=0.05, ge=0.0, lt=1.0, description="AdamW weight decay (never on norms or biases)."
+    weight_decay: StrictFloat | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="AdamW weight decay; null: 0.01 for mobilevit_v1, 0.05 otherwise.",
+    )
+    decay_norms_and_biases: StrictBool | None = Field(
+        default=None,
+        description="Apply weight decay to norm scales/shifts and biases too; null: true for "
+        "mobilevit_v1 (decay on every parameter), false otherwise.",
     )
     label_smoothing: StrictFloat = Field(default=0.1, ge=0.0, lt=1.0)
     ema_decay: StrictFloat = Field(
@@ -134,23 +251,70 @@ class TrainingRecipe(BaseModel):
     grad_clip: StrictFloat = Field(
         default=10.0, ge=0.0, description="Max gradient norm; 0 disables."
     )
+    transformer_dropout: StrictFloat | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout after attention and after the FFN of every transformer layer; "
+        "null: 0.1 for mobilevit_v1 (0.05 for its xxs), 0 otherwise.",
+    )
     crop_scale: tuple[StrictFloat, StrictFloat] | None = Field(
         default=None,
         description="Random resized crop area [low, high], 0 < low ≤ high ≤ 1; null: (0.08, 1) "
         "for image folders, (0.25, 1) for CIFAR, (0.5, 1) for digits.",
     )
+    crop_interpolation: Literal["bilinear", "bicubic"] | None = Field(
+        default=None,
+        description="Resampling of the random resized crop; null: bilinear for mobilevit_v1, "
+        "bicubic otherwise.",
+    )
+    antialias: StrictBool = Field(
+        default=True,
+        description="Low-pass filter crops that are shrunk (multiscale's small resolutions, "
+        "large crops of large images) instead of sampling them sparsely.",
+    )
     hflip: StrictBool | None = Field(
         default=None, description="Random horizontal flip; null: on, except for digits."
+    )
+    rand_augment: StrictBool | None = Field(
+        default=None,
+        description="RandAugment (rand_augment_ops ops of magnitude rand_augment_magnitude per "
+        "image); null: on for mobilevit_v2 and other families, off for mobilevit_v1 and digits.",
+    )
+    rand_augment_ops: StrictInt = Field(default=2, ge=1, le=14)
+    rand_augment_magnitude: StrictInt = Field(default=9, ge=0, le=30)
+    random_erase_p: StrictFloat | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Probability of RandomErasing per image; null: 0.25 for mobilevit_v2 and "
+        "other families, 0 for mobilevit_v1 and digits.",
+    )
+    mixup_alpha: StrictFloat | None = Field(
+        default=None,
+        ge=0.0,
+        le=10.0,
+        description="Mixup's Beta(alpha, alpha), 0 off; null: 0.2 for mobilevit_v2 and other "
+        "families, 0 for mobilevit_v1 and digits. With CutMix, each batch uses one of them.",
+    )
+    cutmix_alpha: StrictFloat | None = Field(
+        default=None,
+        ge=0.0,
+        le=10.0,
+        description="CutMix's Beta(alpha, alpha), 0 off; null: 1.0 for mobilevit_v2 and other "
+        "families, 0 for mobilevit_v1 and digits.",
     )
     amp: Literal["auto", "bf16", "off"] = Field(
         default="auto", description="auto: bf16 autocast on CUDA, off on the CPU."
     )
     channels_last: StrictBool | None = Field(default=None, description="null: on CUDA only.")
     compile: StrictBool = Field(default=False, description="torch.compile the training step.")
-    multiscale: StrictBool = Field(
-        default=False, description="Variable batch sampler over multiscale_n resolutions."
+    multiscale: StrictBool | None = Field(
+        default=None,
+        description="Variable batch sampler over multiscale_n resolutions; null: on for "
+        "mobilevit_v1, off otherwise.",
     )
-    multiscale_min: StrictFloat = Field(default=0.5, gt=0.0, le=1.0)
+    multiscale_min: StrictFloat = Field(default=0.625, gt=0.0, le=1.0)
     multiscale_max: StrictFloat = Field(default=1.25, ge=1.0, le=4.0)
     multiscale_n: StrictInt = Field(default=5, ge=1, le=16)
     eval_batch_size: StrictInt | None = Field(
@@ -160,6 +324,51 @@ class TrainingRecipe(BaseModel):
     max_steps_per_epoch: StrictInt | None = Field(
         default=None, ge=1, description="Cap on steps per epoch (smoke runs); null: no cap."
     )
+
+    def resolved(self, *, family: str, dataset: str, size: str | None = None) -> Self:
+        """This recipe with every null key that the family or dataset decides filled in.
+
+        family: the baseline's family ("mobilevit_v1", ...); size: v1's "xxs" / "xs" / "s";
+        dataset: the dataset's name. Explicit values are kept; resolving a resolved recipe
+        changes nothing. Raises InvalidRecipeError when an explicit value contradicts a filled
+        one (a min_lr above the scaled peak LR).
+        """
+        reference = FAMILY_RECIPES.get(family, FAMILY_RECIPES[GENERIC_FAMILY])
+        plain = dataset not in NO_HEAVY_AUGMENTATION_DATASETS
+        lr = self.lr
+        if lr is None:
+            lr = reference.lr_at_reference_batch * math.sqrt(self.batch_size / REFERENCE_BATCH)
+        dropout = reference.transformer_dropout
+        if family == "mobilevit_v1" and size is not None:
+            dropout = V1_TRANSFORMER_DROPOUT.get(size, dropout)
+        filled: dict[str, Any] = {
+            "lr": lr,
+            "min_lr": reference.min_lr_share * lr,
+            "warmup_init_lr": reference.warmup_init_lr_share * lr,
+            "weight_decay": reference.weight_decay,
+            "decay_norms_and_biases": reference.decay_norms_and_biases,
+            "transformer_dropout": dropout,
+            "crop_scale": CROP_SCALE_DEFAULTS.get(dataset, DEFAULT_CROP_SCALE),
+            "crop_interpolation": reference.crop_interpolation,
+            "hflip": dataset not in NO_FLIP_DATASETS,
+            "rand_augment": reference.rand_augment and plain,
+            "random_erase_p": reference.random_erase_p if plain else 0.0,
+            "mixup_alpha": reference.mixup_alpha if plain else 0.0,
+            "cutmix_alpha": reference.cutmix_alpha if plain else 0.0,
+            "multiscale": reference.multiscale,
+        }
+        values = self.model_dump()
+        values.update({key: value for key, value in filled.items() if values[key] is None})
+        try:
+            return type(self).model_validate(values)
+        except ValidationError as error:
+            problems = "; ".join(str(problem["msg"]) for problem in error.errors())
+            if self.lr is None:
+                problems += (
+                    f" (lr null: {family}'s {reference.lr_at_reference_batch} at batch "
+                    f"{REFERENCE_BATCH} scaled by sqrt(batch_size / {REFERENCE_BATCH}) = {lr:.6g})"
+                )
+            raise InvalidRecipeError(problems) from None
 
     @classmethod
     def from_dict(cls, block: Mapping[str, Any] | None) -> Self:
@@ -214,11 +423,16 @@ class TrainingRecipe(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         problems = []
-        if self.min_lr > self.lr:
+        # With a null lr the bounds are checked once `resolved` has scaled the peak.
+        if self.lr is not None and self.min_lr is not None and self.min_lr > self.lr:
             problems.append(
                 f"training.min_lr must be in [0, lr] = [0, {self.lr}], got {self.min_lr}"
             )
-        if self.warmup_init_lr > self.lr:
+        if (
+            self.lr is not None
+            and self.warmup_init_lr is not None
+            and self.warmup_init_lr > self.lr
+        ):
             problems.append(
                 f"training.warmup_init_lr must be in [0, lr] = [0, {self.lr}], "
                 f"got {self.warmup_init_lr}"
@@ -291,7 +505,8 @@ class TrialLease(BaseModel):
     """The 200 body of POST /api/trials/lease: what a worker needs to train one trial.
 
     `lease_id` must accompany every report. `training` is the search's recipe as the server
-    validated and stored it (every key of TrainingRecipe); a worker validates it again with
+    validated, resolved for the search's family and dataset, and stored it (every key of
+    TrainingRecipe); a worker validates it again with
     `TrainingRecipe.from_dict`, so a block it would refuse fails the trial with a message
     instead of failing the lease. Fields a newer server adds are ignored.
     """

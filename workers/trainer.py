@@ -1,12 +1,16 @@
 """Train one architecture on one dataset the MobileViT way and measure it.
 
 The recipe follows the MobileViT reference training (Apple's ml-cvnets configs for MobileViT
-v1/v2): AdamW with weight decay only on weight matrices/kernels (never on norms or biases),
-linear warm-up then cosine decay, cross-entropy with label smoothing 0.1, an exponential
-moving average (EMA) of the weights that is the model evaluated and reported, random resized
-crop + horizontal flip (done on the device, `workers.augment`), gradient-norm clipping, bf16
-autocast and channels_last on CUDA, optionally `torch.compile` and the multi-scale variable
-batch sampler. Everything random is seeded from the trial's seed.
+v1/v2; the per-family values are `vitcube.contract.FAMILY_RECIPES`): AdamW (v1: decay 0.01 on
+every parameter; v2: 0.05, never on norms or biases) with the peak LR scaled from batch 1024 by
+the square-root rule, linear warm-up then cosine decay, cross-entropy with label smoothing 0.1
+(on Mixup/CutMix soft targets when those are on), an exponential moving average (EMA) of the
+weights that is the model evaluated and reported, random resized crop + horizontal flip and,
+where the recipe says, RandAugment, RandomErasing, Mixup and CutMix (all on the device,
+`workers.augment`), transformer dropout (v1), gradient-norm clipping, bf16 autocast and
+channels_last on CUDA, optionally `torch.compile`, and the multi-scale variable batch sampler
+(v1's default). Everything random is seeded from the trial's seed: bit-exact on the CPU, not
+on a GPU (cuDNN autotuning and atomic adds; `TrainingRecipe`'s docstring).
 
 `TrainingConfig.from_dict(trial["training"])` validates the recipe with the contract's
 `TrainingRecipe` (the server refused anything else at POST) and adds the LR schedule;
@@ -34,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitcube.contract import TrainingRecipe
-from vitcube.workers.augment import center_resize, random_resized_crop
+from vitcube.contract import GENERIC_FAMILY, TrainingRecipe
+from vitcube.workers.augment import AugmentOptions, TrainAugment, center_resize
 from vitcube.workers.batches import (
     Batch,
     BatchLoader,
@@ -46,11 +50,6 @@ from vitcube.workers.batches import (
 )
 from vitcube.workers.datasets import FolderSplit, ImageDataset
 
-# Per-dataset augmentation defaults: 8×8 digits cannot survive an 8 % crop, and a mirrored digit
-# is a different glyph, so digits get gentler crops and no flip.
-CROP_SCALE_DEFAULTS = {"digits": (0.5, 1.0), "cifar10": (0.25, 1.0), "cifar100": (0.25, 1.0)}
-HFLIP_DEFAULTS = {"digits": False}
-
 
 class TrainingConfig(TrainingRecipe):
     """A validated `training` block (vitcube.contract.TrainingRecipe: the keys, their ranges and
@@ -58,7 +57,15 @@ class TrainingConfig(TrainingRecipe):
 
     `TrainingConfig.from_dict(lease.training)` raises InvalidRecipeError (a ValueError) naming
     every bad key and its allowed range, exactly where the server's POST would have said 422.
+    `train` and `run_trial` resolve it for the network's family and the dataset
+    (`TrainingRecipe.resolved`) before they read it; a lease's recipe arrives resolved.
     """
+
+    def learning_rates(self) -> tuple[float, float, float]:
+        """(peak, floor, warm-up start) of a resolved recipe."""
+        if self.lr is None or self.min_lr is None or self.warmup_init_lr is None:
+            raise ValueError("resolve the recipe first: config.resolved(family=..., dataset=...)")
+        return self.lr, self.min_lr, self.warmup_init_lr
 
     @property
     def warmup(self) -> float:
@@ -67,12 +74,13 @@ class TrainingConfig(TrainingRecipe):
 
     def lr_at(self, epoch_progress: float) -> float:
         """Learning rate at a fractional epoch: linear warm-up, then cosine to min_lr."""
+        peak, floor, start = self.learning_rates()
         warmup = self.warmup
         if epoch_progress < warmup:
-            return self.warmup_init_lr + (self.lr - self.warmup_init_lr) * epoch_progress / warmup
+            return start + (peak - start) * epoch_progress / warmup
         span = max(self.epochs - warmup, 1e-9)
         t = min(1.0, (epoch_progress - warmup) / span)
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
+        return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * t))
 
 
 class Control:
@@ -151,15 +159,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices and conv kernels, none on norms and biases."""
+def parameter_groups(
+    model: nn.Module, weight_decay: float, *, decay_norms_and_biases: bool = False
+) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices and conv kernels, none on norms and biases (v2's
+    `no_decay_bn_filter_bias: true`); with `decay_norms_and_biases` (v1's recipe) every
+    parameter decays and the second group is empty."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
         # 1-D parameters are exactly the biases and the norm scales/shifts.
-        (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+        exempt = parameter.ndim <= 1 and not decay_norms_and_biases
+        (no_decay if exempt else decay).append(parameter)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -236,13 +249,12 @@ def train(
     """
     control = control or Control()
     listener = listener or TrainingListener()
+    config = _resolved(config, model, data)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # a handful of input shapes, each tuned once
     amp = config.amp == "bf16" or (config.amp == "auto" and cuda)
     channels_last = config.channels_last if config.channels_last is not None else cuda
-    crop_scale = config.crop_scale or CROP_SCALE_DEFAULTS.get(data.name, (0.08, 1.0))
-    hflip = config.hflip if config.hflip is not None else HFLIP_DEFAULTS.get(data.name, True)
     resolutions = (
         multiscale_resolutions(
             resolution,
@@ -275,13 +287,19 @@ def train(
         )
 
     plan_generator = torch.Generator().manual_seed(seed)
-    augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
+    augment = TrainAugment(
+        _augment_options(config), num_classes=_output_classes(model, data), seed=seed + 1
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ema = ModelEma(model, config.ema_decay)
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.weight_decay),
-        lr=config.warmup_init_lr,
+        parameter_groups(
+            model,
+            config.weight_decay or 0.0,
+            decay_norms_and_biases=bool(config.decay_norms_and_biases),
+        ),
+        lr=config.lr_at(0.0),
         betas=(0.9, 0.999),
         **adamw_implementation(device),
     )
@@ -343,16 +361,16 @@ def train(
             lr = config.lr_at(epoch + epoch_images / plan_images)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            inputs = random_resized_crop(
-                images, batch.resolution, scale=crop_scale, hflip=hflip, generator=augment_generator
-            )
+            # Crop + flip, RandAugment, RandomErasing, Mixup/CutMix as the recipe says; targets
+            # are the labels, or soft targets once Mixup/CutMix mixed them.
+            inputs, targets = augment(images, labels, batch.resolution)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             loss = accumulate_gradients(
                 step_model,
                 inputs,
-                labels,
+                targets,
                 lambda logits, targets: F.cross_entropy(
                     logits.float(), targets, label_smoothing=config.label_smoothing
                 ),
@@ -538,6 +556,38 @@ def release_device_memory(log: Callable[[str], None] | None = None) -> None:
             f"device memory after freeing: {torch.cuda.memory_allocated() / mib:.0f} MiB "
             f"allocated, {torch.cuda.memory_reserved() / mib:.0f} MiB reserved"
         )
+
+
+def _resolved(config: TrainingConfig, model: nn.Module, data: ImageDataset) -> TrainingConfig:
+    """The recipe resolved for the network's family (`model.arch`, as `build_model` sets it;
+    the generic family's recipe for any other module) and the dataset; a resolved recipe, as
+    every lease carries, comes back unchanged."""
+    arch = getattr(model, "arch", None)
+    family = getattr(arch, "family", GENERIC_FAMILY)
+    size = getattr(getattr(arch, "base", None), "size", None)
+    return config.resolved(family=family, size=size, dataset=data.name)
+
+
+def _output_classes(model: nn.Module, data: ImageDataset) -> int:
+    """Logits per image: the network's class count (it may exceed the dataset's)."""
+    return int(getattr(getattr(model, "arch", None), "num_classes", data.num_classes))
+
+
+def _augment_options(config: TrainingConfig) -> AugmentOptions:
+    """The augmentation keys of a resolved recipe."""
+    defaults = AugmentOptions()
+    return AugmentOptions(
+        crop_scale=config.crop_scale or defaults.crop_scale,
+        hflip=defaults.hflip if config.hflip is None else config.hflip,
+        crop_interpolation=config.crop_interpolation or defaults.crop_interpolation,
+        antialias=config.antialias,
+        rand_augment=bool(config.rand_augment),
+        rand_augment_ops=config.rand_augment_ops,
+        rand_augment_magnitude=config.rand_augment_magnitude,
+        random_erase_p=config.random_erase_p or 0.0,
+        mixup_alpha=config.mixup_alpha or 0.0,
+        cutmix_alpha=config.cutmix_alpha or 0.0,
+    )
 
 
 def _expected_steps(config: TrainingConfig, n_train: int) -> int:
@@ -751,8 +801,10 @@ def run_trial(
             f"the trial's network has {arch.num_classes} outputs but dataset {data.name!r} has "
             f"{data.num_classes} classes; create the search with num_classes >= {data.num_classes}"
         )
+    config = config.resolved(family=arch.family, size=arch.base.size, dataset=data.name)
+    dropout = config.transformer_dropout or 0.0
     result = train_splitting_on_oom(
-        lambda: build_model(arch),
+        lambda: build_model(arch, transformer_dropout=dropout),
         data,
         resolution=arch.resolution,
         config=config,

@@ -73,7 +73,10 @@ def test_failures_that_a_retry_cannot_fix_are_final() -> None:
     with pytest.raises(ValueError) as bad_recipe:
         TrainingConfig.from_dict({"epochs": 5, "lr": -1})
     message, retry, _ = describe_failure(bad_recipe.value, LEASE, None)
-    assert not retry and message == "invalid trial: training.lr must be a number in (0, 10), got -1"
+    assert (
+        not retry
+        and message == "invalid trial: training.lr must be a number in (0, 10), or null, got -1"
+    )
     message, retry, fault = describe_failure(RuntimeError("flaky NFS"), LEASE, None)
     assert retry and fault is None and message.startswith("RuntimeError: flaky NFS")
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from tests.factories import (
     ADMIN,
     BAD_TRAINING_BLOCKS,
+    BASE,
     GOOD_TRAINING_BLOCKS,
     VIEWER,
     WORKER,
@@ -112,14 +113,57 @@ def test_the_server_accepts_exactly_the_recipes_a_worker_accepts(client: TestCli
             worker = None
         assert (response.status_code == 201) == (worker is not None), (block, response.text)
         if worker is not None:
-            # Stored (and leased out) is the whole validated recipe, defaults filled in.
+            # Stored (and leased out) is the whole validated recipe, the family's and dataset's
+            # defaults filled in: what the worker resolves for the same family and dataset.
             search = response.json()
-            assert search["training"] == worker.model_dump(mode="json")
+            resolved = worker.resolved(family=BASE["family"], size=BASE["size"], dataset="digits")
+            assert search["training"] == resolved.model_dump(mode="json")
             stored[search["id"]] = search["training"]
     assert len(stored) == len(GOOD_TRAINING_BLOCKS)
     lease = lease_one(client)
     assert lease["training"] == stored[lease["search_id"]]
     assert TrainingConfig.from_dict(lease["training"]).model_dump(mode="json") == lease["training"]
+
+
+def test_the_stored_recipe_is_the_familys_published_one_with_explicit_keys_kept(
+    client: TestClient,
+) -> None:
+    v1 = create_search(client, training={"epochs": 3, "batch_size": 256, "weight_decay": 0.02})
+    v2 = create_search(
+        client,
+        base={"family": "mobilevit_v2", "width": 0.5, "resolution": 64},
+        dataset={"name": "cifar10"},
+        training={"epochs": 3, "batch_size": 256},
+    )
+    for search in (v1, v2):  # 0.002 at batch 1024, sqrt rule
+        assert search["training"]["lr"] == pytest.approx(0.001)
+        stored = client.get(f"/api/searches/{search['id']}", headers=VIEWER).json()
+        assert stored["training"] == search["training"]
+    one, two = v1["training"], v2["training"]
+    assert (one["weight_decay"], one["decay_norms_and_biases"]) == (0.02, True)  # explicit wins
+    assert (one["multiscale"], one["transformer_dropout"], one["rand_augment"]) == (
+        True,
+        0.05,
+        False,
+    )
+    assert (two["weight_decay"], two["decay_norms_and_biases"], two["multiscale"]) == (
+        0.05,
+        False,
+        False,
+    )
+    assert (two["rand_augment"], two["mixup_alpha"], two["cutmix_alpha"]) == (True, 0.2, 1.0)
+    assert (two["crop_interpolation"], two["random_erase_p"]) == ("bicubic", 0.25)
+
+
+def test_a_recipe_that_contradicts_the_familys_scaled_lr_is_422_and_writes_nothing(
+    client: TestClient,
+) -> None:
+    body = search_body(training={"batch_size": 16, "min_lr": 0.001})
+    response = client.post("/api/searches", json=body, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert "training.min_lr must be in [0, lr] = [0, 0.00025], got 0.001" in response.text
+    assert "sqrt(batch_size / 1024)" in response.text
+    assert client.get("/api/searches", headers=VIEWER).json() == []
 
 
 def test_an_unmeetable_budget_names_the_smallest_reachable_macs(client: TestClient) -> None:
