@@ -95,11 +95,16 @@ def random_resized_crop(
         theta[:, 0, 2] = center_x[sampled]
         theta[:, 1, 1] = box_h[sampled]
         theta[:, 1, 2] = center_y[sampled]
-        index = _on(sampled, device)
         grid = F.affine_grid(_on(theta, device), [len(sampled), 3, size, size], align_corners=False)
-        out[index] = F.grid_sample(
-            pixels[index], grid, mode=interpolation, padding_mode="border", align_corners=False
-        )
+        if len(sampled) == batch:  # the usual case: no gather and scatter of the whole batch
+            out = F.grid_sample(
+                pixels, grid, mode=interpolation, padding_mode="border", align_corners=False
+            )
+        else:
+            index = _on(sampled, device)
+            out[index] = F.grid_sample(
+                pixels[index], grid, mode=interpolation, padding_mode="border", align_corners=False
+            )
     for i in torch.nonzero(filtered).flatten().tolist():
         crop_w = max(1, min(width, round(float(box_w[i]) * width)))
         crop_h = max(1, min(height, round(float(box_h[i]) * height)))
