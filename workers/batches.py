@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -134,6 +134,7 @@ class BatchLoader:
 
     resolutions: every resolution a plan will ask for (an image folder caches one array each).
     resident: keep the decoded split on the device when it fits (the validation split).
+    check: called while the decode cache is built or awaited (`Control.check`: an interrupt).
     num_workers: DataLoader processes (persistent across epochs, each prefetching
     PREFETCH_BATCHES batches); `host_loader_workers` gives the host's share.
     images_decoded: files this loader decoded into the cache (0 when another epoch, trial or
@@ -150,6 +151,7 @@ class BatchLoader:
         num_workers: int = 0,
         resident: bool = False,
         cache_dir: Path | Literal["auto"] | None = "auto",
+        check: Callable[[], None] | None = None,
     ) -> None:
         self.split = split
         self.device = device
@@ -170,7 +172,7 @@ class BatchLoader:
         sizes = sorted({load_size(r, crop_fraction) for r in resolutions})
         if not sizes:
             raise ValueError("a BatchLoader over an image folder needs the resolutions it loads")
-        decoded = self._open_cache(split, sizes, cache_dir)
+        decoded = self._open_cache(split, sizes, cache_dir, check)
         if decoded is None:
             self._source = _DecodedBatches(split, labels, crop_fraction)
         elif device.type != "cuda" or (resident and _fits_on_device(decoded.arrays, device)):
@@ -243,13 +245,17 @@ class BatchLoader:
         return self._loader
 
     def _open_cache(
-        self, split: FolderSplit, sizes: list[int], cache_dir: Path | Literal["auto"] | None
+        self,
+        split: FolderSplit,
+        sizes: list[int],
+        cache_dir: Path | Literal["auto"] | None,
+        check: Callable[[], None] | None,
     ) -> DecodedSplit | None:
         directory = decode_cache_dir(split.root) if cache_dir == "auto" else cache_dir
         if directory is None:
             return None
         try:
-            decoded = open_decoded(split.files, sizes, Path(directory))
+            decoded = open_decoded(split.files, sizes, Path(directory), check=check)
         except CacheUnavailable as error:
             log.warning("%s; decoding the images every epoch instead", error)
             return None

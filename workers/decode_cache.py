@@ -31,7 +31,8 @@ import logging
 import multiprocessing
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ CACHE_FORMAT_VERSION = 1
 CACHE_DIR_ENV = "VITCUBE_DECODE_CACHE"
 # Images per task handed to a decoding process: large enough that task overhead is noise.
 CHUNK_IMAGES = 64
+# How often a process waiting for another's build checks whether it should give up.
+LOCK_POLL_S = 0.2
 # Free space a cache must leave on its disk.
 FREE_SPACE_MARGIN_BYTES = 1 << 30
 
@@ -127,13 +130,16 @@ def open_decoded(
     cache_dir: Path,
     *,
     processes: int | None = None,
+    check: Callable[[], None] | None = None,
 ) -> DecodedSplit:
     """Memory-map `files` decoded at each of `sizes`; decode (once for all sizes) what is missing.
 
     processes: decoding processes for a build (default: every core this process may use; the
-    other processes of the box wait for the build anyway). Raises ImageDecodeError for a file
-    Pillow cannot read (no cache file is left behind) and CacheUnavailable when `cache_dir`
-    cannot hold the arrays.
+    other processes of the box wait for the build anyway). check: called while waiting for
+    another process's build and between chunks of this one's; what it raises (a trial being
+    interrupted) ends the wait or the build, leaving no cache file. Raises ImageDecodeError for
+    a file Pillow cannot read (no cache file is left behind) and CacheUnavailable when
+    `cache_dir` cannot hold the arrays.
     """
     if not files:
         raise ValueError("open_decoded needs at least one file")
@@ -150,14 +156,14 @@ def open_decoded(
     except OSError as error:
         raise CacheUnavailable(f"cannot write the decode cache in {cache_dir}: {error}") from error
     with lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # waits while another process builds
+        _lock(lock.fileno(), check)  # waits while another process builds
         arrays = _open_existing(paths, len(files))  # it may have built them while we waited
         missing = [size for size in sizes if size not in arrays]
         decoded = 0
         if missing:
             _remove_leftovers(cache_dir, prefix, digest, missing)
             _check_space(cache_dir, len(files), missing)
-            decoded = _build(files, {size: paths[size] for size in missing}, processes)
+            decoded = _build(files, {size: paths[size] for size in missing}, processes, check)
             arrays.update(_open_existing({size: paths[size] for size in missing}, len(files)))
     return DecodedSplit(arrays, paths, decoded)
 
@@ -211,7 +217,25 @@ def _check_space(cache_dir: Path, n: int, sizes: Sequence[int]) -> None:
         )
 
 
-def _build(files: Sequence[Path], paths: dict[int, Path], processes: int | None) -> int:
+def _lock(fd: int, check: Callable[[], None] | None) -> None:
+    if check is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            check()
+            time.sleep(LOCK_POLL_S)
+
+
+def _build(
+    files: Sequence[Path],
+    paths: dict[int, Path],
+    processes: int | None,
+    check: Callable[[], None] | None = None,
+) -> int:
     """Decode every file once into temporary arrays, rename each into place; return the count."""
     n = len(files)
     temps = {size: path.with_name(f"{path.name}.tmp-{os.getpid()}") for size, path in paths.items()}
@@ -228,7 +252,11 @@ def _build(files: Sequence[Path], paths: dict[int, Path], processes: int | None)
             for a, b in chunks
         ]
         workers = min(processes or _usable_cores(), len(tasks))
-        decoded = sum(_run_tasks(tasks, workers))
+        decoded = 0
+        for count in _run_tasks(tasks, workers):
+            decoded += count
+            if check is not None:
+                check()
         for size, temp in temps.items():
             with temp.open("rb+") as handle:
                 os.fsync(handle.fileno())

@@ -272,7 +272,10 @@ def train(
         if isinstance(data.train, FolderSplit)
         else 0
     )
-    train_loader = BatchLoader(data.train, device, resolutions=resolutions, num_workers=workers)
+    # An interrupt (SIGTERM: preemption) ends a long first decode too, not only training.
+    train_loader = BatchLoader(
+        data.train, device, resolutions=resolutions, num_workers=workers, check=control.check
+    )
     val_loader = BatchLoader(
         data.val,
         device,
@@ -280,6 +283,7 @@ def train(
         crop_fraction=data.val_crop_fraction,
         num_workers=workers,
         resident=True,
+        check=control.check,
     )
     if len(train_loader) < 2:
         raise ValueError(

@@ -295,3 +295,57 @@ def test_loader_processes_gather_from_the_cache_and_persist_across_epochs(tmp_pa
         for images, _, indices in _epoch(persistent, 16, seed):
             assert torch.equal(images, expected[indices])
     persistent.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupt_ends_the_build_and_the_wait_leaving_no_cache(tmp_path: Path) -> None:
+    files = _many_images(tmp_path / "train" / "a", 200)
+    cache = tmp_path / "cache"
+    chunks_done = []
+
+    def interrupt_after_one_chunk() -> None:
+        chunks_done.append(1)
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        open_decoded(files, [32], cache, processes=1, check=interrupt_after_one_chunk)
+    assert chunks_done == [1]
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+
+    # Another process holds the lock (builds): the waiting one gives up when told to.
+    decoded = open_decoded(files[:3], [32], cache, processes=1)  # a lock file to hold
+    assert decoded.images_decoded == 3
+    lock_path = next(cache.glob("*.lock"))
+    waits = []
+
+    def interrupt_on_third_poll() -> None:
+        waits.append(1)
+        if len(waits) == 3:
+            raise _Interrupted
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"handle = open({str(lock_path)!r}, 'a')\n"
+            "fcntl.flock(handle.fileno(), fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(_Interrupted):
+            open_decoded(files, [32], cache, processes=1, check=interrupt_on_third_poll)
+        assert len(waits) == 3 and not list(cache.glob("*.tmp-*"))
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    # The lock is the kernel's (flock): the killed holder released it.
+    assert open_decoded(files, [32], cache, processes=1).images_decoded == len(files)
