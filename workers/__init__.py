@@ -3,7 +3,8 @@
 `workers.cli` (the `vitcube worker` command), `workers.loop` (lease → train → heartbeat →
 complete), `workers.client` (the REST client), `workers.spool` (results on disk until
 acknowledged), `workers.trainer` / `workers.augment` / `workers.batches` (the MobileViT training
-recipe), `workers.datasets` (digits, CIFAR, image folders), `workers.progress` (what a person
-sees), `workers.surrogate` (the synthetic landscape). A GPU box needs nothing of the
-server (an import contract in pyproject.toml checks); importing this package imports nothing.
+recipe), `workers.datasets` (digits, CIFAR, image folders), `workers.decode_cache` (image
+folders decoded once per host), `workers.progress` (what a person sees), `workers.surrogate`
+(the synthetic landscape). A GPU box needs nothing of the server (an import contract in
+pyproject.toml checks); importing this package imports nothing.
 """
