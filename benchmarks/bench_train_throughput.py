@@ -72,7 +72,7 @@ class _Logits(nn.Module):
         return self.model(pixel_values=images).logits
 
 
-def peer_factory(resolution: int) -> tuple[Callable[[str], nn.Module] | None, str]:
+def peer_factory(resolution: int) -> tuple[Callable[[str, int], nn.Module] | None, str]:
     """transformers' model of the same name and size, or None and why not."""
     try:
         import transformers
@@ -85,13 +85,13 @@ def peer_factory(resolution: int) -> tuple[Callable[[str], nn.Module] | None, st
     except Exception as error:  # ImportError, or a broken install
         return None, f"transformers not importable ({type(error).__name__}: {error})"
 
-    def make(name: str) -> nn.Module:
+    def make(name: str, num_classes: int) -> nn.Module:
         if name == "mobilevitv2_100":
             v2 = MobileViTV2Config(width_multiplier=1.0, image_size=resolution)
-            v2.num_labels = 1000
+            v2.num_labels = num_classes
             return _Logits(MobileViTV2ForImageClassification(v2))
         v1 = MobileViTConfig(image_size=resolution)  # its defaults are MobileViT-S (144, 192, 240)
-        v1.num_labels = 1000
+        v1.num_labels = num_classes
         return _Logits(MobileViTForImageClassification(v1))
 
     return make, f"transformers {transformers.__version__}"
@@ -201,17 +201,11 @@ def loader_images_per_s(
     return images / max(seconds, 1e-9), build_s
 
 
-def end_to_end_images_per_s(
-    model: nn.Module,
-    data: ImageDataset,
-    *,
-    device: torch.device,
-    resolution: int,
-    batch: int,
-    steps: int,
-    compile_model: bool,
-) -> float:
-    """End-to-end mode: the worker's `train()` for two epochs of `steps` steps; the second timed."""
+def end_to_end_recipe(
+    arch: ArchConfig, data: ImageDataset, *, batch: int, steps: int, compile_model: bool
+) -> TrainingConfig:
+    """Two epochs of `steps` steps of the recipe a trial of `arch`'s family gets (resolved here,
+    so both sides train with the same augmentations and optimiser)."""
     config = TrainingConfig.from_dict(
         {
             "epochs": 2,
@@ -221,11 +215,23 @@ def end_to_end_images_per_s(
             "compile": compile_model,
         }
     )
+    return config.resolved(family=arch.family, size=arch.size, dataset=data.name)
+
+
+def end_to_end_images_per_s(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    config: TrainingConfig,
+    device: torch.device,
+    resolution: int,
+) -> float:
+    """End-to-end mode: the worker's `train()` for two epochs; the second is timed."""
     result = train(
         model.to(device), data, resolution=resolution, config=config, seed=0, device=device
     )
-    epoch = result.curve[-1]
-    return steps * batch / max(float(epoch["epoch_time_s"]), 1e-9)
+    steps = config.max_steps_per_epoch or 1
+    return steps * config.batch_size / max(float(result.curve[-1]["epoch_time_s"]), 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_row(
     mode: str,
     model_name: str,
-    make_peer: Callable[[str], nn.Module] | None,
+    make_peer: Callable[[str, int], nn.Module] | None,
     *,
     args: argparse.Namespace,
     device: torch.device,
@@ -325,20 +331,25 @@ def run_row(
                 warmup=args.warmup,
                 compile_model=args.compile,
             )
-        assert data is not None
-        steps = min(args.steps, len(data.train) // args.batch)
+        assert data is not None and recipe is not None
         return end_to_end_images_per_s(
-            model,
-            data,
-            device=device,
-            resolution=args.resolution,
-            batch=args.batch,
-            steps=steps,
-            compile_model=args.compile,
+            model, data, config=recipe, device=device, resolution=args.resolution
         )
 
+    # End to end, both networks have the dataset's classes (the soft targets of Mixup/CutMix
+    # have one column per class) and train with the recipe of our network's family.
+    num_classes = data.num_classes if mode == "end-to-end" and data is not None else 1000
+    arch = ArchConfig.preset(model_name, num_classes=num_classes, resolution=args.resolution)
+    recipe = None
+    dropout = 0.0
+    if mode == "end-to-end" and data is not None:
+        steps = min(args.steps, len(data.train) // args.batch)
+        recipe = end_to_end_recipe(
+            arch, data, batch=args.batch, steps=steps, compile_model=args.compile
+        )
+        dropout = recipe.transformer_dropout or 0.0
     torch.manual_seed(0)
-    ours = build_model(ArchConfig.preset(model_name, resolution=args.resolution))
+    ours = build_model(arch, transformer_dropout=dropout)
     params = f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M"
     ours_ips = measure(ours)
     del ours
@@ -346,7 +357,7 @@ def run_row(
         print(f"{mode:<11}{model_name:<17}{params:>14}{ours_ips:>12.1f}{'n/a':>12}{'n/a':>8}")
         return
     torch.manual_seed(0)
-    peer = make_peer(model_name)
+    peer = make_peer(model_name, num_classes)
     params += f"/{sum(p.numel() for p in peer.parameters()) / 1e6:.2f}M"
     peer_ips = measure(peer)
     print(
