@@ -34,11 +34,13 @@ Imports models, workers and torch (and transformers if present); never service/ 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -50,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vitcube.models import ArchConfig, build_model
 from vitcube.workers.batches import BatchLoader, fixed_plan, host_loader_workers
 from vitcube.workers.datasets import FolderSplit, ImageDataset, load_dataset
+from vitcube.workers.decode_cache import CACHE_DIR_ENV, decode_cache_dir
 from vitcube.workers.trainer import (
     TrainingConfig,
     adamw_implementation,
@@ -271,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'mode':<11}{'model':<17}{'params':>14}{'ours img/s':>12}{'peer img/s':>12}{'ratio':>8}"
     )
 
-    with tempfile.TemporaryDirectory(prefix="vitcube-bench-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="vitcube-bench-") as scratch,
+        _scratch_cache(Path(scratch) / "decode-cache", use=args.data_root is None),
+    ):
         data = None
         if "loader" in modes or "end-to-end" in modes:
             root = args.data_root or write_imagefolder(
@@ -280,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
                 size=(500, 375) if not args.tiny else (96, 72),
             )
             data = load_dataset({"name": "imagefolder"}, root)
-        cache_dir = Path(scratch) / "decode-cache"
+        # The host's cache for a real folder (later runs and trials reuse it), else the scratch one.
+        cache_dir = decode_cache_dir(args.data_root)
         for mode in modes:
             if mode == "loader":
                 assert data is not None and isinstance(data.train, FolderSplit)
+                assert cache_dir is not None, f"the decode cache is off ({CACHE_DIR_ENV})"
                 steps = min(args.steps, len(data.train) // args.batch)
                 options = {"device": device, "resolution": args.resolution, "batch": args.batch}
                 cached, build_s = loader_images_per_s(
@@ -299,6 +307,23 @@ def main(argv: list[str] | None = None) -> int:
             for model_name in MODELS:
                 run_row(mode, model_name, make_peer, args=args, device=device, data=data)
     return 0
+
+
+@contextlib.contextmanager
+def _scratch_cache(directory: Path, *, use: bool) -> Iterator[None]:
+    """Decode a generated folder into `directory` (deleted with it), not the host's cache."""
+    if not use:
+        yield
+        return
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(directory)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_DIR_ENV, None)
+        else:
+            os.environ[CACHE_DIR_ENV] = previous
 
 
 def run_row(
