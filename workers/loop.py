@@ -377,7 +377,7 @@ class Worker:
         except Exception as error:
             # Decided here, acted on below: outside this block the traceback (and the model and
             # optimizer state its frames hold) is gone, so device memory can really be freed.
-            failure = describe_failure(error, lease, self.options.data_root)
+            failure = describe_despite_signals(error, lease, self.options.data_root)
         finally:
             self._control = None
             heartbeat.stop()
@@ -541,6 +541,24 @@ class FailureVerdict(NamedTuple):
     message: str
     retry: bool
     fault: str | None = None
+
+
+def describe_despite_signals(
+    error: BaseException, lease: TrialLease, data_root: Path | None
+) -> FailureVerdict:
+    """`describe_failure`, even when another error arrives while it runs.
+
+    Edge case: once a DataLoader process has died, torch's SIGCHLD handler raises "DataLoader
+    worker … is killed" at whatever bytecode the main thread runs next, for as long as the
+    loader's iterator is alive — and the traceback being described keeps it alive. The later
+    error is the same fault, so it is described instead; it must not escape and kill the worker.
+    """
+    for _ in range(3):
+        try:
+            return describe_failure(error, lease, data_root)
+        except Exception as later:
+            error = later
+    return FailureVerdict(f"{type(error).__name__}: {error}", True)
 
 
 def describe_failure(

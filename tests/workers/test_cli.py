@@ -15,7 +15,7 @@ from tests.factories import trial_lease
 from vitcube.workers.cli import parse_gpus
 from vitcube.workers.datasets import DatasetError
 from vitcube.workers.host import loader_shm_bytes, missing_compiler, shm_warning
-from vitcube.workers.loop import CompilerMissing, describe_failure
+from vitcube.workers.loop import CompilerMissing, describe_despite_signals, describe_failure
 from vitcube.workers.progress import PlainProgress, RichProgress
 from vitcube.workers.trainer import EpochReport, TrainingConfig, TrainingDiverged
 
@@ -118,6 +118,20 @@ def test_a_worker_fault_is_found_in_the_cause_of_a_wrapped_error() -> None:
         assert describe_failure(wrapped, LEASE, None).fault == "sticky"
     # an ordinary ValueError stays the trial's own, final failure
     assert describe_failure(ValueError("bad arch"), LEASE, None).fault is None
+
+
+class _InterruptedWhileDescribed(Exception):
+    """An error whose description is cut short by a second one, as torch's SIGCHLD handler does
+    (it raises a dead DataLoader worker's error at whatever line the main thread is running)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+
+def test_an_error_raised_while_a_failure_is_described_is_described_instead() -> None:
+    message, retry, fault = describe_despite_signals(_InterruptedWhileDescribed(), LEASE, None)
+    assert retry and fault == "host"
+    assert "is killed by signal" in message
 
 
 def test_compile_without_a_compiler_is_a_final_failure_that_says_what_to_do(
