@@ -183,6 +183,7 @@ def loader_images_per_s(
         split,
         device,
         resolutions=[resolution],
+        fit="whole",  # as a trial's training loader: the same cache files
         num_workers=host_loader_workers(device),
         cache_dir=cache_dir,
     )

@@ -320,7 +320,16 @@ class TrainingRecipe(BaseModel):
     eval_batch_size: StrictInt | None = Field(
         default=None, ge=1, description="null: 2 × batch_size."
     )
-    num_workers: StrictInt = Field(default=4, ge=0, le=64, description="Image-decoding processes.")
+    num_workers: StrictInt = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description=(
+            "DataLoader processes per training process for an image folder. The host setting "
+            "VITCUBE_LOADER_WORKERS wins; a recipe that does not name this key gets the "
+            "host's cores ÷ GPUs, not this default."
+        ),
+    )
     max_steps_per_epoch: StrictInt | None = Field(
         default=None, ge=1, description="Cap on steps per epoch (smoke runs); null: no cap."
     )

@@ -385,9 +385,12 @@ class AugmentOptions:
 
 
 class TrainAugment:
-    """One trial's training augmentation, seeded: `augment(images, labels, size)` gives the
-    `B x 3 x size x size` inputs and the targets, class indices (`B`) or, with Mixup/CutMix,
-    soft targets (`B x num_classes`); `F.cross_entropy` takes either."""
+    """One trial's training augmentation, seeded: `augment(images, labels, size, aspect=...)`
+    gives the `B x 3 x size x size` inputs and the targets, class indices (`B`) or, with
+    Mixup/CutMix, soft targets (`B x num_classes`); `F.cross_entropy` takes either. aspect: a
+    `B` CPU tensor of each image's true width / height where the loader squeezed whole images
+    into the square (`BatchLoader.aspects`), so the crop is drawn in the real image's geometry;
+    None: the tensor's pixels are the image's."""
 
     def __init__(self, options: AugmentOptions, *, num_classes: int, seed: int) -> None:
         self.options = options
@@ -400,7 +403,12 @@ class TrainAugment:
         return bool(self.options.mixup_alpha or self.options.cutmix_alpha)
 
     def __call__(
-        self, images: torch.Tensor, labels: torch.Tensor, size: int
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        size: int,
+        *,
+        aspect: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.options
         x = random_resized_crop(
@@ -410,6 +418,7 @@ class TrainAugment:
             hflip=o.hflip,
             interpolation=o.crop_interpolation,
             antialias=o.antialias,
+            aspect=aspect,
             generator=self.generator,
         )
         if o.rand_augment:

@@ -32,10 +32,12 @@ from vitcube.workers.datasets import (
     Split,
     TensorSplit,
     decode_file,
+    file_aspect,
 )
 from vitcube.workers.decode_cache import (
     CacheUnavailable,
     DecodedSplit,
+    Fit,
     ImageDecodeError,
     decode_cache_dir,
     open_decoded,
@@ -124,8 +126,9 @@ def variable_plan(
 class BatchLoader:
     """Yields `(images, labels)` on `device` for each batch of a plan.
 
-    images: a `B x 3 x H x W` uint8 tensor; labels: `B` int64. An in-memory split keeps its own
-    size. An image folder loads each batch at `load_size(batch.resolution, crop_fraction)` px,
+    images: a `B x 3 x H x W` uint8 tensor; labels: `B` int64; `aspects(batch)` gives each
+    image's width / height (a `B` float32 CPU tensor) for the crop. An in-memory split keeps its
+    own size. An image folder loads each batch at `load_size(batch.resolution, crop_fraction)` px,
     the size its crop needs (the batch's resolution for training crops, the source of the centre
     crop for evaluation), so nothing is resampled twice and a small multiscale batch is not
     loaded at the largest scale. It reads the host's decode cache (`workers.decode_cache`,
@@ -133,6 +136,8 @@ class BatchLoader:
     DataLoader processes decode every batch with Pillow.
 
     resolutions: every resolution a plan will ask for (an image folder caches one array each).
+    fit: how an image folder's pictures fill the square: "centre" (shorter side, centre square:
+    evaluation) or "whole" (squeezed whole, their true aspect ratios kept for training crops).
     resident: keep the decoded split on the device when it fits (the validation split).
     check: called while the decode cache is built or awaited (`Control.check`: an interrupt).
     num_workers: DataLoader processes (persistent across epochs, each prefetching
@@ -148,6 +153,7 @@ class BatchLoader:
         *,
         resolutions: Sequence[int] = (),
         crop_fraction: float = 1.0,
+        fit: Fit = "centre",
         num_workers: int = 0,
         resident: bool = False,
         cache_dir: Path | Literal["auto"] | None = "auto",
@@ -166,16 +172,26 @@ class BatchLoader:
         if isinstance(split, TensorSplit):
             self._images = {0: split.images.to(device)}
             self._labels = split.labels.to(device)
+            height, width = split.images.shape[-2:]
+            self._aspects = torch.full((len(split),), width / max(1, height))
             return
         assert isinstance(split, FolderSplit)
         labels = torch.tensor(split.labels, dtype=torch.long)
         sizes = sorted({load_size(r, crop_fraction) for r in resolutions})
         if not sizes:
             raise ValueError("a BatchLoader over an image folder needs the resolutions it loads")
-        decoded = self._open_cache(split, sizes, cache_dir, check)
+        decoded = self._open_cache(split, sizes, fit, cache_dir, check)
         if decoded is None:
-            self._source = _DecodedBatches(split, labels, crop_fraction)
-        elif device.type != "cuda" or (resident and _fits_on_device(decoded.arrays, device)):
+            self._source = _DecodedBatches(split, labels, crop_fraction, fit)
+            # Headers only: no pixels are decoded here.
+            self._aspects = (
+                torch.tensor([file_aspect(path) for path in split.files], dtype=torch.float32)
+                if fit == "whole"
+                else torch.ones(len(split))
+            )
+            return
+        self._aspects = torch.from_numpy(np.array(decoded.aspects, dtype=np.float32))
+        if device.type != "cuda" or (resident and _fits_on_device(decoded.arrays, device)):
             # Held whole: on the GPU (copied once), or on the CPU as the shared page-cache pages.
             self._images = {
                 size: _as_tensor(array).to(device) for size, array in decoded.arrays.items()
@@ -186,6 +202,10 @@ class BatchLoader:
 
     def __len__(self) -> int:
         return len(self.split)
+
+    def aspects(self, batch: Batch) -> torch.Tensor:
+        """`B` float32 (CPU): the width / height of the picture in each of the batch's images."""
+        return self._aspects[list(batch.indices)]
 
     def iterate(self, plan: list[Batch]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._images:
@@ -248,6 +268,7 @@ class BatchLoader:
         self,
         split: FolderSplit,
         sizes: list[int],
+        fit: Fit,
         cache_dir: Path | Literal["auto"] | None,
         check: Callable[[], None] | None,
     ) -> DecodedSplit | None:
@@ -255,7 +276,7 @@ class BatchLoader:
         if directory is None:
             return None
         try:
-            decoded = open_decoded(split.files, sizes, Path(directory), check=check)
+            decoded = open_decoded(split.files, sizes, Path(directory), fit=fit, check=check)
         except CacheUnavailable as error:
             log.warning("%s; decoding the images every epoch instead", error)
             return None
@@ -344,14 +365,20 @@ class _CachedBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]
 class _DecodedBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Decodes a batch's files with Pillow (in a DataLoader process): no cache on this host."""
 
-    def __init__(self, split: FolderSplit, labels: torch.Tensor, crop_fraction: float) -> None:
+    def __init__(
+        self, split: FolderSplit, labels: torch.Tensor, crop_fraction: float, fit: Fit
+    ) -> None:
         self.split = split
         self.labels = labels
         self.crop_fraction = crop_fraction
+        self.fit: Fit = fit
 
     def __getitem__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         size = load_size(batch.resolution, self.crop_fraction)
-        images = [torch.from_numpy(decode_file(self.split.files[i], size)) for i in batch.indices]
+        images = [
+            torch.from_numpy(decode_file(self.split.files[i], size, fit=self.fit))
+            for i in batch.indices
+        ]
         return torch.stack(images), self.labels[list(batch.indices)]
 
 

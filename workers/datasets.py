@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from vitcube.contract import DATASET_CLASSES, DATASETS
-from vitcube.workers.decode_cache import ImageDecodeError, decode_image
+from vitcube.workers.decode_cache import Fit, ImageDecodeError, decode_image, image_aspect
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 
@@ -335,9 +335,17 @@ class FolderImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         ), self.split.labels[i]
 
 
-def decode_file(path: Path, size: int) -> np.ndarray:
+def decode_file(path: Path, size: int, *, fit: Fit = "centre") -> np.ndarray:
     """`path` as a `3 x size x size` uint8 array (the decode cache stores the same pixels)."""
     try:
-        return decode_image(path, size)
+        return decode_image(path, size, fit=fit)
+    except ImageDecodeError as error:
+        raise DatasetError(f"{error}; expected {IMAGEFOLDER_LAYOUT}") from error
+
+
+def file_aspect(path: Path) -> float:
+    """`path`'s width / height, from its header."""
+    try:
+        return image_aspect(path)
     except ImageDecodeError as error:
         raise DatasetError(f"{error}; expected {IMAGEFOLDER_LAYOUT}") from error

@@ -273,8 +273,15 @@ def train(
         else 0
     )
     # An interrupt (SIGTERM: preemption) ends a long first decode too, not only training.
+    # Training crops may reach any part of an image (whole images, with their aspect ratios);
+    # evaluation takes the centre crop, as the references do.
     train_loader = BatchLoader(
-        data.train, device, resolutions=resolutions, num_workers=workers, check=control.check
+        data.train,
+        device,
+        resolutions=resolutions,
+        fit="whole",
+        num_workers=workers,
+        check=control.check,
     )
     val_loader = BatchLoader(
         data.val,
@@ -367,7 +374,9 @@ def train(
                 group["lr"] = lr
             # Crop + flip, RandAugment, RandomErasing, Mixup/CutMix as the recipe says; targets
             # are the labels, or soft targets once Mixup/CutMix mixed them.
-            inputs, targets = augment(images, labels, batch.resolution)
+            inputs, targets = augment(
+                images, labels, batch.resolution, aspect=train_loader.aspects(batch)
+            )
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)

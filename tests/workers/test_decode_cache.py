@@ -15,13 +15,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vitcube.workers.batches import BatchLoader, fixed_plan, host_loader_workers, load_size
+from vitcube.workers.batches import Batch, BatchLoader, fixed_plan, host_loader_workers, load_size
 from vitcube.workers.datasets import FolderSplit, decode_file, load_dataset
 from vitcube.workers.decode_cache import decode_cache_dir, open_decoded
 
@@ -237,8 +238,12 @@ def test_trials_on_an_image_folder_train_from_the_cache(
     )
     config = TrainingConfig.from_dict({"epochs": 2, "batch_size": 4, "eval_batch_size": 4})
     first = run_trial(arch, data, config=config, seed=0, device=CPU)
-    sizes = sorted(int(p.name.split("-")[-1][:-6]) for p in decode_cache_in_tmp.glob("*.npy"))
+    arrays = {p.name.split("-")[-2]: p for p in decode_cache_in_tmp.glob("*px.npy")}
+    sizes = sorted(int(p.name.split("-")[-1][:-6]) for p in arrays.values())
     assert sizes == [32, load_size(32, 0.875)]  # train at the crop's size, val at its source's
+    # Training reads whole images (with their aspects), evaluation centre squares.
+    assert sorted(arrays) == ["centre", "whole"] and arrays["whole"].name.endswith("-32px.npy")
+    assert len(list(decode_cache_in_tmp.glob("*-whole-aspect.npy"))) == 1
     assert isinstance(data.train, FolderSplit) and isinstance(data.val, FolderSplit)
     _make_undecodable(data.train.files + data.val.files)
     second = run_trial(arch, data, config=config, seed=0, device=CPU)  # a decode would raise
@@ -349,3 +354,133 @@ def test_an_interrupt_ends_the_build_and_the_wait_leaving_no_cache(tmp_path: Pat
         holder.wait(timeout=30)
     # The lock is the kernel's (flock): the killed holder released it.
     assert open_decoded(files, [32], cache, processes=1).images_decoded == len(files)
+
+
+# -- training crops over the whole image --------------------------------------------------------
+
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+def _wide_folder(root: Path) -> None:
+    """A 300 x 100 image, red | green | blue thirds, as the only image of train/ and of val/."""
+    pixels = np.zeros((100, 300, 3), dtype=np.uint8)
+    for third, colour in enumerate((RED, GREEN, BLUE)):
+        pixels[:, 100 * third : 100 * (third + 1)] = colour
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        Image.fromarray(pixels).save(root / split / "a" / "wide.png")
+
+
+def _colour_share(crops: torch.Tensor, channel: int) -> float:
+    """The share of crops (`B x 3 x H x W` floats) with some pixel of the pure colour `channel`."""
+    others = [c for c in range(3) if c != channel]
+    pure = (crops[:, channel] > 0.8) & (crops[:, others] < 0.2).all(dim=1)
+    return float(pure.flatten(1).any(dim=1).float().mean())
+
+
+def test_training_crops_reach_the_whole_width_of_a_wide_image(tmp_path: Path) -> None:
+    from vitcube.workers.augment import AugmentOptions, TrainAugment
+
+    _wide_folder(tmp_path / "data")
+    data = load_dataset({"name": "imagefolder"}, tmp_path / "data")
+    copies = Batch((0,) * 300, 32)  # one image, cropped 300 times
+    options = AugmentOptions(crop_interpolation="bicubic")
+    shares = {}
+    for fit in ("whole", "centre"):
+        loader = BatchLoader(data.train, CPU, resolutions=[32], fit=fit, cache_dir=tmp_path / "c")
+        ((images, labels),) = loader.iterate([copies])
+        aspect = loader.aspects(copies)
+        augment = TrainAugment(options, num_classes=1, seed=0)
+        crops, _ = augment(images, labels, 32, aspect=aspect)
+        shares[fit] = [_colour_share(crops, channel) for channel in range(3)]
+        if fit == "whole":
+            assert torch.allclose(aspect, torch.full((300,), 3.0))
+    red, green, blue = shares["whole"]
+    assert red > 0.2 and blue > 0.2 and green > 0.5
+    # The centre square (the old training path) holds only the green third: no crop sees more.
+    assert shares["centre"] == [0.0, 1.0, 0.0]
+
+
+def test_a_square_crop_of_a_squeezed_wide_image_is_not_distorted(tmp_path: Path) -> None:
+    from vitcube.workers.augment import random_resized_crop
+
+    # A 600 x 200 checkerboard of 20 px squares: 30 across, 10 down.
+    rows, cols = np.meshgrid(np.arange(200), np.arange(600), indexing="ij")
+    board = (((rows // 20 + cols // 20) % 2) * 255).astype(np.uint8)
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    Image.fromarray(np.repeat(board[..., None], 3, axis=2)).save(tmp_path / "train" / "a" / "b.png")
+    split = FolderSplit((tmp_path / "train" / "a" / "b.png",), (0,), tmp_path)
+    loader = BatchLoader(split, CPU, resolutions=[120], fit="whole", cache_dir=tmp_path / "c")
+    batch = Batch((0,) * 8, 120)
+    ((squeezed, _),) = loader.iterate([batch])
+    assert squeezed.shape == (8, 3, 120, 120)  # 4 px wide and 12 px tall squares in the tensor
+
+    def transitions(crops: torch.Tensor) -> tuple[int, int]:
+        """Black/white changes along the middle row and the middle column of each crop."""
+        dark = crops[:, 0] < 0.5
+        across = (dark[:, 20, 1:] != dark[:, 20, :-1]).sum(dim=1)
+        down = (dark[:, 1:, 20] != dark[:, :-1, 20]).sum(dim=1)
+        return int(across.max()), int(down.min())
+
+    square: dict[str, Any] = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": False}
+    # A square crop in true pixels is a third of the width, the whole height: 10 x 10 squares.
+    true = random_resized_crop(
+        squeezed,
+        40,
+        aspect=loader.aspects(batch),
+        generator=torch.Generator().manual_seed(0),
+        **square,
+    )
+    across, down = transitions(true)
+    assert down >= 9 and across <= 10 and abs(across - down) <= 1
+    # Cropping the tensor's own pixels (as if the image were square) squashes the squares.
+    naive = random_resized_crop(squeezed, 40, generator=torch.Generator().manual_seed(0), **square)
+    assert transitions(naive)[0] > 2 * transitions(naive)[1]
+
+
+def test_validation_keeps_the_centre_crop(tmp_path: Path) -> None:
+    _wide_folder(tmp_path / "data")
+    data = load_dataset({"name": "imagefolder"}, tmp_path / "data")
+    # As the trainer builds its validation loader (the default fit: centre squares).
+    val = BatchLoader(data.val, CPU, resolutions=[32], crop_fraction=0.875, resident=True)
+    ((images, _, _),) = _epoch(val, 32, seed=0)
+    assert images.shape == (1, 3, load_size(32, 0.875), load_size(32, 0.875))
+    # The middle third only (the resampling filter bleeds a little of its neighbours in).
+    assert int(images[:, 1].min()) >= 200 and int(images[:, [0, 2]].max()) <= 40
+    assert val.aspects(Batch((0,), 32)).tolist() == [1.0]
+
+
+def test_the_cache_keeps_the_aspect_ratios_and_rebuilds_an_old_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vitcube.workers import decode_cache
+
+    folder = tmp_path / "train" / "a"
+    folder.mkdir(parents=True)
+    files = []
+    for name, (width, height) in {"wide": (90, 30), "tall": (20, 40), "square": (25, 25)}.items():
+        files.append(folder / f"{name}.png")
+        Image.new("RGB", (width, height), (9, 9, 9)).save(files[-1])
+    cache = tmp_path / "cache"
+
+    monkeypatch.setattr(decode_cache, "CACHE_FORMAT_VERSION", 1)
+    old = open_decoded(files, [16], cache, fit="whole", processes=1)
+    assert old.images_decoded == 3
+    monkeypatch.undo()
+
+    decoded = open_decoded(files, [16], cache, fit="whole", processes=1)
+    assert decoded.images_decoded == 3  # another version's cache is not reused
+    assert not old.paths[16].exists() and decoded.paths[16].exists()  # and is deleted
+    assert decoded.aspects.dtype == np.float32
+    assert decoded.aspects.tolist() == pytest.approx([3.0, 0.5, 1.0])
+    (aspect_file,) = cache.glob("*-whole-aspect.npy")
+    assert np.array_equal(np.load(aspect_file), decoded.aspects)
+    assert decoded.arrays[16].shape == (3, 3, 16, 16)  # each image whole, squeezed
+
+    _make_undecodable(tuple(files))  # a later open reads the aspects from the cache
+    again = open_decoded(files, [16], cache, fit="whole", processes=1)
+    assert again.images_decoded == 0 and again.aspects.tolist() == decoded.aspects.tolist()
+    # Arrays without their aspect file (a build that died before its last rename) are rebuilt.
+    aspect_file.unlink()
+    with pytest.raises(decode_cache.ImageDecodeError):
+        open_decoded(files, [16], cache, fit="whole", processes=1)
