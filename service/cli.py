@@ -19,7 +19,7 @@ def demo(
     exit_when_done: bool = typer.Option(
         False, "--exit-when-done", help="Exit once the search completes."
     ),
-    epochs: int = typer.Option(4, min=1, max=1000, help="Training epochs per trial."),
+    epochs: int = typer.Option(8, min=1, max=1000, help="Training epochs per trial."),
     resolution: int = typer.Option(
         64, min=32, max=1024, help="Baseline resolution R0 in pixels (a multiple of 16)."
     ),

@@ -43,7 +43,7 @@ class DemoOptions:
     workers: int = 2
     port: int = 8000
     exit_when_done: bool = False
-    epochs: int = 4
+    epochs: int = 8
     resolution: int = 64
     width: float = 0.5
     c: float = 0.5
@@ -69,7 +69,7 @@ def search_body(options: DemoOptions) -> dict[str, Any]:
         "max_trials": options.trials,
         "parallelism": options.workers,
         # A few epochs on digits need the reference's full peak LR: its square-root scaling to
-        # batch 64 (0.0005) is for ImageNet-length runs and leaves a 4-epoch trial near chance.
+        # batch 64 (0.0005) is for ImageNet-length runs and leaves a short trial near chance.
         "training": {"epochs": options.epochs, "batch_size": 64, "lr": 0.002},
         "seed": 0,
     }
