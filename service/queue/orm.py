@@ -278,6 +278,9 @@ def complete(session: Session, trial_id: int, body: TrialReport) -> TrialAck:
     """running → completed with the report; the same report again is an idempotent no-op."""
     digest = report_digest(body)
     now = db_now(session)
+    # The report's extras join what the server already keeps there (e.g. worker_faults).
+    kept = session.scalar(select(Trial.metrics).where(Trial.id == trial_id)) or {}
+    metrics = {**kept, **(report_extras(body) or {})} or None
     row = session.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
@@ -288,7 +291,7 @@ def complete(session: Session, trial_id: int, body: TrialReport) -> TrialAck:
             latency_ms=body.latency_ms,
             images_per_s=body.images_per_s,
             surrogate=body.surrogate,
-            metrics=report_extras(body),
+            metrics=metrics,
             report_digest=digest,
             finished_at=now,
             updated_at=now,

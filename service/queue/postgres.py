@@ -182,7 +182,9 @@ _PG_COMPLETE = """
 UPDATE trials
 SET state = 'completed', top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
     images_per_s = %(images_per_s)s, surrogate = %(surrogate)s,
-    metrics = CAST(%(metrics)s AS json), report_digest = %(digest)s,
+    metrics = NULLIF(COALESCE(metrics::jsonb, '{}') || COALESCE(CAST(%(metrics)s AS jsonb), '{}'),
+                     '{}')::json,
+    report_digest = %(digest)s,
     finished_at = now(), updated_at = now(), error = NULL
 WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
 RETURNING search_id, attempts

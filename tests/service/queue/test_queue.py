@@ -457,3 +457,24 @@ async def test_a_worker_fault_is_queued_again_without_charging_an_attempt(db: Da
     assert trial_row(db, trial_id)["metrics"] == {"worker_faults": 4}
     with db.session() as session:  # retryable: fail fast (threshold 1) did not count it
         assert store.get_search(session, search_id).state == "running"
+
+
+async def test_completing_keeps_what_the_server_recorded_beside_the_report(db: Database) -> None:
+    queue = queue_for(db)
+    search_id = add_search(db, queued=1)
+    (trial_id,) = search_trial_ids(db, search_id)
+    lease = await queue.lease(worker="bad-gpu")
+    assert lease is not None
+    fault = TrialFailure(
+        lease_id=lease["lease_id"], error="CUBLAS_STATUS_EXECUTION_FAILED", retry=True,
+        worker_fault=True,
+    )  # fmt: skip
+    await queue.fail(trial_id, fault)
+    lease = await queue.lease(worker="good-gpu")
+    assert lease is not None
+    report = TrialReport(**report_body(lease, latency_device="cpu: test"))
+    assert (await queue.complete(trial_id, report)).state == "completed"
+    metrics = trial_row(db, trial_id)["metrics"]
+    assert metrics["worker_faults"] == 1  # the server's count survives the completion
+    assert metrics["latency_device"] == "cpu: test"
+    assert metrics["reported_macs"] == lease["macs"]
