@@ -7,6 +7,7 @@ import sys
 
 from typer.testing import CliRunner
 
+from tests.imports import modules_loaded_by
 from vitcube.cli import app
 
 
@@ -19,14 +20,8 @@ def test_every_command_is_listed() -> None:
 
 def test_the_command_line_imports_neither_the_server_nor_torch() -> None:
     # `vitcube worker` on a GPU box loads this module first: it must stay light.
-    probe = (
-        "import sys, vitcube.cli\n"
-        "heavy = ('fastapi', 'sqlalchemy', 'torch', 'botorch', 'vitcube.service.app')\n"
-        "leaked = sorted(m for m in heavy if m in sys.modules)\n"
-        "assert not leaked, leaked\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    heavy = ("fastapi", "sqlalchemy", "torch", "botorch", "vitcube.service.app")
+    assert modules_loaded_by("import vitcube.cli", heavy) == []
 
 
 def test_python_dash_m_vitcube_is_the_command() -> None:

@@ -5,14 +5,13 @@ tests/service/api/test_searches.py and test_trials.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from tests.factories import BAD_TRAINING_BLOCKS, GOOD_TRAINING_BLOCKS
+from tests.imports import modules_loaded_by
 from vitcube import contract
 from vitcube.contract import (
     CurvePoint,
@@ -250,12 +249,6 @@ def test_states_and_kinds_are_the_documented_ones() -> None:
 
 
 def test_importing_the_contract_imports_nothing_heavy_and_nothing_of_ours() -> None:
-    probe = (
-        "import sys, vitcube.contract\n"
-        "heavy = ('torch', 'numpy', 'fastapi', 'starlette', 'sqlalchemy', 'httpx', 'sklearn')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy\n"
-        "             or (m.startswith('vitcube.') and m != 'vitcube.contract')))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    heavy = ("torch", "numpy", "fastapi", "starlette", "sqlalchemy", "httpx", "sklearn")
+    ours = ("vitcube.models", "vitcube.search", "vitcube.service", "vitcube.workers", "vitcube.cli")
+    assert modules_loaded_by("import vitcube.contract", (*heavy, *ours)) == []

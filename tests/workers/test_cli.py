@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 
 from tests.factories import trial_lease
+from tests.imports import modules_loaded_by
 from vitcube.workers.cli import parse_gpus
 from vitcube.workers.datasets import DatasetError
 from vitcube.workers.host import loader_shm_bytes, missing_compiler, shm_warning
@@ -189,14 +190,10 @@ def test_rich_progress_renders_a_bar() -> None:
 
 
 def test_imports_stay_light_and_one_way() -> None:
-    probe = (
-        "import sys, vitcube.workers.cli\n"
-        "assert 'torch' not in sys.modules, 'importing workers.cli imported torch'\n"
-        "import vitcube.workers.loop, vitcube.workers.trainer\n"
+    assert modules_loaded_by("import vitcube.workers.cli", ["torch"]) == []
+    everything = (
+        "import vitcube.workers.cli, vitcube.workers.loop, vitcube.workers.trainer\n"
         "import vitcube.workers.progress, vitcube.workers.spool\n"
-        "heavy = ('vitcube.service', 'vitcube.search', 'fastapi', 'sqlalchemy', 'botorch')\n"
-        "leaked = sorted(m for m in heavy if m in sys.modules)\n"
-        "assert not leaked, leaked\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    heavy = ("vitcube.service", "vitcube.search", "fastapi", "sqlalchemy", "botorch")
+    assert modules_loaded_by(everything, heavy) == []
