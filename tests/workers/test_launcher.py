@@ -8,6 +8,7 @@ the parent's whole process group.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -55,6 +56,7 @@ def test_ctrl_c_hands_each_childs_trial_back_once(
             env=dict(os.environ, OMP_NUM_THREADS="1"),
             start_new_session=True,  # its own process group, as a shell's foreground job
         )
+    children: list[int] = []
     try:
 
         def both_training() -> bool:
@@ -75,6 +77,9 @@ def test_ctrl_c_hands_each_childs_trial_back_once(
     finally:
         if parent.poll() is None:
             parent.kill()
+        for pid in children:  # in their own sessions: killing the parent does not end them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     text = log_path.read_text(errors="replace")
     trials = live_server.trials(search_id)
     assert sorted(t["worker"] for t in trials) == ["launcher:cpu0", "launcher:cpu1"]
