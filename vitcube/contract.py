@@ -75,6 +75,25 @@ DATASET_CLASSES: Mapping[str, int] = MappingProxyType(
     {"digits": 10, "cifar10": 10, "cifar100": 100}
 )
 
+# The centre crop taken before resizing for evaluation (ImageNet-style 0.875 for image folders;
+# the whole image elsewhere): what the worker evaluates with and what an exported network expects.
+EVAL_CROP_FRACTION: Mapping[str, float] = MappingProxyType({"imagefolder": 0.875})
+
+
+def preprocessing(dataset: str, resolution: int) -> dict[str, Any]:
+    """How a trained network expects its input: the worker's evaluation path
+    (`workers.augment.center_resize`), written beside every exported network."""
+    return {
+        "resolution": resolution,
+        "layout": "NCHW float32, RGB",
+        "scale": "pixels / 255 (values in [0, 1])",
+        "mean": [0.0, 0.0, 0.0],
+        "std": [1.0, 1.0, 1.0],
+        "crop_fraction": EVAL_CROP_FRACTION.get(dataset, 1.0),
+        "resize": "centre crop, then bilinear to resolution x resolution (antialiased down)",
+    }
+
+
 # -- strict numbers ---------------------------------------------------------------------------
 
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -510,6 +529,46 @@ class LeaseRequest(_Strict):
     worker: str = Field(..., min_length=1, max_length=200, examples=["box-1:cuda0"])
 
 
+# -- artifacts ----------------------------------------------------------------------------------
+
+ArtifactKind = Literal["checkpoint", "weights"]
+ARTIFACT_KINDS: tuple[ArtifactKind, ...] = get_args(ArtifactKind)
+
+
+class CheckpointRef(BaseModel):
+    """The latest checkpoint of a trial, as a lease names it: where its training resumes.
+
+    A worker downloads it from `url` (GET, relative to the server, worker role), checks its
+    `sha256`, loads it and trains on from `epoch` completed epochs (and `step` steps of the next
+    one, for a checkpoint taken mid-epoch when a worker was told to stop). One that does not
+    load is discarded (DELETE on the same url) and the trial starts again from epoch 0.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    epoch: int = Field(..., ge=0)
+    step: int = Field(default=0, ge=0)
+    bytes: int = Field(..., ge=0)
+    sha256: str | None = None
+    attempt: int = Field(default=0, ge=0)
+    url: str
+    created_at: datetime | None = None
+
+
+class ArtifactPublic(BaseModel):
+    """A stored artifact (PUT's answer; one entry of a trial's or search's artifacts)."""
+
+    kind: ArtifactKind
+    trial_id: int
+    search_id: int
+    bytes: int
+    sha256: str
+    epoch: int | None = None
+    step: int = 0
+    attempt: int = 0
+    created_at: datetime | None = None
+
+
 class TrialLease(BaseModel):
     """The 200 body of POST /api/trials/lease: what a worker needs to train one trial.
 
@@ -537,6 +596,11 @@ class TrialLease(BaseModel):
     attempts: int
     lease_expires_at: datetime
     lease_seconds: float
+    # The segment to train: epochs from_epoch + 1 … to_epoch (to_epoch None: training.epochs).
+    # from_epoch > 0 resumes from `checkpoint`; the LR schedule always spans training.epochs.
+    from_epoch: int = Field(default=0, ge=0)
+    to_epoch: int | None = Field(default=None, ge=1)
+    checkpoint: CheckpointRef | None = None
 
 
 class TrialHeartbeat(_Strict):
@@ -588,7 +652,14 @@ class TrialReport(_Strict):
     # What measured latency_ms, e.g. "NVIDIA H200, bf16, CUDA graph, CUDA events".
     latency_device: str | None = Field(default=None, max_length=200)
     images_per_s: NonNegative | None = None
+    # Batch-1 latency of the exported network under ONNX Runtime on the worker's CPU.
+    latency_onnx_ms: NonNegative | None = None
+    latency_onnx_device: str | None = Field(default=None, max_length=200)
     surrogate: StrictBool = False
+    # The epoch this attempt resumed from (its checkpoint's), or None when it started afresh;
+    # the epochs this attempt trained (a resumed run trains only what was left).
+    resumed_from_epoch: StrictInt | None = Field(default=None, ge=0, le=1_000_000)
+    epochs_trained: NonNegative | None = Field(default=None, le=1_000_000)
     curve: list[CurvePoint] = Field(default_factory=list, max_length=100_000)
 
 
