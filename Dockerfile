@@ -25,7 +25,8 @@ COPY workers ./workers
 COPY migrations ./migrations
 # the `vitcube` namespace: its own modules and one relative symlink per folder above
 COPY vitcube ./vitcube
-RUN pip install .
+# with s3fs: the server keeps artifacts in S3/MinIO (VITCUBE_ARTIFACT_URL=s3://…)
+RUN pip install ".[s3]"
 
 RUN useradd --create-home --uid 1000 vitcube
 USER vitcube

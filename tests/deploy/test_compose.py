@@ -38,8 +38,8 @@ def _parse(argv: list[str]) -> Any:
     return command.make_context(name, list(rest), resilient_parsing=False)
 
 
-def test_compose_has_the_three_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "server", "worker"}
+def test_compose_has_the_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "minio", "minio-bucket", "server", "worker"}
     postgres = compose["services"]["postgres"]
     assert postgres["image"].startswith("postgres:")
     assert "pgdata:/var/lib/postgresql/data" in postgres["volumes"]
@@ -112,9 +112,38 @@ def test_every_vitcube_variable_is_a_real_setting(compose: dict[str, Any]) -> No
     assert used <= fields, f"unknown settings: {sorted(used - fields)}"
 
 
+def test_server_keeps_artifacts_in_minio(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose["services"]
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio") and minio["command"][0] == "server"
+    assert any(v.endswith(":/data") for v in minio["volumes"]) and "minio" in compose["volumes"]
+    # the bucket exists before the server starts
+    assert "mc mb --ignore-existing store/vitcube" in " ".join(services["minio-bucket"]["command"])
+    server = services["server"]
+    assert server["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    env = server["environment"]
+    assert env["VITCUBE_ARTIFACT_URL"] == "s3://vitcube/artifacts"
+    # the options are the JSON the setting parses, pointing at the compose service
+    # the options are the JSON the setting parses (compose substitutes the ${…} from .env)
+    options = re.sub(r"\$\{(\w+)\}", r"from-\1", env["VITCUBE_ARTIFACT_OPTIONS"])
+    monkeypatch.setenv("VITCUBE_ARTIFACT_OPTIONS", options)
+    settings = Settings(artifact_url=env["VITCUBE_ARTIFACT_URL"])
+    assert settings.artifact_options == {
+        "endpoint_url": "http://minio:9000",
+        "key": "from-MINIO_ROOT_USER",
+        "secret": "from-MINIO_ROOT_PASSWORD",
+    }
+    # workers reach artifacts through the server only: they need no store credentials
+    worker_env = services["worker"]["environment"]
+    assert not any(k.startswith(("VITCUBE_ARTIFACT", "MINIO")) for k in worker_env)
+
+
 def test_dockerfile_installs_the_package_and_every_top_level_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^RUN pip install \.$", dockerfile, flags=re.MULTILINE)
+    # with the s3 extra: s3fs for an S3/MinIO artifact store
+    assert re.search(r'^RUN pip install "\.\[s3\]"$', dockerfile, flags=re.MULTILINE)
     for package in ("models", "search", "service", "workers", "migrations", "vitcube"):
         assert f"COPY {package} ./{package}" in dockerfile
     # the CPU-safe torch pin of pyproject must be satisfiable by the image's torch
@@ -128,4 +157,4 @@ def test_dockerfile_installs_a_c_compiler_for_torch_compile() -> None:
     packages = set(install.group(1).split())
     assert "gcc" in packages and "g++" in packages  # Triton (CUDA) and the inductor (CPU)
     # installed before the package: a source change does not reinstall the compiler
-    assert dockerfile.index("apt-get install") < dockerfile.index("RUN pip install .")
+    assert dockerfile.index("apt-get install") < dockerfile.index('RUN pip install ".[s3]"')
