@@ -75,15 +75,18 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 
 class LiveServer:
-    """A real `vitcube serve` subprocess on a SQLite file; stop() and start() keep port and data."""
+    """A real `vitcube serve` subprocess on a SQLite file (or the PostgreSQL database given);
+    stop() and start() keep port and data."""
 
-    def __init__(self, directory: Path, lease_seconds: float) -> None:
+    def __init__(
+        self, directory: Path, lease_seconds: float, database_url: str | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / "server.log"
         self.env = dict(
             os.environ,
-            VITCUBE_DATABASE_URL=f"sqlite:///{directory / 'vitcube.db'}",
+            VITCUBE_DATABASE_URL=database_url or f"sqlite:///{directory / 'vitcube.db'}",
             VITCUBE_ADMIN_TOKEN=ADMIN_TOKEN,
             VITCUBE_WORKER_TOKEN=WORKER_TOKEN,
             VITCUBE_VIEWER_TOKEN="",
@@ -152,11 +155,12 @@ class LiveServer:
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start a server with the given lease length (seconds)."""
+    """Start a server with the given lease length (seconds), on SQLite unless a database URL
+    is given."""
     servers: list[LiveServer] = []
 
-    def start(lease_seconds: float = 60.0) -> LiveServer:
-        server = LiveServer(tmp_path, lease_seconds=lease_seconds)
+    def start(lease_seconds: float = 60.0, database_url: str | None = None) -> LiveServer:
+        server = LiveServer(tmp_path, lease_seconds=lease_seconds, database_url=database_url)
         servers.append(server)
         server.start()
         return server
