@@ -88,6 +88,14 @@ def worker_command(
         "broken GPU, killed DataLoader workers), so the scheduler replaces the worker; a "
         "sticky CUDA error exits at once. 0: never.",
     ),
+    checkpoint_every_s: float = typer.Option(
+        180.0,
+        min=0.0,
+        envvar="VITCUBE_CHECKPOINT_EVERY_S",
+        help="Checkpoint a trial at an epoch end at most this often (seconds; 0: every epoch). "
+        "Short epochs are checkpointed every epoch while a save costs <= 5 % of the training "
+        "since the last; SIGTERM/SIGINT always saves one before the trial is handed back.",
+    ),
 ) -> None:
     """Lease trials from a vitcube server, train them on this machine, report the results."""
     if trainer not in ("real", "surrogate"):
@@ -112,6 +120,7 @@ def worker_command(
         deliver_timeout_s=deliver_timeout_s,
         threads=threads,
         max_worker_faults=max_worker_faults,
+        checkpoint_every_s=checkpoint_every_s,
     )
     display = make_progress(progress)
     try:

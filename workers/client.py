@@ -1,4 +1,5 @@
-"""The worker's HTTP client for the vitcube REST API (lease, heartbeat, complete, fail).
+"""The worker's HTTP client for the vitcube REST API (lease, heartbeat, complete, fail, and the
+trial's artifacts: checkpoint upload/download/discard, final weights).
 
 Every call retries connection errors, timeouts, 429 and 5xx responses with exponential
 backoff and jitter (honouring `Retry-After`), until an optional deadline passes or an abort
@@ -8,19 +9,21 @@ lease means "nothing queued" and returns None; polite idling is the caller's bus
 
 Bodies are built, and answers parsed, with the payload classes of `vitcube.contract` that the
 server validates with: a report the server would refuse (422) raises `RequestRejected` here,
-before it is sent.
+before it is sent. Artifacts are streamed from and to files in 1 MiB chunks (a checkpoint is
+never held whole in memory); a download is checked against the server's `X-Vitcube-Sha256`.
 
 Imports httpx and vitcube.contract; never torch (an import contract checks).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -35,6 +38,15 @@ from vitcube.contract import (
 )
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+CHUNK_BYTES = 1 << 20
+
+
+class Abort(Protocol):
+    """What ends a retry loop early: a `threading.Event`, or anything that waits like one."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class ClientError(Exception):
@@ -60,6 +72,10 @@ class RequestRejected(ClientError):
 
 class ServerUnavailable(ClientError):
     """The server could not be reached (or kept answering 5xx) before the deadline or abort."""
+
+
+class ArtifactCorrupt(ClientError):
+    """A downloaded artifact's size or sha256 differs from what the server said it is."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,7 @@ class VitcubeClient:
 
     # -- the four worker endpoints ------------------------------------------------------------
 
-    def lease(self, *, abort: threading.Event | None = None) -> TrialLease | None:
+    def lease(self, *, abort: Abort | None = None) -> TrialLease | None:
         """Lease the next queued trial; None when nothing is queued (204). Retries until abort."""
         response = self._request(
             "POST", "/api/trials/lease", {"worker": self.worker}, deadline_s=None, abort=abort
@@ -121,7 +137,7 @@ class VitcubeClient:
         epoch: int,
         metrics: dict[str, float] | None = None,
         deadline_s: float | None = 30.0,
-        abort: threading.Event | None = None,
+        abort: Abort | None = None,
     ) -> str:
         """Extend the lease; returns the server's action, "continue" or "stop"."""
         body = _payload(
@@ -138,7 +154,7 @@ class VitcubeClient:
         report: Mapping[str, Any],
         *,
         deadline_s: float | None = 60.0,
-        abort: threading.Event | None = None,
+        abort: Abort | None = None,
     ) -> TrialAck:
         """Report a result: the fields of TrialReport (the REST API's complete row, lease_id)."""
         body = _payload(TrialReport, report)
@@ -156,7 +172,7 @@ class VitcubeClient:
         retry: bool,
         worker_fault: bool = False,
         deadline_s: float | None = 20.0,
-        abort: threading.Event | None = None,
+        abort: Abort | None = None,
     ) -> None:
         """Give a trial up: `retry` true puts it back in the queue; `worker_fault` true says
         this worker (its GPU, its host) broke, so the trial is not charged an attempt."""
@@ -173,23 +189,184 @@ class VitcubeClient:
             "POST", f"/api/trials/{trial_id}/fail", body, deadline_s=deadline_s, abort=abort
         )
 
+    # -- artifacts ---------------------------------------------------------------------------------
+
+    def put_checkpoint(
+        self,
+        trial_id: int,
+        lease_id: str,
+        path: Path | str,
+        *,
+        epoch: int,
+        step: int = 0,
+        deadline_s: float | None = 300.0,
+        abort: Abort | None = None,
+    ) -> dict[str, Any]:
+        """Upload a checkpoint file (streamed); returns the server's ArtifactPublic as a dict.
+        409: the lease is not current (LeaseLost); 413: too large (RequestRejected)."""
+        return self._put_file(
+            f"/api/trials/{trial_id}/checkpoint",
+            Path(path),
+            {"lease_id": lease_id, "epoch": epoch, "step": step},
+            deadline_s=deadline_s,
+            abort=abort,
+        )
+
+    def put_weights(
+        self,
+        trial_id: int,
+        lease_id: str,
+        path: Path | str,
+        *,
+        deadline_s: float | None = 300.0,
+        abort: Abort | None = None,
+    ) -> dict[str, Any]:
+        """Upload the final weights of a trial about to be completed (streamed)."""
+        return self._put_file(
+            f"/api/trials/{trial_id}/weights",
+            Path(path),
+            {"lease_id": lease_id},
+            deadline_s=deadline_s,
+            abort=abort,
+        )
+
+    def download_checkpoint(
+        self,
+        trial_id: int,
+        dest: Path | str,
+        *,
+        deadline_s: float | None = 300.0,
+        abort: Abort | None = None,
+    ) -> tuple[int, int, str]:
+        """Stream the trial's checkpoint to `dest`; returns (epoch, step, sha256).
+
+        Raises RequestRejected(404) when the trial has none, and ArtifactCorrupt when the bytes
+        received do not match the server's size or sha256 (`dest` is then removed).
+        """
+        dest = Path(dest)
+        response = self._request(
+            "GET",
+            f"/api/trials/{trial_id}/checkpoint",
+            deadline_s=deadline_s,
+            abort=abort,
+            stream=True,
+        )
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with dest.open("wb") as handle:
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    digest.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
+        except (httpx.TransportError, httpx.TimeoutException) as error:
+            dest.unlink(missing_ok=True)
+            raise ArtifactCorrupt(
+                f"the checkpoint download broke off after {size} bytes: {error}"
+            ) from None
+        finally:
+            response.close()
+        expected_sha = response.headers.get("x-vitcube-sha256")
+        expected_size = response.headers.get("content-length")
+        sha256 = digest.hexdigest()
+        problem = None
+        if expected_size is not None and expected_size.isdigit() and int(expected_size) != size:
+            problem = f"{size} bytes received, the server announced {expected_size}"
+        elif expected_sha and expected_sha.lower() != sha256:
+            problem = f"sha256 {sha256} received, the server stores {expected_sha}"
+        if problem is not None:
+            dest.unlink(missing_ok=True)
+            raise ArtifactCorrupt(f"checkpoint of trial {trial_id}: {problem}")
+        epoch = _int_header(response, "x-vitcube-epoch")
+        step = _int_header(response, "x-vitcube-step")
+        return epoch, step, sha256
+
+    def discard_checkpoint(
+        self,
+        trial_id: int,
+        lease_id: str,
+        reason: str,
+        *,
+        deadline_s: float | None = 30.0,
+        abort: Abort | None = None,
+    ) -> int:
+        """Ask the server to delete a checkpoint this worker could not load; returns how many
+        objects it deleted."""
+        response = self._request(
+            "DELETE",
+            f"/api/trials/{trial_id}/checkpoint",
+            params={"lease_id": lease_id, "reason": reason[:2000] or "unreadable"},
+            deadline_s=deadline_s,
+            abort=abort,
+        )
+        try:
+            return int(response.json().get("deleted", 0))
+        except (ValueError, AttributeError, TypeError):
+            return 0
+
+    def _put_file(
+        self,
+        path: str,
+        source: Path,
+        params: Mapping[str, Any],
+        *,
+        deadline_s: float | None,
+        abort: Abort | None,
+    ) -> dict[str, Any]:
+        size = source.stat().st_size  # OSError when the file is gone: the caller's problem
+
+        def chunks() -> Iterator[bytes]:
+            with source.open("rb") as handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    yield chunk
+
+        response = self._request(
+            "PUT",
+            path,
+            params=params,
+            content=chunks,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            deadline_s=deadline_s,
+            abort=abort,
+        )
+        try:
+            answer = response.json()
+        except ValueError:
+            return {}
+        return dict(answer) if isinstance(answer, dict) else {}
+
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _request(
         self,
         method: str,
         path: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | None = None,
         *,
         deadline_s: float | None,
-        abort: threading.Event | None,
+        abort: Abort | None,
+        params: Mapping[str, Any] | None = None,
+        content: Callable[[], Iterator[bytes]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
+        """Send until a 2xx (returned; with `stream`, its body still unread: close it), raising
+        LeaseLost/AuthError/RequestRejected on a final 4xx and ServerUnavailable at the deadline.
+        `content` makes a fresh body iterator for every attempt (a file re-read from the top)."""
         deadline = None if deadline_s is None else time.monotonic() + deadline_s
         attempt = 0
         while True:
             wait_s: float
             try:
-                response = self._http.request(method, path, json=body)
+                request = self._http.build_request(
+                    method,
+                    path,
+                    json=body,
+                    params=params,
+                    content=content() if content is not None else None,
+                    headers=headers,
+                )
+                response = self._http.send(request, stream=stream)
             except (httpx.TransportError, httpx.TimeoutException) as error:
                 problem = f"{type(error).__name__}: {error}"
                 wait_s = self.backoff.delay(attempt)
@@ -197,6 +374,9 @@ class VitcubeClient:
                 status = response.status_code
                 if status < 300:
                     return response
+                if stream:
+                    response.read()
+                    response.close()
                 detail = _detail(response)
                 if status == 409:
                     raise LeaseLost(detail)
@@ -240,6 +420,14 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])[:2000]
     return str(body)[:2000]
+
+
+def _int_header(response: httpx.Response, name: str) -> int:
+    value = response.headers.get(name, "0")
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return 0
 
 
 def _retry_after(response: httpx.Response) -> float:

@@ -18,6 +18,16 @@ then write the result to the spool and complete it. Faults, as the worker protoc
 - a server that cannot be reached: retried with backoff; a finished result stays in the
   spool and is re-sent before every lease and by the next worker start until acknowledged.
 
+Checkpoints (`workers.checkpoint`): a lease that names a checkpoint resumes from it (downloaded
+and checked into a temporary directory); one that fails to download intact or to load (corrupt,
+another architecture or recipe) is discarded on the server (DELETE, with the reason) and the
+trial trains from scratch. While training, epoch-end checkpoints go to a local directory beside
+the spool and a background thread uploads them (the epoch loop never waits for the network).
+On SIGINT/SIGTERM the trainer saves a checkpoint at the next step boundary, the upload is
+flushed (at most `FLUSH_ON_SIGNAL_S`), and only then is the trial failed with `retry: true`.
+A completed trial's best-epoch EMA weights are written into the spool beside its result and
+uploaded before the complete (`workers.spool.deliver`).
+
 Imports vitcube.contract, models (through workers.trainer) and workers.*.
 """
 
@@ -35,8 +45,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
-from vitcube.contract import TrialLease
+from vitcube.contract import TrialLease, preprocessing
 from vitcube.workers.client import (
+    ArtifactCorrupt,
     AuthError,
     LeaseLost,
     RequestRejected,
@@ -66,6 +77,7 @@ from vitcube.workers.trainer import (
 
 HEARTBEAT_MAX_INTERVAL_S = 30.0
 IDLE_MAX_S = 15.0
+FLUSH_ON_SIGNAL_S = 20.0  # how long a preempted worker waits for its last checkpoint's upload
 # The exit code that tells a scheduler (Slurm, Kubernetes) this worker's device is faulty.
 EXIT_WORKER_FAULTY = 4
 
@@ -83,6 +95,7 @@ class WorkerOptions:
     deliver_timeout_s: float = 60.0
     threads: int | None = None
     max_worker_faults: int = 3  # worker faults in a row before the worker exits (0: never)
+    checkpoint_every_s: float = 180.0  # workers.checkpoint's cadence (0: every epoch)
 
 
 def default_worker_name(device: str) -> str:
@@ -214,6 +227,8 @@ class Worker:
         self.shutdown = threading.Event()
         self.signal_name: str | None = None
         self._control: Control | None = None
+        self._uploader: Any = None  # the running trial's CheckpointUploader
+        self.checkpoint_dir = self.spool.directory.parent / "checkpoints"
         self._dataset_cache: tuple[str, ImageDataset] | None = None
         self.trials_done = 0
         self.consecutive_faults = 0  # worker faults since the last trial that went otherwise
@@ -372,6 +387,7 @@ class Worker:
             pass  # control says why: lease lost or interrupted
         except (KeyboardInterrupt, SystemExit):
             heartbeat.stop()
+            self._close_uploader()
             self._fail(lease, f"worker {self.name} killed during training", retry=True)
             raise
         except Exception as error:
@@ -382,6 +398,7 @@ class Worker:
             self._control = None
             heartbeat.stop()
         if control.lease_lost.is_set():
+            self._close_uploader()
             self.progress.end_trial("abandoned: the lease was lost")
             return
         if outcome is None:
@@ -391,15 +408,23 @@ class Worker:
             if control.interrupted.is_set():
                 # A signal may also surface as another error (DataLoader workers killed with us).
                 message = f"worker {self.name} interrupted by {self.signal_name}"
+                self._flush_checkpoint(lease)
+                self._close_uploader()
                 self._fail(lease, message, retry=True)
                 return
+            self._close_uploader()
             self._fail(lease, verdict.message, retry=verdict.retry, worker_fault=verdict.fault)
             self._count_fault(verdict.fault)
             return
         self.consecutive_faults = 0
+        # Completing deletes the server's checkpoint: an upload still pending is not needed.
+        self._close_uploader()
         # A finished result is reported even if a signal arrived meanwhile: it is never wasted.
         body = {"lease_id": lease.lease_id, **outcome.report(), "surrogate": surrogate}
-        entry = self.spool.put(self.client.server, lease.id, body, stopped=outcome.stopped)
+        weights = self._write_weights(lease, outcome)
+        entry = self.spool.put(
+            self.client.server, lease.id, body, stopped=outcome.stopped, weights=weights
+        )
         delivered, _ = deliver(
             self.spool,
             self.client,
@@ -427,9 +452,26 @@ class Worker:
                 raise CompilerMissing(reason)
         data = self._load_dataset(lease.dataset)
         control.check()
+        from vitcube.workers.checkpoint import (
+            CheckpointCadence,
+            CheckpointError,
+            CheckpointUploader,
+            TrialCheckpoints,
+        )
         from vitcube.workers.trainer import run_trial
 
-        try:
+        resume = self._fetch_checkpoint(lease)
+        uploader = CheckpointUploader(self.client, lease.id, lease.lease_id, log=self.progress.log)
+        self._uploader = uploader
+        sink = TrialCheckpoints(
+            self.checkpoint_dir,
+            lease.id,
+            cadence=CheckpointCadence(self.options.checkpoint_every_s),
+            uploader=uploader,
+            log=self.progress.log,
+        )
+
+        def attempt(resume: dict[str, Any] | None) -> TrialOutcome:
             return run_trial(
                 lease.arch,
                 data,
@@ -439,7 +481,21 @@ class Worker:
                 control=control,
                 listener=_Listener(self.progress, heartbeat),
                 log=self.progress.log,
+                resume=resume,
+                checkpoints=sink,
             )
+
+        try:
+            try:
+                return attempt(resume)
+            except CheckpointError as error:
+                if resume is None:
+                    raise
+                reason = str(error)
+            # Refused before any training: discard it and start from epoch 0.
+            resume = None
+            self._discard_checkpoint(lease, reason)
+            return attempt(None)
         finally:
             if config.compile:
                 # Every trial is a new network: drop its compiled graphs, so a long-lived worker
@@ -447,6 +503,100 @@ class Worker:
                 import torch._dynamo
 
                 torch._dynamo.reset()
+
+    # -- checkpoints and weights -------------------------------------------------------------
+
+    def _fetch_checkpoint(self, lease: TrialLease) -> dict[str, Any] | None:
+        """The lease's checkpoint, downloaded, verified and loaded; None to start afresh (one
+        that is damaged is discarded on the server first)."""
+        if lease.checkpoint is None:
+            return None
+        import tempfile
+
+        from vitcube.workers.checkpoint import CheckpointError, load_checkpoint
+
+        ref = lease.checkpoint
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.checkpoint_dir, prefix="resume-") as scratch:
+            path = Path(scratch) / "checkpoint.pt"
+            try:
+                self.client.download_checkpoint(
+                    lease.id, path, deadline_s=120.0, abort=self.shutdown
+                )
+                state = load_checkpoint(path)
+            except (ArtifactCorrupt, CheckpointError) as error:
+                self._discard_checkpoint(lease, str(error))
+                return None
+            except (RequestRejected, ServerUnavailable, AuthError, LeaseLost, OSError) as error:
+                self.progress.log(
+                    f"trial {lease.id}: checkpoint of epoch {ref.epoch} not downloaded ({error}); "
+                    "training from epoch 0"
+                )
+                return None
+        self.progress.log(
+            f"trial {lease.id}: resuming from its checkpoint at epoch {state['epoch']}"
+            + (f", step {state['step']}" if state.get("step") else "")
+        )
+        return state
+
+    def _discard_checkpoint(self, lease: TrialLease, reason: str) -> None:
+        self.progress.log(
+            f"trial {lease.id}: its checkpoint cannot be resumed ({reason}); discarding it and "
+            "training from epoch 0"
+        )
+        try:
+            self.client.discard_checkpoint(lease.id, lease.lease_id, reason, abort=self.shutdown)
+        except (RequestRejected, ServerUnavailable, AuthError, LeaseLost) as error:
+            self.progress.log(f"trial {lease.id}: the server did not discard it ({error})")
+
+    def _flush_checkpoint(self, lease: TrialLease) -> None:
+        uploader = self._uploader
+        if uploader is None or uploader.submitted is None:
+            return
+        if uploader.flush(FLUSH_ON_SIGNAL_S):
+            sent = uploader.sent
+            if sent is not None:
+                self.progress.log(
+                    f"trial {lease.id}: checkpoint at epoch {sent.epoch}"
+                    + (f" step {sent.step}" if sent.step else "")
+                    + " stored on the server"
+                )
+        else:
+            self.progress.log(
+                f"trial {lease.id}: the last checkpoint was not stored within "
+                f"{FLUSH_ON_SIGNAL_S:.0f} s; the trial resumes from an earlier one, if any"
+            )
+
+    def _close_uploader(self) -> None:
+        uploader, self._uploader = self._uploader, None
+        if uploader is not None:
+            uploader.close()
+
+    def _write_weights(self, lease: TrialLease, outcome: TrialOutcome) -> Path | None:
+        """The completed trial's weights file (`workers.checkpoint.save_weights`), staged in the
+        spool; None when there are none (the surrogate) or it cannot be written."""
+        if outcome.weights is None or outcome.arch is None:
+            return None
+        from vitcube.workers.checkpoint import save_weights
+
+        path = self.spool.staging_path(lease.id)
+        try:
+            save_weights(
+                path,
+                arch=outcome.arch,
+                state_dict=outcome.weights,
+                preprocessing=preprocessing(
+                    str(lease.dataset.get("name", "")), int(outcome.arch.get("resolution", 0))
+                ),
+                top1=outcome.top1,
+                trial_id=lease.id,
+                search_id=lease.search_id,
+            )
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            self.progress.log(f"trial {lease.id}: weights not written ({error})")
+            return None
+        return path
 
     def _count_fault(self, fault: str | None) -> None:
         """Count worker faults in a row; a trial that failed otherwise breaks the run."""

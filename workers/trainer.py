@@ -16,7 +16,15 @@ on a GPU (cuDNN autotuning and atomic adds; `TrainingRecipe`'s docstring).
 `TrainingRecipe` (the server refused anything else at POST) and adds the LR schedule;
 `train()` runs the loop against a `Control` (stop / lease lost / interrupted flags set by other
 threads) and returns a `TrainResult`; `run_trial()` builds the network with models/ and adds
-params, MACs and batch-1 latency.
+params, MACs, batch-1 latency and the ONNX Runtime CPU latency.
+
+Checkpoints and resume (`workers.checkpoint` has the format and the cadence): `train` hands a
+`CheckpointSink` the whole state at an epoch end the sink says is due, and at the step
+boundary where an interrupt (SIGTERM/SIGINT) stops it; `train(resume=state)` restores all of
+it — model, EMA, AdamW, RNG states (the epoch's plan is rebuilt from the plan generator's state
+at the epoch's start and the steps already done are skipped), the curve, the best epoch, the
+partial epoch's loss — and goes on where the run stopped. On the CPU a resumed run gives the
+uninterrupted run's curve and top-1 exactly.
 
 Imports torch, models and workers.*.
 """
@@ -27,12 +35,13 @@ import copy
 import gc
 import math
 import platform
+import random
 import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +56,12 @@ from vitcube.workers.batches import (
     host_loader_workers,
     multiscale_resolutions,
     variable_plan,
+)
+from vitcube.workers.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    check_resumable,
+    recipe_digest,
 )
 from vitcube.workers.datasets import FolderSplit, ImageDataset
 
@@ -132,6 +147,23 @@ class TrainResult:
     stopped: bool
     model: nn.Module = field(repr=False)  # the EMA model, eval mode, on the device
     micro_batches: int = 1  # pieces each batch was split into (more after a CUDA OOM)
+    # The EMA weights of the best epoch (the reported top-1's), on the CPU.
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    resumed_from_epoch: int | None = None  # the checkpoint's epoch this run resumed from
+    epochs_trained: float = 0.0  # epochs this run trained (a partial epoch: its share of steps)
+
+
+class CheckpointSink(Protocol):
+    """Where `train` hands checkpoints (`workers.checkpoint.TrialCheckpoints`).
+
+    `due()` is asked at every epoch end but the last; `save(state_fn)` is called when it said
+    yes, and at the step boundary where an interrupt stops training. `state_fn()` builds the
+    checkpoint dict (tensors on the CPU); the sink decides where it goes.
+    """
+
+    def due(self) -> bool: ...
+
+    def save(self, state_fn: Callable[[], dict[str, Any]]) -> object: ...
 
 
 class TrainingListener:
@@ -237,8 +269,14 @@ def train(
     control: Control | None = None,
     listener: TrainingListener | None = None,
     micro_batches: int = 1,
+    resume: Mapping[str, Any] | None = None,
+    checkpoints: CheckpointSink | None = None,
 ) -> TrainResult:
     """Train `model` (already on `device`) on `data` at `resolution` px; return the EMA result.
+
+    `resume`: a loaded checkpoint (`workers.checkpoint.load_checkpoint`) to go on from; one of
+    another architecture or recipe, or whose tensors do not fit the model, raises
+    CheckpointError before any training. `checkpoints`: where checkpoints go (module docstring).
 
     `micro_batches` > 1 splits every batch into that many pieces whose gradients accumulate
     before the one optimizer step (`accumulate_gradients`): the effective batch, the LR and
@@ -250,6 +288,11 @@ def train(
     control = control or Control()
     listener = listener or TrainingListener()
     config = _resolved(config, model, data)
+    digest = recipe_digest(config.model_dump(mode="json"), seed)
+    arch = getattr(model, "arch", None)
+    arch_dict = arch.to_dict() if arch is not None and hasattr(arch, "to_dict") else None
+    if resume is not None:
+        check_resumable(resume, arch=arch_dict, digest=digest, epochs=config.epochs)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # a handful of input shapes, each tuned once
@@ -314,6 +357,8 @@ def train(
         betas=(0.9, 0.999),
         **adamw_implementation(device),
     )
+    if resume is not None:
+        _restore_weights(resume, model, ema, optimizer, device)
     step_model: Callable[[torch.Tensor], torch.Tensor] = (
         torch.compile(model) if config.compile else model
     )
@@ -350,107 +395,222 @@ def train(
 
     curve: list[dict[str, float]] = []
     best: EpochReport | None = None
+    best_state: dict[str, torch.Tensor] | None = None
     train_seconds = 0.0
     train_images = 0
+    start_epoch = 0
+    start_step = 0
+    partial: Mapping[str, Any] = {}
+    if resume is not None:
+        start_epoch, start_step = int(resume["epoch"]), int(resume["step"])
+        curve = [dict(point) for point in resume.get("curve") or []]
+        best, best_state = _restore_best(resume, ema)
+        train_seconds = float(resume.get("train_seconds", 0.0))
+        train_images = int(resume.get("train_images", 0))
+        partial = resume.get("partial_epoch") or {}
+        rng = resume["rng"]
+        plan_generator.set_state(rng["plan_epoch_start"])
+        augment.generator.set_state(rng["augment"])
+        if rng.get("augment_python") is not None:
+            _set_python_rng_state(augment.rng, rng["augment_python"])
+        torch.set_rng_state(rng["torch"])
+        if cuda and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], device)
     stopped = False
-    for epoch in range(config.epochs):
-        model.train()
-        plan = plan_epoch()
-        plan_images = max(1, sum(len(batch.indices) for batch in plan))
-        epoch_images = 0
-        loss_sum = torch.zeros((), device=device)
-        loss_count = 0
-        epoch_start = time.perf_counter()
-        lr = config.lr_at(epoch)
-        for step, ((images, labels), batch) in enumerate(
-            zip(train_loader.iterate(plan), plan, strict=True)
-        ):
+    epochs_trained = 0.0
+    steps_this_run = 0
+    # Where a checkpoint taken now resumes: completed epochs, steps into the next, and the plan
+    # generator's state before that epoch's plan was drawn.
+    done_epochs, done_steps = start_epoch, start_step
+    plan_start_state = plan_generator.get_state()
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    epoch_images = 0
+    epoch_seconds_before = 0.0  # of an epoch begun by an earlier run
+
+    def state() -> dict[str, Any]:
+        """The checkpoint of this moment (`workers.checkpoint` names the keys)."""
+        mid_epoch = done_steps > 0
+        best_dict: dict[str, Any] | None = None
+        if best is not None:
+            best_dict = {
+                "epoch": best.epoch,
+                "train_loss": best.train_loss,
+                "val_top1": best.val_top1,
+                "val_top5": best.val_top5,
+                "lr": best.lr,
+                "images_per_s": best.images_per_s,
+            }
+            # The best epoch's EMA weights, unless they are the EMA itself (this epoch's end).
+            if best_state is not None and (mid_epoch or best.epoch != done_epochs):
+                best_dict["ema"] = best_state
+        elapsed = time.perf_counter() - epoch_start if mid_epoch else 0.0
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "arch": arch_dict,
+            "epoch": done_epochs,
+            "step": done_steps,
+            "model": _cpu_state(model.state_dict()),
+            "ema": _cpu_state(ema.module.state_dict()),
+            "ema_updates": ema.updates,
+            "optimizer": _cpu_optimizer_state(optimizer.state_dict()),
+            "scaler": None,  # bf16 autocast needs no GradScaler
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if cuda else None,
+                "plan": plan_generator.get_state(),
+                "plan_epoch_start": plan_start_state,
+                "augment": augment.generator.get_state(),
+                "augment_python": _python_rng_state(augment.rng),  # Mixup/CutMix draws
+            },
+            "curve": [dict(point) for point in curve],
+            "best": best_dict,
+            "train_seconds": train_seconds + (epoch_seconds_before + elapsed if mid_epoch else 0.0),
+            "train_images": train_images + (epoch_images if mid_epoch else 0),
+            "partial_epoch": {
+                "loss_sum": loss_sum.detach().to("cpu", copy=True) if mid_epoch else 0.0,
+                "loss_count": loss_count if mid_epoch else 0,
+                "epoch_images": epoch_images if mid_epoch else 0,
+                "epoch_seconds": epoch_seconds_before + elapsed if mid_epoch else 0.0,
+                "lr": lr if mid_epoch else 0.0,
+            },
+            "micro_batches": micro_batches,
+            "recipe_digest": digest,
+        }
+
+    epoch_start = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            plan_start_state = plan_generator.get_state()
+            plan = plan_epoch()
+            plan_images = max(1, sum(len(batch.indices) for batch in plan))
+            first_step = start_step if epoch == start_epoch else 0
+            if first_step:
+                # The interrupted epoch: its plan again, less the steps already done.
+                loss_sum = torch.as_tensor(partial.get("loss_sum", 0.0)).to(device).reshape(())
+                loss_count = int(partial.get("loss_count", 0))
+                epoch_images = int(partial.get("epoch_images", 0))
+                epoch_seconds_before = float(partial.get("epoch_seconds", 0.0))
+                train_seconds -= epoch_seconds_before  # counted again at this epoch's end
+                train_images -= epoch_images
+            else:
+                loss_sum = torch.zeros((), device=device)
+                loss_count = 0
+                epoch_images = 0
+                epoch_seconds_before = 0.0
+            done_epochs, done_steps = epoch, first_step
+            epoch_start = time.perf_counter()
+            lr = config.lr_at(epoch + epoch_images / plan_images)
+            if first_step:
+                lr = float(partial.get("lr", lr))  # the epoch's last step's, if all were done
+            rest = plan[first_step:]
+            for step, ((images, labels), batch) in enumerate(
+                zip(train_loader.iterate(rest), rest, strict=True), start=first_step
+            ):
+                control.check()
+                if control.stop.is_set():
+                    stopped = True
+                    break
+                lr = config.lr_at(epoch + epoch_images / plan_images)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                # Crop + flip, RandAugment, RandomErasing, Mixup/CutMix as the recipe says;
+                # targets are the labels, or soft targets once Mixup/CutMix mixed them.
+                inputs, targets = augment(
+                    images, labels, batch.resolution, aspect=train_loader.aspects(batch)
+                )
+                if channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                optimizer.zero_grad(set_to_none=True)
+                loss = accumulate_gradients(
+                    step_model,
+                    inputs,
+                    targets,
+                    lambda logits, targets: F.cross_entropy(
+                        logits.float(), targets, label_smoothing=config.label_smoothing
+                    ),
+                    micro_batches=micro_batches,
+                    amp=amp,
+                )
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                ema.update()
+                loss_sum += loss.detach()
+                loss_count += 1
+                epoch_images += labels.shape[0]
+                done_steps = step + 1
+                steps_this_run += 1
+                epochs_trained += 1.0 / len(plan)
+                if step % 10 == 0 or step == len(plan) - 1:
+                    # Reading the loss synchronises the device: only every few steps.
+                    mean_loss = float(loss_sum) / loss_count
+                    if not math.isfinite(mean_loss):
+                        raise TrainingDiverged(
+                            f"training loss became {mean_loss} in epoch {epoch + 1}: lower "
+                            f"training.lr (now {config.lr}) or keep training.grad_clip > 0"
+                        )
+                    elapsed = time.perf_counter() - epoch_start
+                    listener.on_step(
+                        epoch=epoch + 1,
+                        step=step + 1,
+                        loss=mean_loss,
+                        images_per_s=epoch_images / max(elapsed, 1e-9),
+                        lr=lr,
+                    )
+            if cuda:
+                torch.cuda.synchronize(device)
+            if loss_count == 0:
+                break  # stopped before a single step of this epoch: report the earlier epochs
             control.check()
-            if control.stop.is_set():
+            top1, top5 = evaluate_ema()
+            epoch_seconds = epoch_seconds_before + time.perf_counter() - epoch_start
+            train_seconds += epoch_seconds
+            train_images += epoch_images
+            report = EpochReport(
+                epoch=epoch + 1,
+                train_loss=float(loss_sum) / loss_count,
+                val_top1=top1,
+                val_top5=top5,
+                lr=lr,
+                images_per_s=epoch_images / max(epoch_seconds, 1e-9),
+            )
+            curve.append(
+                {
+                    "epoch": report.epoch,
+                    "val_top1": report.val_top1,
+                    "val_top5": report.val_top5,
+                    "train_loss": report.train_loss,
+                    "lr": report.lr,
+                    "epoch_time_s": epoch_seconds,
+                }
+            )
+            if best is None or report.val_top1 > best.val_top1:
+                best = report
+                best_state = _cpu_state(ema.module.state_dict())
+            done_epochs, done_steps = epoch + 1, 0
+            plan_start_state = plan_generator.get_state()
+            listener.on_epoch(report)
+            if stopped or control.stop.is_set():
                 stopped = True
                 break
-            lr = config.lr_at(epoch + epoch_images / plan_images)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # Crop + flip, RandAugment, RandomErasing, Mixup/CutMix as the recipe says; targets
-            # are the labels, or soft targets once Mixup/CutMix mixed them.
-            inputs, targets = augment(
-                images, labels, batch.resolution, aspect=train_loader.aspects(batch)
-            )
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            loss = accumulate_gradients(
-                step_model,
-                inputs,
-                targets,
-                lambda logits, targets: F.cross_entropy(
-                    logits.float(), targets, label_smoothing=config.label_smoothing
-                ),
-                micro_batches=micro_batches,
-                amp=amp,
-            )
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            ema.update()
-            loss_sum += loss.detach()
-            loss_count += 1
-            epoch_images += labels.shape[0]
-            if step % 10 == 0 or step == len(plan) - 1:
-                # Reading the loss synchronises the device: only every few steps.
-                mean_loss = float(loss_sum) / loss_count
-                if not math.isfinite(mean_loss):
-                    raise TrainingDiverged(
-                        f"training loss became {mean_loss} in epoch {epoch + 1}: lower training.lr "
-                        f"(now {config.lr}) or keep training.grad_clip > 0"
-                    )
-                elapsed = time.perf_counter() - epoch_start
-                listener.on_step(
-                    epoch=epoch + 1,
-                    step=step + 1,
-                    loss=mean_loss,
-                    images_per_s=epoch_images / max(elapsed, 1e-9),
-                    lr=lr,
-                )
-        if cuda:
-            torch.cuda.synchronize(device)
-        epoch_seconds = time.perf_counter() - epoch_start
-        train_seconds += epoch_seconds
-        train_images += epoch_images
-        if loss_count == 0:
-            break  # stopped before a single step of this epoch: report what earlier epochs had
-        control.check()
-        top1, top5 = evaluate_ema()
-        report = EpochReport(
-            epoch=epoch + 1,
-            train_loss=float(loss_sum) / loss_count,
-            val_top1=top1,
-            val_top5=top5,
-            lr=lr,
-            images_per_s=epoch_images / max(epoch_seconds, 1e-9),
-        )
-        curve.append(
-            {
-                "epoch": report.epoch,
-                "val_top1": report.val_top1,
-                "val_top5": report.val_top5,
-                "train_loss": report.train_loss,
-                "lr": report.lr,
-                "epoch_time_s": epoch_seconds,
-            }
-        )
-        if best is None or report.val_top1 > best.val_top1:
-            best = report
-        listener.on_epoch(report)
-        if stopped or control.stop.is_set():
-            stopped = True
-            break
+            if checkpoints is not None and epoch + 1 < config.epochs and checkpoints.due():
+                checkpoints.save(state)
+    except TrainingAborted as aborted:
+        # Preempted: keep what this run trained, at the step boundary it stopped at.
+        if aborted.reason == "interrupted" and checkpoints is not None and steps_this_run:
+            checkpoints.save(state)
+        train_loader.close()
+        val_loader.close()
+        raise
 
     if best is None:
         # Stopped before the first epoch ended: evaluate the EMA weights once so there is a result.
         top1, top5 = evaluate_ema()
         best = EpochReport(0, float("nan"), top1, top5, 0.0, 0.0)
+    if best_state is None:
+        best_state = _cpu_state(ema.module.state_dict())
     train_loader.close()
     val_loader.close()
     return TrainResult(
@@ -461,7 +621,92 @@ def train(
         images_per_s=train_images / train_seconds if train_seconds > 0 else 0.0,
         stopped=stopped,
         model=ema.module,
+        best_state=best_state,
+        resumed_from_epoch=start_epoch if resume is not None else None,
+        epochs_trained=round(epochs_trained, 6),
     )
+
+
+def _python_rng_state(rng: random.Random) -> list[Any]:
+    """A `random.Random` state as lists and ints (what `torch.load(weights_only=True)` reads)."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def _set_python_rng_state(rng: random.Random, saved: Any) -> None:
+    try:
+        version, internal, gauss_next = saved
+        rng.setstate((int(version), tuple(int(v) for v in internal), gauss_next))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"the checkpoint's augmentation RNG state is damaged: {error}"
+        ) from None
+
+
+def _cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU copy of a state dict (contiguous: a channels_last model loads anywhere)."""
+    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in state.items()}
+
+
+def _cpu_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's state dict with its tensors copied to the CPU."""
+
+    def cpu(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to("cpu", copy=True)
+        if isinstance(value, dict):
+            return {key: cpu(item) for key, item in value.items()}
+        return value
+
+    return {"state": cpu(state["state"]), "param_groups": state["param_groups"]}
+
+
+def _restore_weights(
+    resume: Mapping[str, Any],
+    model: nn.Module,
+    ema: ModelEma,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+) -> None:
+    """Load a checkpoint's model, EMA and AdamW state in place; CheckpointError if they do not
+    fit this network (the EMA keeps its tensors, so its update pairs stay valid)."""
+    try:
+        model.load_state_dict(resume["model"])
+        ema.module.load_state_dict(resume["ema"])
+        ema.updates = int(resume.get("ema_updates", 0))
+        optimizer.load_state_dict(resume["optimizer"])
+        best = resume.get("best")
+        if isinstance(best, dict) and best.get("ema") is not None:
+            ema.module.load_state_dict(best["ema"])  # shapes checked now, not at the end
+            ema.module.load_state_dict(resume["ema"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+        first = (str(error).splitlines() or [type(error).__name__])[0][:300]
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit the trial's network: {first}"
+        ) from None
+    # The saved groups carry the saving device's kernel choice (fused on CUDA): use this one's.
+    implementation = adamw_implementation(device)
+    for group in optimizer.param_groups:
+        group["fused"] = implementation.get("fused")
+        group["foreach"] = implementation.get("foreach")
+
+
+def _restore_best(
+    resume: Mapping[str, Any], ema: ModelEma
+) -> tuple[EpochReport | None, dict[str, torch.Tensor] | None]:
+    best = resume.get("best")
+    if not isinstance(best, dict):
+        return None, None
+    report = EpochReport(
+        epoch=int(best["epoch"]),
+        train_loss=float(best["train_loss"]),
+        val_top1=float(best["val_top1"]),
+        val_top5=float(best["val_top5"]),
+        lr=float(best["lr"]),
+        images_per_s=float(best["images_per_s"]),
+    )
+    weights = best.get("ema")
+    return report, dict(weights) if weights is not None else _cpu_state(ema.module.state_dict())
 
 
 def accumulate_gradients(
@@ -509,16 +754,22 @@ def train_splitting_on_oom(
     listener: TrainingListener | None = None,
     log: Callable[[str], None] | None = None,
     max_micro_batches: int = MAX_MICRO_BATCHES,
+    resume: Mapping[str, Any] | None = None,
+    checkpoints: CheckpointSink | None = None,
 ) -> TrainResult:
     """`train` a fresh `build()` (seeded); on a CUDA OOM, free the memory and start again with
     twice the micro-batches, up to `max_micro_batches` (and never pieces under one image).
 
     An OOM from a smaller card or a neighbour process then costs a restart, not the trial. The
     restart trains from scratch with the same seed, so the run is the recipe's, only split.
-    Raises the last torch.OutOfMemoryError when even the finest split does not fit.
+    Raises the last torch.OutOfMemoryError when even the finest split does not fit. A resumed
+    run (`resume`) starts at the checkpoint's split and restarts from the checkpoint.
     """
     log = log or (lambda message: None)
     micro_batches = 1
+    if resume is not None:
+        saved = resume.get("micro_batches", 1)
+        micro_batches = saved if isinstance(saved, int) and 1 <= saved <= max_micro_batches else 1
     while True:
         torch.manual_seed(seed)
         model = build().to(device)
@@ -533,6 +784,8 @@ def train_splitting_on_oom(
                 control=control,
                 listener=listener,
                 micro_batches=micro_batches,
+                resume=resume,
+                checkpoints=checkpoints,
             )
             result.micro_batches = micro_batches
             return result
@@ -778,10 +1031,21 @@ class TrialOutcome:
     stopped: bool
     best_epoch: int
     latency_device: str | None = None  # what measured latency_ms (`Latency.device`)
+    latency_onnx_ms: float | None = None  # batch 1 under ONNX Runtime on this CPU
+    latency_onnx_device: str | None = None
+    resumed_from_epoch: int | None = None
+    epochs_trained: float | None = None
+    # The best epoch's EMA weights (CPU) and the Arch dict: the trial's weights file.
+    weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    arch: dict[str, Any] | None = field(default=None, repr=False)
 
     def report(self) -> dict[str, Any]:
         """The metrics part of the complete body (the README's REST API table)."""
         return {
+            "latency_onnx_ms": self.latency_onnx_ms,
+            "latency_onnx_device": self.latency_onnx_device,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "epochs_trained": self.epochs_trained,
             "top1": self.top1,
             "top5": self.top5,
             "params": self.params,
@@ -803,9 +1067,14 @@ def run_trial(
     control: Control | None = None,
     listener: TrainingListener | None = None,
     log: Callable[[str], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
+    checkpoints: CheckpointSink | None = None,
+    onnx_latency: bool = True,
 ) -> TrialOutcome:
     """Build the trial's architecture with models/, train it (restarting with micro-batches
-    after a CUDA OOM, `train_splitting_on_oom`), measure params/MACs/latency."""
+    after a CUDA OOM, `train_splitting_on_oom`; from `resume` when given, checkpointing into
+    `checkpoints`), measure params/MACs/latency, and the ONNX Runtime latency on the CPU (None
+    when the export or the runtime fails: that never fails the trial)."""
     from vitcube.models import Arch, build_model, count_macs, count_params
 
     arch = Arch.from_dict(dict(arch_dict))
@@ -826,6 +1095,8 @@ def run_trial(
         control=control,
         listener=listener,
         log=log,
+        resume=resume,
+        checkpoints=checkpoints,
     )
     cuda = device.type == "cuda"
     amp = config.amp == "bf16" or (config.amp == "auto" and cuda)
@@ -833,6 +1104,7 @@ def run_trial(
     latency = measure_latency(
         result.model, arch.resolution, device, amp=amp, channels_last=channels_last
     )
+    onnx = onnx_cpu_latency(result.model, arch.resolution, log=log) if onnx_latency else None
     return TrialOutcome(
         top1=result.top1,
         top5=result.top5,
@@ -844,4 +1116,45 @@ def run_trial(
         curve=result.curve,
         stopped=result.stopped,
         best_epoch=result.best_epoch,
+        latency_onnx_ms=onnx.ms if onnx is not None else None,
+        latency_onnx_device=onnx.device if onnx is not None else None,
+        resumed_from_epoch=result.resumed_from_epoch,
+        epochs_trained=result.epochs_trained,
+        weights=result.best_state,
+        arch=arch.to_dict(),
     )
+
+
+ONNX_LATENCY_MAX_S = 3.0
+
+
+def onnx_cpu_latency(
+    model: nn.Module,
+    resolution: int,
+    *,
+    log: Callable[[str], None] | None = None,
+    max_seconds: float = ONNX_LATENCY_MAX_S,
+) -> Latency | None:
+    """Batch-1 latency of the network exported to ONNX, under ONNX Runtime on this CPU
+    (`vitcube.models.export.onnxruntime_latency`), on an fp32 CPU copy; None, and a log line,
+    when anything about the export or the runtime fails."""
+    import inspect
+
+    try:
+        from vitcube.models.export import onnxruntime_latency
+
+        cpu_model = copy.deepcopy(model).to("cpu", torch.float32)
+        cpu_model = cpu_model.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+        options: dict[str, Any] = {}
+        accepted = inspect.signature(onnxruntime_latency).parameters
+        for name in ("max_seconds", "max_s", "time_budget_s"):
+            if name in accepted:
+                options[name] = max_seconds  # time-boxed: at most a few seconds per trial
+                break
+        measured = onnxruntime_latency(cpu_model, resolution, **options)
+        return Latency(float(measured.ms), str(measured.device))
+    except Exception as error:  # an op the exporter lacks, a missing runtime: no ONNX figure
+        if log is not None:
+            first = (str(error).splitlines() or [""])[0][:300]
+            log(f"ONNX Runtime latency not measured ({type(error).__name__}: {first})")
+        return None
