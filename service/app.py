@@ -2,13 +2,15 @@
 
 Error mapping lives here: domain errors (service.errors) → their status with `{"detail": …}`;
 a database that cannot be reached → 503 with Retry-After (never 500); bodies over
-`max_body_bytes` → 413. Imports service.* only.
+`max_body_bytes` → 413 (artifact uploads excepted: they stream into the artifact store under
+their own limit). Imports service.* only.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from vitcube.service import dashboard, docs
 from vitcube.service.api import api_router
+from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.auth import Authenticator
 from vitcube.service.db import Database, upgrade
 from vitcube.service.errors import ServiceError
@@ -39,15 +42,26 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodySizeLimit:
-    """Refuse request bodies over `limit` bytes with 413, by header or while streaming."""
+# Artifact uploads stream straight into the store and enforce `max_artifact_bytes` themselves
+# (service.api.trials): the JSON body limit must not cut them off at 1 MiB.
+ARTIFACT_UPLOAD = re.compile(r"^/api/trials/[^/]+/(checkpoint|weights)$")
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class BodySizeLimit:
+    """Refuse request bodies over `limit` bytes with 413, by header or while streaming; PUTs
+    to the paths `exempt` matches carry their own limit."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.exempt is not None
+            and scope.get("method") == "PUT"
+            and self.exempt.match(scope.get("path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
@@ -116,8 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.migrate_on_start:
         upgrade(settings.database_url)
     db = Database.from_settings(settings)
-    queue = make_queue(db, settings)  # the worker protocol, shared by the routes and the sweeper
-    planner = Planner(db, settings, queue)
+    store = ArtifactStore.from_settings(settings)  # checkpoints and weights
+    queue = make_queue(db, settings, store)  # the worker protocol, shared by routes and sweeper
+    planner = Planner(db, settings, queue, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.queue = queue
+    app.state.artifacts = store
     app.state.planner = planner
     app.state.results = Results(db)
     app.state.authenticator = Authenticator(settings, db)
@@ -171,5 +187,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(dashboard.router)
     app.include_router(docs.router)
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes, exempt=ARTIFACT_UPLOAD)
     return app

@@ -95,6 +95,16 @@ def format_time(iso: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M ") + zone
 
 
+def format_bytes(size: int | None) -> str:
+    """`123456789` -> `"123 MB"` (decimal units, as the dashboard's script shows them)."""
+    value = float(size or 0)
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+_env.filters["filesize"] = format_bytes
 _env.filters["macs"] = format_macs
 _env.filters["pct"] = format_pct
 _env.filters["when"] = format_time

@@ -12,8 +12,9 @@ backs that up: a network is never queued twice in one search. SQLite (one proces
 read transaction, computes, then writes in a second transaction that re-checks the deficit.
 
 Also the lease sweeper thread: expired leases are reclaimed against the database clock by the
-trial queue's `sweep_expired`, on the thread's own event loop. Imports models/ and search/
-(lazily), service.db, service.queue, service.tables.
+trial queue's `sweep_expired`, on the thread's own event loop. A search this planner completes
+gets artifact retention (service.artifacts.retain) right after the commit. Imports models/ and
+search/ (lazily), service.artifacts, service.db, service.queue, service.tables.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vitcube.contract import FACTORS
+from vitcube.service import artifacts
+from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.db import Database
 from vitcube.service.queue import TrialQueue, make_queue
 from vitcube.service.settings import Settings
@@ -53,15 +56,23 @@ class Snapshot:
     total: int
     deficit: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    completed: bool = False  # this pass completed the search (retention follows the commit)
 
 
 class Planner:
     """Background planning of every running search; `wake()` to plan now."""
 
-    def __init__(self, db: Database, settings: Settings, queue: TrialQueue | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        queue: TrialQueue | None = None,
+        store: ArtifactStore | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
-        self.queue = queue if queue is not None else make_queue(db, settings)
+        self.store = store if store is not None else ArtifactStore.from_settings(settings)
+        self.queue = queue if queue is not None else make_queue(db, settings, self.store)
         self._strategies: dict[int, Any] = {}
         self._references: dict[int, list[tuple[str, dict[str, float]]]] = {}
         self._wake = threading.Event()
@@ -156,14 +167,30 @@ class Planner:
                 if snap is None:
                     return 0
                 self._propose(search_id, snap)
-                return self._write(session, search_id, snap)
-        with self.db.session() as session:
-            snap = self._snapshot(session, search_id)
-        if snap is None:
-            return 0
-        self._propose(search_id, snap)
+                created = self._write(session, search_id, snap)
+        else:
+            with self.db.session() as session:
+                snap = self._snapshot(session, search_id)
+            if snap is None:
+                return 0
+            self._propose(search_id, snap)
+            with self.db.session(write=True) as session:
+                created = self._write(session, search_id, snap)
+        if snap.completed:
+            self.retain(search_id)
+        return created
+
+    def retain(self, search_id: int) -> int:
+        """Artifact retention for a search that ended (completed here, or stopped by an admin):
+        keep the weights of its Pareto front and its best `keep_weights` trials, delete the rest
+        and every checkpoint. Rows go in one transaction, objects after its commit (best
+        effort). Returns how many objects were deleted."""
         with self.db.session(write=True) as session:
-            return self._write(session, search_id, snap)
+            keys = artifacts.retain(session, search_id, keep_weights=self.settings.keep_weights)
+        deleted = self.store.delete(keys)
+        if keys:
+            log.info("search %s: retention deleted %d artifact(s)", search_id, deleted)
+        return deleted
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -334,6 +361,7 @@ class Planner:
         if active == 0 and (total >= search.max_trials or exhausted):
             search.state = "completed"
             search.finished_at = utcnow()
+            snap.completed = True
             self._strategies.pop(search_id, None)
             log.info("search %s completed with %d trials", search_id, total)
         return 0

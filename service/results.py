@@ -208,8 +208,7 @@ class Results:
             )
             front = [trials[i] for i in pareto_front([(t.top1 or 0.0, t.macs) for t in trials])]
             front.sort(key=lambda t: (t.macs, t.id))
-            by_trial = store.curves(session, [t.id for t in front])
-            return [store.trial_public(t, by_trial.get(t.id, [])) for t in front]
+            return store.trials_public(session, front)
 
 
 def export_csv(session: Session, search_id: int) -> str:

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, model_vali
 from vitcube.contract import (
     DATASET_CLASSES,
     FACTORS,
+    ArtifactPublic,
+    CheckpointRef,
     CurvePoint,
     DatasetName,
     Factor,
@@ -35,13 +37,19 @@ from vitcube.contract import (
 __all__ = [
     "DATASET_CLASSES",
     "FACTORS",
+    "ArchitecturePublic",
+    "ArtifactPublic",
+    "ArtifactsDeleted",
     "BudgetSpec",
+    "CheckpointRef",
+    "CheckpointSummary",
     "Counts",
     "CurvePoint",
     "DatasetSpec",
     "HeartbeatReply",
     "LeaseRequest",
     "Role",
+    "SearchArtifacts",
     "SearchCreate",
     "SearchPublic",
     "SearchState",
@@ -165,6 +173,14 @@ class Counts(BaseModel):
     stopped: int = 0
 
 
+class CheckpointSummary(BaseModel):
+    """A trial's latest checkpoint, as its public view shows it."""
+
+    epoch: int | None
+    step: int
+    bytes: int
+
+
 class TrialPublic(BaseModel):
     """A trial as every reader sees it (API, dashboard, export)."""
 
@@ -191,6 +207,15 @@ class TrialPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     lease_expires_at: datetime | None
+    # From the completing report (kept in the trial's metrics): the epoch the completing attempt
+    # resumed from (None: it started afresh), the epochs it trained, its ONNX Runtime latency.
+    resumed_from_epoch: int | None = None
+    epochs_trained: float | None = None
+    latency_onnx_ms: float | None = None
+    weights_bytes: int | None = Field(
+        default=None, description="Size of the final weights (GET …/weights); null: none kept."
+    )
+    checkpoint: CheckpointSummary | None = None
 
 
 class SearchPublic(BaseModel):
@@ -217,6 +242,45 @@ class SearchPublic(BaseModel):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+    artifact_bytes: int = Field(
+        default=0, description="Bytes of checkpoints and weights the search holds in the store."
+    )
+
+
+# -- artifacts ----------------------------------------------------------------------------------
+
+
+class SearchArtifacts(BaseModel):
+    """GET /api/searches/{id}/artifacts."""
+
+    search_id: int
+    bytes: int
+    artifacts: list[ArtifactPublic]
+
+
+class ArtifactsDeleted(BaseModel):
+    """What a delete of artifacts removed."""
+
+    deleted: int
+    bytes: int | None = None
+
+
+class ArchitecturePublic(BaseModel):
+    """GET /api/trials/{id}/architecture: what rebuilds the trial's network and feeds it.
+
+    `vitcube.models.build_model(Arch.from_dict(arch))` builds it; `preprocessing` is how its
+    input must be prepared (vitcube.contract.preprocessing)."""
+
+    trial_id: int
+    search_id: int
+    arch: dict[str, Any]
+    resolution: int
+    macs: int
+    params: int
+    num_classes: int | None
+    dataset: str
+    preprocessing: dict[str, Any]
+    top1: float | None
 
 
 # -- misc -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,27 @@ class Settings(BaseSettings):
     # Median stopping rule (see service.queue.orm.heartbeat).
     median_stop_min_trials: int = Field(default=5, ge=1)
     median_stop_warmup_epochs: int = Field(default=5, ge=0)
+    artifact_url: str | None = Field(
+        default=None,
+        description="Where checkpoints and weights are kept: a local directory or any fsspec URL "
+        "(s3://bucket/prefix, gs://…); null: `artifacts/` beside the SQLite file, or "
+        "./vitcube-artifacts for PostgreSQL.",
+    )
+    artifact_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='fsspec storage options as a JSON object, e.g. {"endpoint_url": '
+        '"http://127.0.0.1:9000", "key": "…", "secret": "…"} for s3fs.',
+    )
+    max_artifact_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Larger checkpoint or weights uploads get 413."
+    )
+    keep_weights: int = Field(
+        default=10,
+        ge=0,
+        le=100_000,
+        description="When a search ends, the final weights of its Pareto front and of its best "
+        "this-many trials by top-1 are kept; every other weights file and checkpoint is deleted.",
+    )
     migrate_on_start: bool = Field(
         default=False,
         description="create_app() runs `db upgrade` itself (vitcube serve always does).",

@@ -8,7 +8,8 @@ PostgreSQL; SQLite is embedded in this process, so its clock is this process's c
 
 The worker protocol (lease, heartbeat, complete, fail, the lease sweep) is service.queue: one
 interface, a backend per database. Imports models/ and search/ lazily (only where a search is
-created or its results computed), service.tables, service.schemas and service.errors.
+created or its results computed), service.artifacts (the rows, for the public views),
+service.tables, service.schemas and service.errors.
 """
 
 from __future__ import annotations
@@ -29,14 +30,24 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from vitcube.contract import DEFAULT_SPACE, InvalidRecipeError
+from vitcube.service import artifacts
 from vitcube.service.errors import InvalidInput, InvalidTransition, NotFound
 from vitcube.service.schemas import (
+    CheckpointSummary,
     Counts,
     SearchCreate,
     SearchPublic,
     TrialPublic,
 )
-from vitcube.service.tables import TRIAL_STATES, Search, Trial, TrialMetric, UTCDateTime, utcnow
+from vitcube.service.tables import (
+    TRIAL_STATES,
+    Artifact,
+    Search,
+    Trial,
+    TrialMetric,
+    UTCDateTime,
+    utcnow,
+)
 
 CURVE_COLUMNS = ("val_top1", "val_top5", "train_loss")
 
@@ -218,7 +229,13 @@ def curves(session: Session, trial_ids: list[int]) -> dict[int, list[dict[str, A
     return out
 
 
-def trial_public(trial: Trial, curve: list[dict[str, Any]]) -> TrialPublic:
+def trial_public(
+    trial: Trial, curve: list[dict[str, Any]], artifacts: dict[str, Artifact] | None = None
+) -> TrialPublic:
+    """The public view; `artifacts`: the trial's artifact rows by kind (weights, checkpoint)."""
+    metrics = trial.metrics or {}
+    weights = (artifacts or {}).get("weights")
+    checkpoint = (artifacts or {}).get("checkpoint")
     return TrialPublic(
         id=trial.id,
         search_id=trial.search_id,
@@ -243,25 +260,41 @@ def trial_public(trial: Trial, curve: list[dict[str, Any]]) -> TrialPublic:
         started_at=trial.started_at,
         finished_at=trial.finished_at,
         lease_expires_at=trial.lease_expires_at if trial.state == "running" else None,
+        resumed_from_epoch=metrics.get("resumed_from_epoch"),
+        epochs_trained=metrics.get("epochs_trained"),
+        latency_onnx_ms=metrics.get("latency_onnx_ms"),
+        weights_bytes=None if weights is None else weights.bytes,
+        checkpoint=None
+        if checkpoint is None
+        else CheckpointSummary(
+            epoch=checkpoint.epoch, step=checkpoint.step, bytes=checkpoint.bytes
+        ),
     )
+
+
+def trials_public(session: Session, trials: list[Trial]) -> list[TrialPublic]:
+    """Public views of these trials, with their curves and artifacts, in their order."""
+    ids = [t.id for t in trials]
+    by_trial = curves(session, ids)
+    held = artifacts.by_trial(session, ids)
+    return [trial_public(t, by_trial.get(t.id, []), held.get(t.id)) for t in trials]
 
 
 def list_trials(session: Session, search_id: int) -> list[TrialPublic]:
     trials = list(
         session.scalars(select(Trial).where(Trial.search_id == search_id).order_by(Trial.id))
     )
-    by_trial = curves(session, [t.id for t in trials])
-    return [trial_public(t, by_trial.get(t.id, [])) for t in trials]
+    return trials_public(session, trials)
 
 
 def search_public(session: Session, searches: list[Search]) -> list[SearchPublic]:
     ids = [s.id for s in searches]
     counts = counts_by_search(session, ids)
     best = best_trials(session, searches)
-    best_curves = curves(session, [t.id for t in best.values()])
+    best_public = {p.search_id: p for p in trials_public(session, list(best.values()))}
+    held = artifacts.bytes_by_search(session, ids)
     out = []
     for s in searches:
-        b = best.get(s.id)
         out.append(
             SearchPublic(
                 id=s.id,
@@ -283,10 +316,11 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
                 seed=s.seed,
                 extra=s.extra,
                 counts=counts[s.id],
-                best=None if b is None else trial_public(b, best_curves.get(b.id, [])),
+                best=best_public.get(s.id),
                 error=s.error,
                 created_at=s.created_at,
                 finished_at=s.finished_at,
+                artifact_bytes=held.get(s.id, 0),
             )
         )
     return out

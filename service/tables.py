@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 tables: searches, trials, per-epoch trial metrics and hashed API tokens.
+"""SQLAlchemy 2 tables: searches, trials, per-epoch trial metrics, artifacts and hashed API
+tokens.
 
 Storage only — the API contract lives in service/schemas.py. The schema itself is made by
 Alembic (migrations/); these declarations are what autogenerate compares against. Imports
@@ -30,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from vitcube.contract import SEARCH_STATES, TRIAL_KINDS, TRIAL_STATES
+from vitcube.contract import ARTIFACT_KINDS, SEARCH_STATES, TRIAL_KINDS, TRIAL_STATES
 
 ROLES = ("admin", "worker", "viewer")
 
@@ -213,6 +214,34 @@ class TrialMetric(Base):
     val_top5: Mapped[float | None] = mapped_column(Float)
     train_loss: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict[str, Any] | None]  # every other metric the worker sent
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class Artifact(Base):
+    """A trial's latest checkpoint or its final weights: where the object lies in the artifact
+    store (service.artifacts) and what it holds. At most one row per (trial, kind): a new upload
+    replaces the row, and the replaced object is deleted once the swap is committed."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ARTIFACT_KINDS), name="kind"),
+        CheckConstraint("bytes >= 0 AND step >= 0 AND attempt >= 0", name="counts"),
+        CheckConstraint("epoch IS NULL OR epoch >= 0", name="epoch"),
+        UniqueConstraint("trial_id", "kind", name="uq_artifacts_trial_id_kind"),
+        # A search's artifacts: its byte count, the list, retention.
+        Index("ix_artifacts_search_id", "search_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(512))  # relative to the store's root, server-made
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int | None] = mapped_column(Integer)  # completed epochs (checkpoints)
+    step: Mapped[int] = mapped_column(Integer, default=0)  # steps into the next epoch
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # the trial's attempts at upload
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
@@ -62,8 +67,24 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "pool_size": 5,
         "max_overflow": 40,
     }
+    if not database_url.startswith("sqlite"):
+        # The PostgreSQL default (./vitcube-artifacts) would write into the checkout.
+        values["artifact_url"] = scratch_artifacts()
     values.update(overrides)
     return Settings(**values)
+
+
+@lru_cache
+def scratch_artifacts() -> str:
+    """A temporary artifact store directory for this test process (removed at exit)."""
+    path = tempfile.mkdtemp(prefix="vitcube-artifacts-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def artifact_files(root: str | Path) -> list[Path]:
+    """Every object file under an artifact store directory (partial uploads included)."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
 
 
 def search_body(**overrides: Any) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Typed FastAPI dependencies shared by the routers (the database, the trial queue, the roles,
-the planner).
+"""Typed FastAPI dependencies shared by the routers (the database, the trial queue, the artifact
+store, the roles, the planner).
 
 All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop that costs
 more than these lookups do.
 
-Imports service.auth, service.db, service.planner, service.queue, service.results,
-service.settings.
+Imports service.artifacts, service.auth, service.db, service.planner, service.queue,
+service.results, service.settings.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.auth import Principal, require_role
 from vitcube.service.db import Database
 from vitcube.service.planner import Planner
@@ -34,6 +35,10 @@ async def get_queue(request: Request) -> TrialQueue:
     return request.app.state.queue
 
 
+async def get_artifacts(request: Request) -> ArtifactStore:
+    return request.app.state.artifacts
+
+
 async def get_planner(request: Request) -> Planner:
     return request.app.state.planner
 
@@ -45,6 +50,7 @@ async def get_results(request: Request) -> Results:
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 QueueDep = Annotated[TrialQueue, Depends(get_queue)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 PlannerDep = Annotated[Planner, Depends(get_planner)]
 ResultsDep = Annotated[Results, Depends(get_results)]
 AdminAuth = Annotated[Principal, Depends(require_role("admin"))]

@@ -1,4 +1,4 @@
-"""/api/searches: create, list, read, stop and resume a search, and its results.
+"""/api/searches: create, list, read, stop and resume a search, its results and its artifacts.
 
 HTTPException appears only in service/api/; domain errors come from service.store.
 """
@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 
-from vitcube.service import failfast, store
+from vitcube.service import artifacts, failfast, store
 from vitcube.service.api.deps import (
     AdminAuth,
+    ArtifactsDep,
     DbDep,
     PlannerDep,
     ResultsDep,
@@ -20,7 +21,13 @@ from vitcube.service.api.deps import (
     ViewerAuth,
 )
 from vitcube.service.results import export_csv
-from vitcube.service.schemas import SearchCreate, SearchPublic, TrialPublic
+from vitcube.service.schemas import (
+    ArtifactsDeleted,
+    SearchArtifacts,
+    SearchCreate,
+    SearchPublic,
+    TrialPublic,
+)
 from vitcube.service.tables import Search
 
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -57,10 +64,11 @@ def read_search(search_id: SearchId, db: DbDep, _: ViewerAuth) -> SearchPublic:
 def stop_search(search_id: SearchId, db: DbDep, planner: PlannerDep, _: AdminAuth) -> SearchPublic:
     """Stop: queued trials become stopped; running ones hear `stop` at their next heartbeat."""
     with db.session(write=True) as session:
-        search = store.stop_search(session, search_id)
-        public = store.search_public(session, [search])[0]
+        store.stop_search(session, search_id)
+    planner.retain(search_id)  # after the commit: the stop stands even if the store fails
     planner.wake()
-    return public
+    with db.session() as session:
+        return store.search_public(session, [store.get_search(session, search_id)])[0]
 
 
 @router.post("/{search_id}/resume", response_model=SearchPublic)
@@ -137,3 +145,24 @@ def export(search_id: SearchId, db: DbDep, _: ViewerAuth) -> Response:
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="search-{search_id}.csv"'},
     )
+
+
+@router.get("/{search_id}/artifacts", response_model=SearchArtifacts)
+def list_artifacts(search_id: SearchId, db: DbDep, _: ViewerAuth) -> SearchArtifacts:
+    """Every checkpoint and weights file the search holds in the artifact store."""
+    with db.session() as session:
+        store.get_search(session, search_id)
+        held = artifacts.of_search(session, search_id)
+    return SearchArtifacts(search_id=search_id, bytes=sum(a.bytes for a in held), artifacts=held)
+
+
+@router.delete("/{search_id}/artifacts", response_model=ArtifactsDeleted)
+def delete_artifacts(
+    search_id: SearchId, db: DbDep, artifact_store: ArtifactsDep, _: AdminAuth
+) -> ArtifactsDeleted:
+    """Delete every artifact of the search (checkpoints and weights); trials keep their
+    results. A running trial's next checkpoint upload is stored as usual."""
+    with db.session(write=True) as session:
+        keys, total = artifacts.delete_of_search(session, search_id)
+    artifact_store.delete(keys)
+    return ArtifactsDeleted(deleted=len(keys), bytes=total)

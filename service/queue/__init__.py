@@ -9,8 +9,8 @@ autocommit pool `Database.hot` and falls back to the same ORM operations for the
 for fail and for the sweep. One conformance suite (tests/service/queue) runs against both.
 
 Losing a race is a normal return value (None from lease); a stale lease raises Conflict (409 at
-the edge) before anything is written. Imports service.db, service.schemas and service.settings;
-never fastapi.
+the edge) before anything is written. Imports service.artifacts (the store a completed trial's
+checkpoint is deleted from), service.db, service.schemas and service.settings; never fastapi.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+
+from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.db import Database
 from vitcube.service.schemas import TrialAck, TrialFailure, TrialHeartbeat, TrialReport
 from vitcube.service.settings import Settings
@@ -50,9 +53,17 @@ class QueuePolicy:
 class TrialQueue(ABC):
     """Leases trials to workers and takes their reports; one per app, shared by every request."""
 
-    def __init__(self, db: Database, policy: QueuePolicy) -> None:
+    def __init__(
+        self, db: Database, policy: QueuePolicy, store: ArtifactStore | None = None
+    ) -> None:
         self.db = db
         self.policy = policy
+        self.store = store  # where a completed trial's checkpoint is deleted from
+
+    async def forget(self, keys: list[str]) -> None:
+        """Delete objects whose rows a committed operation dropped (best effort, off the loop)."""
+        if keys and self.store is not None:
+            await anyio.to_thread.run_sync(self.store.delete, keys)
 
     @abstractmethod
     async def lease(self, *, worker: str) -> dict[str, Any] | None:
@@ -98,16 +109,22 @@ class TrialQueue(ABC):
         """
 
 
-def make_queue(db: Database, settings: Settings) -> TrialQueue:
-    """The backend for `db`: PostgreSQL's hot path or SQLite's ORM path."""
+def make_queue(db: Database, settings: Settings, store: ArtifactStore | None = None) -> TrialQueue:
+    """The backend for `db`: PostgreSQL's hot path or SQLite's ORM path. `store`: where
+    completed trials' checkpoints are deleted (default: the settings' artifact store)."""
     policy = QueuePolicy.from_settings(settings)
+    if store is None:
+        store = ArtifactStore.from_settings(settings)
     if db.is_postgres:
         from vitcube.service.queue.postgres import PostgresTrialQueue
 
-        return PostgresTrialQueue(db, policy)
-    from vitcube.service.queue.sqlite import SqliteTrialQueue
+        queue: TrialQueue = PostgresTrialQueue(db, policy)
+    else:
+        from vitcube.service.queue.sqlite import SqliteTrialQueue
 
-    return SqliteTrialQueue(db, policy)
+        queue = SqliteTrialQueue(db, policy)
+    queue.store = store
+    return queue
 
 
 __all__ = ["QueuePolicy", "TrialQueue", "make_queue"]

@@ -10,8 +10,10 @@ complete, `stop` of a stopped trial); what both backends compute from a report o
 
 `OrmTrialQueue` runs each operation off the event loop in a worker thread (anyio's, as FastAPI's
 sync routes use). Leasing locks the chosen row with `FOR UPDATE SKIP LOCKED` on PostgreSQL.
-Imports service.queue (the interface), service.store (the database clock, get_trial),
-service.tables, service.schemas and service.errors.
+Completing a trial drops its checkpoint row in the same transaction; the object goes from the
+artifact store after commit (`TrialQueue.forget`). Imports service.queue (the interface),
+service.store (the database clock, get_trial), service.artifacts, service.tables,
+service.schemas and service.errors.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from vitcube.service import failfast
+from vitcube.service import artifacts, failfast
 from vitcube.service.errors import Conflict, InvalidTransition
 from vitcube.service.queue import TrialQueue
 from vitcube.service.schemas import TrialAck, TrialFailure, TrialHeartbeat, TrialReport
@@ -122,6 +124,7 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
         search = session.execute(
             select(Search.dataset, Search.training, Search.seed).where(Search.id == search_id)
         ).one()
+        checkpoint = artifacts.latest(session, trial_id, "checkpoint")
         return {
             "id": row.id,
             "lease_id": lease_id,
@@ -143,8 +146,32 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
             "attempts": row.attempts,
             "lease_expires_at": row.lease_expires_at,
             "lease_seconds": lease_seconds,
+            **segment(
+                trial_id,
+                search.training,
+                None
+                if checkpoint is None
+                else {c: getattr(checkpoint, c) for c in CHECKPOINT_COLUMNS},
+            ),
         }
     return None
+
+
+# What a lease tells of the trial's checkpoint (the artifacts row's columns).
+CHECKPOINT_COLUMNS = ("epoch", "step", "bytes", "sha256", "attempt", "created_at")
+
+
+def segment(
+    trial_id: int, training: dict[str, Any], checkpoint: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The lease's `from_epoch`, `to_epoch` and `checkpoint` (CHECKPOINT_COLUMNS of the trial's
+    checkpoint row, or None): a re-leased trial resumes where its latest checkpoint ends."""
+    ref = None if checkpoint is None else artifacts.checkpoint_ref(trial_id, **checkpoint)
+    return {
+        "from_epoch": 0 if ref is None else ref.epoch,
+        "to_epoch": training.get("epochs"),
+        "checkpoint": ref,
+    }
 
 
 def _stale(session: Session, trial_id: int, lease_id: str, action: str) -> Conflict:
@@ -276,6 +303,14 @@ def report_digest(body: TrialReport) -> str:
 
 def complete(session: Session, trial_id: int, body: TrialReport) -> TrialAck:
     """running → completed with the report; the same report again is an idempotent no-op."""
+    return complete_clearing(session, trial_id, body)[0]
+
+
+def complete_clearing(
+    session: Session, trial_id: int, body: TrialReport
+) -> tuple[TrialAck, list[str]]:
+    """`complete`, and the trial's checkpoint row dropped in the same transaction: (the answer,
+    the checkpoint keys to delete from the artifact store after commit)."""
     digest = report_digest(body)
     now = db_now(session)
     # The report's extras join what the server already keeps there (e.g. worker_faults).
@@ -306,27 +341,35 @@ def complete(session: Session, trial_id: int, body: TrialReport) -> TrialAck:
             and trial.lease_id == body.lease_id
             and trial.report_digest == digest
         ):
-            return TrialAck(
+            ack = TrialAck(
                 id=trial.id, search_id=trial.search_id, state="completed", attempts=trial.attempts
             )
+            return ack, []
         if trial.state == "completed" and trial.lease_id == body.lease_id:
             raise Conflict(f"trial {trial_id} was already completed with a different report")
         raise _stale(session, trial_id, body.lease_id, "complete")
     if body.curve:
         session.execute(delete(TrialMetric).where(TrialMetric.trial_id == trial_id))
         session.execute(insert(TrialMetric), curve_rows(trial_id, body))
-    return TrialAck(id=trial_id, search_id=row.search_id, state="completed", attempts=row.attempts)
+    keys = artifacts.delete_checkpoint_rows(session, trial_id)
+    ack = TrialAck(id=trial_id, search_id=row.search_id, state="completed", attempts=row.attempts)
+    return ack, keys
 
 
 def report_extras(body: TrialReport) -> dict[str, Any] | None:
     """The report beyond the trial's columns (the worker's own MACs and params count, what
-    measured the latency), or None."""
+    measured the latency, the ONNX Runtime latency, where a resumed run started and how many
+    epochs it trained), or None."""
     extras = {
         k: v
         for k, v in (
             ("reported_macs", body.macs),
             ("reported_params", body.params),
             ("latency_device", body.latency_device),
+            ("latency_onnx_ms", body.latency_onnx_ms),
+            ("latency_onnx_device", body.latency_onnx_device),
+            ("resumed_from_epoch", body.resumed_from_epoch),
+            ("epochs_trained", body.epochs_trained),
         )
         if v is not None
     }
@@ -471,7 +514,9 @@ class OrmTrialQueue(TrialQueue):
         )
 
     async def complete(self, trial_id: int, body: TrialReport) -> TrialAck:
-        return await self._run(complete, trial_id, body)
+        ack, keys = await self._run(complete_clearing, trial_id, body)
+        await self.forget(keys)
+        return ack
 
     async def fail(self, trial_id: int, body: TrialFailure) -> TrialAck:
         return await self._run(

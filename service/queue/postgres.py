@@ -13,7 +13,9 @@ answer, `stop` of a stopped trial). fail and the lease sweep are rare: the ORM o
 inherited from OrmTrialQueue. Leasing locks with `FOR UPDATE SKIP LOCKED`, so concurrent workers
 in any number of server processes never get the same trial.
 
-Imports service.db, service.queue, service.queue.orm and service.schemas.
+The lease names the trial's latest checkpoint (a LEFT JOIN on artifacts in the same statement);
+completing deletes the checkpoint row in the same statement (a data-modifying CTE) and its
+object after. Imports service.db, service.queue, service.queue.orm and service.schemas.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from vitcube.service.db import Database
 from vitcube.service.queue import QueuePolicy
 from vitcube.service.queue.orm import (
+    CHECKPOINT_COLUMNS,
     OrmTrialQueue,
     curve_rows,
     median_rule_may_apply,
@@ -33,6 +36,7 @@ from vitcube.service.queue.orm import (
     report_digest,
     report_extras,
     search_stop_reason,
+    segment,
 )
 from vitcube.service.schemas import TrialAck, TrialHeartbeat, TrialReport
 
@@ -63,11 +67,13 @@ SET state = 'running', lease_id = %(lease_id)s,
     worker = %(worker)s, started_at = coalesce(trials.started_at, now()),
     heartbeat_at = now(), updated_at = now(), error = NULL
 FROM pick
+-- The trial's latest checkpoint, if any (at most one row: unique (trial_id, kind)).
+LEFT JOIN artifacts ck ON ck.trial_id = pick.id AND ck.kind = 'checkpoint'
 WHERE trials.id = pick.id AND trials.state = 'queued'
 RETURNING trials.id, trials.search_id, trials.kind, trials.r, trials.d_i, trials.d_m, trials.w,
     trials.eff_r, trials.eff_d_i, trials.eff_d_m, trials.eff_w, trials.arch, trials.macs,
     trials.params, trials.attempts, trials.lease_expires_at, pick.dataset, pick.training,
-    pick.seed
+    pick.seed, ck.epoch, ck.step, ck.bytes, ck.sha256, ck.attempt, ck.created_at
 """
 
 
@@ -82,7 +88,8 @@ async def _lease(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str,
     if row is None:
         return None
     (trial_id, search_id, kind, r, d_i, d_m, w, eff_r, eff_d_i, eff_d_m, eff_w, arch, macs,
-     params, attempts, expires_at, dataset, training, seed) = row  # fmt: skip
+     params, attempts, expires_at, dataset, training, seed) = row[:19]  # fmt: skip
+    checkpoint = dict(zip(CHECKPOINT_COLUMNS, row[19:], strict=True))
     return {
         "id": trial_id,
         "lease_id": lease_id,
@@ -99,6 +106,7 @@ async def _lease(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str,
         "attempts": attempts,
         "lease_expires_at": expires_at,
         "lease_seconds": lease_seconds,
+        **segment(trial_id, training, checkpoint if checkpoint["bytes"] is not None else None),
     }
 
 
@@ -179,6 +187,7 @@ async def _heartbeat(
 
 
 _PG_COMPLETE = """
+WITH done AS (
 UPDATE trials
 SET state = 'completed', top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
     images_per_s = %(images_per_s)s, surrogate = %(surrogate)s,
@@ -188,6 +197,13 @@ SET state = 'completed', top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latenc
     finished_at = now(), updated_at = now(), error = NULL
 WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
 RETURNING search_id, attempts
+), cleared AS (
+    -- A completed trial needs no checkpoint: its row goes in this statement, the object after.
+    DELETE FROM artifacts
+    WHERE trial_id = %(trial_id)s AND kind = 'checkpoint' AND EXISTS (SELECT 1 FROM done)
+    RETURNING key
+)
+SELECT search_id, attempts, ARRAY(SELECT key FROM cleared) FROM done
 """
 _PG_DELETE_CURVE = "DELETE FROM trial_metrics WHERE trial_id = %(trial_id)s"
 _PG_INSERT_POINT = """
@@ -197,10 +213,13 @@ VALUES (%(trial_id)s, %(epoch)s, %(val_top1)s, %(val_top5)s, %(train_loss)s,
 """
 
 
-async def _complete(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck | None:
-    """`orm.complete` of a running trial under its current lease, in one statement (plus the
-    curve: run atomically when there is one); None when it does not apply (nothing written: ask
-    `orm.complete` for the exact answer)."""
+async def _complete(
+    cursor: Any, trial_id: int, body: TrialReport
+) -> tuple[TrialAck, list[str]] | None:
+    """`orm.complete_clearing` of a running trial under its current lease, in one statement
+    (plus the curve: run atomically when there is one): the answer and the checkpoint keys to
+    delete after commit; None when it does not apply (nothing written: ask `orm.complete` for
+    the exact answer)."""
     await cursor.execute(
         _PG_COMPLETE,
         {
@@ -218,14 +237,15 @@ async def _complete(cursor: Any, trial_id: int, body: TrialReport) -> TrialAck |
     row = await cursor.fetchone()
     if row is None:
         return None
-    search_id, attempts = row
+    search_id, attempts, keys = row
     if body.curve:
         await cursor.execute(_PG_DELETE_CURVE, {"trial_id": trial_id})
         await cursor.executemany(
             _PG_INSERT_POINT,
             [{**row, "extra": json.dumps(row["extra"])} for row in curve_rows(trial_id, body)],
         )
-    return TrialAck(id=trial_id, search_id=search_id, state="completed", attempts=attempts)
+    ack = TrialAck(id=trial_id, search_id=search_id, state="completed", attempts=attempts)
+    return ack, list(keys or [])
 
 
 class PostgresTrialQueue(OrmTrialQueue):
@@ -260,9 +280,11 @@ class PostgresTrialQueue(OrmTrialQueue):
         return reply
 
     async def complete(self, trial_id: int, body: TrialReport) -> TrialAck:
-        ack = await self.db.hot(
+        done = await self.db.hot(
             lambda cursor: _complete(cursor, trial_id, body), atomic=bool(body.curve)
         )
-        if ack is None:  # a repeated or stale report: the ORM operation words the answer
+        if done is None:  # a repeated or stale report: the ORM operation words the answer
             return await super().complete(trial_id, body)
+        ack, keys = done
+        await self.forget(keys)
         return ack

@@ -67,6 +67,25 @@
     return String(Math.round(v));
   }
 
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "–";
+    const v = Number(n);
+    for (const [unit, scale] of [["GB", 1e9], ["MB", 1e6], ["kB", 1e3]]) {
+      if (Math.abs(v) >= scale) return (v / scale).toPrecision(3) + " " + unit;
+    }
+    return `${v} B`;
+  }
+
+  /** A download link to a trial's final weights, or null when the server keeps none. */
+  function weightsLink(t) {
+    if (t.weights_bytes === null || t.weights_bytes === undefined) return null;
+    return el("a", {
+      class: "weights-link", href: `/api/trials/${t.id}/weights`, download: "",
+      title: "the trained network's final EMA weights (torch file with its architecture)",
+      text: `weights (${fmtBytes(t.weights_bytes)})`,
+    });
+  }
+
   function fmtCount(n) {
     if (n === null || n === undefined) return "–";
     const v = Number(n);
@@ -425,6 +444,7 @@
       budgetMeter(best.macs, state.search.max_macs),
       factorBars(factorsOf(best)),
       el("div", { class: "small muted", text: `resolution ${best.resolution ?? "?"} px · ${fmtCount(best.params)} params · bars show × baseline (black tick = 1)` }),
+      weightsLink(best) ? el("p", { class: "small", id: "best-weights" }, [weightsLink(best)]) : null,
       refs.length ? compare : null
     );
   }
@@ -756,6 +776,9 @@
     { key: "worker", label: "worker", value: (t) => t.worker },
     { key: "attempts", label: "tries", num: true, value: (t) => t.attempts },
     { key: "source", label: "source", value: (t) => (t.state === "completed" ? (t.surrogate ? "surrogate" : "trained") : null) },
+    // Download links on the trials of the front (retention keeps their weights).
+    { key: "weights_bytes", label: "weights", num: true, value: (t) => t.weights_bytes,
+      cell: (t, ctx) => (ctx.front.has(t.id) && weightsLink(t)) || document.createTextNode(t.weights_bytes ? fmtBytes(t.weights_bytes) : "–") },
     { key: "error", label: "error", value: (t) => t.error,
       cell: (t) => (t.error ? el("div", { class: "error-text", text: t.error }) : document.createTextNode("")) },
   ];
@@ -805,7 +828,7 @@
       for (const c of COLUMNS) {
         const v = c.value(t);
         const td = el("td", { class: c.num ? "num" : "" });
-        if (c.cell) td.appendChild(c.cell(t));
+        if (c.cell) td.appendChild(c.cell(t, { front }));
         else td.textContent = v === null || v === undefined ? "–" : c.show ? c.show(v) : String(v);
         tr.appendChild(td);
       }
@@ -873,6 +896,7 @@
       (c.running ? ` · ${c.running} running` : "") + (c.queued ? ` · ${c.queued} queued` : "") +
       (c.failed ? ` · ${c.failed} failed` : "");
     $("surrogate-tag").hidden = !state.trials.some((t) => t.surrogate);
+    $("artifact-bytes").textContent = fmtBytes(s.artifact_bytes || 0);
     const stop = $("stop-button");
     if (stop) stop.hidden = !(s.state === "running" || s.state === "paused");
     const resume = $("resume-button");

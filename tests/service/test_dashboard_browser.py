@@ -107,6 +107,13 @@ def _complete_all(server: Server, search_id: Any, n: int, deadline_s: float = 60
                     for e, v in enumerate(curve)
                 ],
             }
+            weights = worker.put(  # final weights, as a real worker uploads them
+                f"/api/trials/{trial['id']}/weights",
+                params={"lease_id": trial["lease_id"]},
+                content=b"w" * (1000 + trial["id"]),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert weights.status_code == 200, weights.text
             reply = worker.post(f"/api/trials/{trial['id']}/complete", json=body)
             assert reply.status_code == 200, reply.text
             done += 1
@@ -327,6 +334,22 @@ def test_search_page_draws_the_front_the_gp_views_and_the_formula(
     assert shown_ids() == ids_by("macs", reverse=False)
     page.click("#trials-table th[data-key=top1]")  # best first, as in the screenshot
     assert shown_ids() == ids_by("top1", reverse=True)
+
+    # Artifacts: the bytes the search holds; download links on the best trial and the front.
+    with server.api(VIEWER) as api:
+        held = api.get(f"/api/searches/{search['id']}").json()
+        front = api.get(f"/api/searches/{search['id']}/pareto").json()
+    from vitcube.service.dashboard import format_bytes
+
+    assert held["artifact_bytes"] > 0
+    assert page.inner_text("#artifact-bytes") == format_bytes(held["artifact_bytes"])
+    best_link = page.locator("#best-weights a.weights-link")
+    assert best_link.get_attribute("href") == f"/api/trials/{held['best']['id']}/weights"
+    for trial in front:
+        link = page.locator(f"#trial-{trial['id']} a.weights-link")
+        assert link.get_attribute("href") == f"/api/trials/{trial['id']}/weights"
+    download = page.request.get(best_link.get_attribute("href") or "")  # the login cookie
+    assert download.status == 200 and len(download.body()) == held["best"]["weights_bytes"]
 
     page.locator("#formula-plot").scroll_into_view_if_needed()
     page.evaluate("window.scrollTo(0, 0)")

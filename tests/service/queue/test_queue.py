@@ -118,7 +118,10 @@ async def test_a_lease_carries_everything_a_worker_needs(db: Database, queue: Tr
     assert set(lease) == {
         "id", "lease_id", "search_id", "kind", "factors", "effective_factors", "arch", "macs",
         "params", "dataset", "training", "seed", "attempts", "lease_expires_at", "lease_seconds",
+        "from_epoch", "to_epoch", "checkpoint",
     }  # fmt: skip
+    assert (lease["from_epoch"], lease["checkpoint"]) == (0, None)  # nothing to resume from
+    assert lease["to_epoch"] == lease["training"]["epochs"]
     TrialLease(**lease)  # what the route answers with
     row = trial_row(db, first)
     assert lease["id"] == first and lease["search_id"] == search_id
