@@ -1,4 +1,4 @@
-"""The `vitcube` command: the server's commands (serve, db, token, demo) and `worker`.
+"""The `vitcube` command: the server's commands (serve, db, token, demo), `worker`, and `export`.
 
 The two sides are joined here, one level above both, so that service/ never imports workers/
 and workers/ never imports service/. Every command imports what it needs lazily: `vitcube
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from vitcube.export import export_command
 from vitcube.service import cli as service_cli
 from vitcube.workers.cli import worker_command
 
@@ -23,3 +24,4 @@ app.command("demo")(service_cli.demo)
 app.add_typer(service_cli.db_app, name="db")
 app.add_typer(service_cli.token_app, name="token")
 app.command("worker")(worker_command)
+app.command("export")(export_command)

@@ -15,6 +15,7 @@ import torch
 
 from vitcube.models import Arch, ArchConfig, build_model
 from vitcube.models.export import (
+    Exporter,
     ExportError,
     ParityError,
     check_onnx_parity,
@@ -74,12 +75,12 @@ def test_dynamo_exporter_onnx_logits_match_torch(name: str, tmp_path: Path) -> N
     _assert_onnx_export(name, tmp_path, "dynamo")
 
 
-def _assert_onnx_export(name: str, tmp_path: Path, exporter: str) -> None:
+def _assert_onnx_export(name: str, tmp_path: Path, exporter: Exporter) -> None:
     model = _model(name)
     arch = SMALL_ARCHS[name]
     path = export_onnx(
         model, arch.resolution, tmp_path / "net.onnx", metadata=_metadata(name), exporter=exporter
-    )  # type: ignore[arg-type]
+    )
     # batch sizes 1, 2, 3 through the one file: the batch dimension is dynamic
     assert check_onnx_parity(model, path, arch.resolution, batches=3, atol=1e-4) <= 1e-4
 
