@@ -383,6 +383,7 @@ def export_state_dict(
 
 def _deployable(model: nn.Module) -> nn.Module:
     """An fp32 eval-mode CPU copy in the default memory format (the caller's stays as it is)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: export what it wraps
     deployed = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
     deployed = deployed.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return deployed.eval()

@@ -35,7 +35,7 @@ from tests.service.conftest import LiveServer, free_port
 from vitcube.cli import app
 from vitcube.contract import preprocessing
 from vitcube.models import Arch, build_model
-from vitcube.models.export import load_torchscript
+from vitcube.models.export import load_torchscript, read_onnx_metadata
 from vitcube.service import db as service_db
 
 TINY_RESOLUTION = 64
@@ -152,6 +152,10 @@ def test_the_best_trial_exports_to_onnx_that_computes_the_uploaded_network(
     with torch.no_grad():
         expected = found.model(x).numpy()
     assert np.max(np.abs(logits - expected)) <= 1e-4
+
+    metadata = read_onnx_metadata(out)  # the file describes itself without its .json
+    assert Arch.from_dict(json.loads(metadata["arch"])) == found.model.arch
+    assert json.loads(metadata["preprocessing"]) == preprocessing("digits", resolution)
 
     description = json.loads(out.with_name("best.onnx.json").read_text())
     assert description["source"]["trial_id"] == found.with_weights

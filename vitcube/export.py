@@ -45,7 +45,9 @@ def export_command(
         ..., envvar="VITCUBE_SERVER", help="vitcube server URL, e.g. http://127.0.0.1:8000"
     ),
     token: str = typer.Option(
-        ..., envvar="VITCUBE_TOKEN", help="A viewer (or admin) token of that server."
+        ...,
+        envvar=["VITCUBE_TOKEN", "VITCUBE_VIEWER_TOKEN"],
+        help="A viewer (or admin) token of that server.",
     ),
     search: int = typer.Option(..., min=1, help="The search the network was found by."),
     trial: str = typer.Option(
@@ -179,6 +181,8 @@ def _write(
         if file_format == "torchscript":
             export.export_torchscript(model, resolution, out, metadata=metadata)
             return
+        if exporter == "dynamo":
+            print("exporting to ONNX with torch.export (the dynamo exporter: 10-30 s) …")
         export.export_onnx(model, resolution, out, metadata=metadata, exporter=exporter)  # type: ignore[arg-type]
         diff = export.check_onnx_parity(model, out, resolution, atol=PARITY_ATOL)
         print(

@@ -192,3 +192,14 @@ def test_a_run_slower_than_the_whole_budget_is_an_error() -> None:
         onnxruntime_latency(
             _model("mobilevit_v2"), SMALL_ARCHS["mobilevit_v2"].resolution, max_seconds=1e-4
         )
+
+
+def test_a_torch_compiled_model_exports_what_it_wraps(tmp_path: Path) -> None:
+    model = _model("mobilevit_v2")
+    resolution = SMALL_ARCHS["mobilevit_v2"].resolution
+    compiled = torch.compile(model)  # never called: nothing is compiled
+    path = export_onnx(
+        compiled, resolution, tmp_path / "c.onnx", metadata={}, exporter="torchscript"
+    )
+    assert check_onnx_parity(model, path, resolution) <= 1e-4
+    assert Arch.from_dict(json.loads(read_onnx_metadata(path)["arch"])) == model.arch
