@@ -233,7 +233,8 @@ def trial_public(
     trial: Trial, curve: list[dict[str, Any]], artifacts: dict[str, Artifact] | None = None
 ) -> TrialPublic:
     """The public view; `artifacts`: the trial's artifact rows by kind (weights, checkpoint)."""
-    metrics = trial.metrics or {}
+    # Older PostgreSQL completes could store a JSON array here (see queue.postgres._complete).
+    metrics = trial.metrics if isinstance(trial.metrics, dict) else {}
     weights = (artifacts or {}).get("weights")
     checkpoint = (artifacts or {}).get("checkpoint")
     return TrialPublic(

@@ -314,7 +314,8 @@ def complete_clearing(
     digest = report_digest(body)
     now = db_now(session)
     # The report's extras join what the server already keeps there (e.g. worker_faults).
-    kept = session.scalar(select(Trial.metrics).where(Trial.id == trial_id)) or {}
+    kept = session.scalar(select(Trial.metrics).where(Trial.id == trial_id))
+    kept = kept if isinstance(kept, dict) else {}
     metrics = {**kept, **(report_extras(body) or {})} or None
     row = session.execute(
         update(Trial)

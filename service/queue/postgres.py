@@ -191,8 +191,10 @@ WITH done AS (
 UPDATE trials
 SET state = 'completed', top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
     images_per_s = %(images_per_s)s, surrogate = %(surrogate)s,
-    metrics = NULLIF(COALESCE(metrics::jsonb, '{}') || COALESCE(CAST(%(metrics)s AS jsonb), '{}'),
-                     '{}')::json,
+    metrics = NULLIF(
+        CASE WHEN json_typeof(metrics) = 'object' THEN metrics::jsonb ELSE '{}' END
+            || COALESCE(CAST(%(metrics)s AS jsonb), '{}'),
+        '{}')::json,
     report_digest = %(digest)s,
     finished_at = now(), updated_at = now(), error = NULL
 WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
@@ -220,6 +222,7 @@ async def _complete(
     (plus the curve: run atomically when there is one): the answer and the checkpoint keys to
     delete after commit; None when it does not apply (nothing written: ask `orm.complete` for
     the exact answer)."""
+    extras = report_extras(body)
     await cursor.execute(
         _PG_COMPLETE,
         {
@@ -230,7 +233,8 @@ async def _complete(
             "latency_ms": body.latency_ms,
             "images_per_s": body.images_per_s,
             "surrogate": body.surrogate,
-            "metrics": json.dumps(report_extras(body)),
+            # SQL NULL when there are none: JSON null would make `metrics || null` an array.
+            "metrics": None if extras is None else json.dumps(extras),
             "digest": report_digest(body),
         },
     )
