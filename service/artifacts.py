@@ -78,9 +78,9 @@ class ArtifactStore:
         self.fs, root = fsspec.core.url_to_fs(url, **(options or {}))
         self.root = root.rstrip("/")
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        # Directories are made by the first upload, not here: an app that never stores an
+        # artifact leaves no empty folder behind.
         self.local = bool({"file", "local"} & set(protocols))
-        if self.local:
-            self.fs.makedirs(self.root, exist_ok=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:

@@ -12,10 +12,10 @@ from typing import Any
 
 import anyio
 import pytest
-from factories import ADMIN, WORKER, create_search, lease_one, make_settings, report_body
 from fastapi.testclient import TestClient
-from s3 import S3Server, moto_server
 
+from tests.factories import ADMIN, WORKER, create_search, lease_one, make_settings, report_body
+from tests.s3 import S3Server, moto_server
 from vitcube.service.app import create_app
 from vitcube.service.artifacts import ArtifactStore, ArtifactTooLarge
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import scratch_database
+
+from tests.factories import scratch_database
 
 # The fixtures' classes (tests/workers/conftest.py), which a test module cannot import by name.
 LiveServer = Any
