@@ -14,7 +14,7 @@ from vitcube.cli import app
 def test_every_command_is_listed() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("serve", "demo", "worker", "db", "token"):
+    for command in ("serve", "demo", "worker", "db", "token", "export"):
         assert command in result.output
 
 

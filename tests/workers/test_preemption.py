@@ -27,6 +27,8 @@ WorkerProcess = Any
 pytestmark = pytest.mark.slow
 
 EPOCHS = 6
+# Steps per epoch when a signal must land mid-epoch (an epoch of a second or two here).
+STEPS = 15
 ADMIN_URL = os.environ.get(
     "VITCUBE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -144,7 +146,7 @@ def _terminated_mid_epoch(
 def test_a_worker_sigtermed_mid_epoch_leaves_a_checkpoint_and_the_trial_resumes(
     server: LiveServer, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    search_id = _search(server, steps_per_epoch=30)
+    search_id = _search(server, steps_per_epoch=STEPS)
     checkpoint = _terminated_mid_epoch(server, start_worker, search_id)
     assert checkpoint["epoch"] >= 1 and checkpoint["bytes"] > 0
 
@@ -155,14 +157,14 @@ def test_a_worker_sigtermed_mid_epoch_leaves_a_checkpoint_and_the_trial_resumes(
     # The heir trains the rest only: the epochs after the checkpoint, the first of them maybe
     # in part (a mid-epoch checkpoint carries the steps already done).
     assert _epochs_logged(second) == list(range(checkpoint["epoch"] + 1, EPOCHS + 1))
-    remaining = EPOCHS - checkpoint["epoch"] - checkpoint["step"] / 30
+    remaining = EPOCHS - checkpoint["epoch"] - checkpoint["step"] / STEPS
     assert trial["epochs_trained"] == pytest.approx(remaining, abs=1e-6)
 
 
 def test_a_truncated_checkpoint_is_discarded_and_the_trial_restarts_from_zero(
     server: LiveServer, start_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    search_id = _search(server, steps_per_epoch=30)
+    search_id = _search(server, steps_per_epoch=STEPS)
     checkpoint = _terminated_mid_epoch(server, start_worker, search_id)
     stored = [p for p in (tmp_path / "artifacts").rglob("checkpoint-*") if p.is_file()]
     assert len(stored) == 1, stored
