@@ -10,6 +10,7 @@ started stops with it. It talks to the server over HTTP only, like any other cli
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -33,6 +34,57 @@ POLL_S = 1.0
 # The paper's bounds are for ImageNet-length training; in a few epochs on digits, shallower
 # networks than the paper's d_i >= 1.3 are often best, so the demo lets the GP go there.
 DEMO_SPACE = {"r": (0.5, 1.7), "d_i": (0.5, 2.3), "d_m": (0.5, 1.6), "w": (0.4, 1.2)}
+
+
+# The seed-to-seed standard deviation of one network's top-1 (points) at the demo's recipe, as
+# measured on this dataset (benchmarks/bench_resume.py for digits): the noise a difference
+# between two trials must beat before it says anything.
+SEED_NOISE_POINTS = {"digits": 1.74}
+
+
+def standing(trials: list[dict[str, Any]], noise_points: float | None) -> str | None:
+    """Where the search's best network stands against the reference rules, in one sentence.
+
+    trials: the search's trials (GET /trials); noise_points: one network's seed-to-seed standard
+    deviation of top-1, in points. A difference of two independent runs has √2 times that
+    deviation: one beyond 2·√2·σ (two standard deviations of the difference, ~95 %) counts as
+    a win or a loss, anything smaller is a tie within noise. None when nothing to compare
+    completed.
+    """
+    done = [t for t in trials if t["state"] == "completed" and t.get("top1") is not None]
+    found = [t for t in done if t["kind"] == "search"]
+    references = [t for t in done if t["kind"].startswith("reference:")]
+    if not found or not references:
+        return None
+    best = max(found, key=lambda t: (t["top1"], -t["macs"]))
+    margin = None if noise_points is None else 2 * math.sqrt(2) * noise_points
+    parts = []
+    verdicts = []
+    for reference in sorted(references, key=lambda t: t["kind"]):
+        diff = (best["top1"] - reference["top1"]) * 100
+        name = reference["kind"].removeprefix("reference:")
+        parts.append(f"{name} {reference['top1']:.3f} ({diff:+.1f} points)")
+        if margin is None:
+            verdicts.append("unknown")
+        else:
+            verdicts.append("win" if diff > margin else "loss" if diff < -margin else "tie")
+    if margin is None:
+        judged = "no noise level is known for this dataset"
+    elif all(v == "win" for v in verdicts):
+        judged = f"it beats every reference beyond noise (> {margin:.1f} points)"
+    elif any(v == "loss" for v in verdicts):
+        judged = f"a reference beats it beyond noise (> {margin:.1f} points)"
+    else:
+        judged = f"not beyond noise against every reference (needs > {margin:.1f} points)"
+    noise = (
+        ""
+        if noise_points is None
+        else f"; one network's seed-to-seed σ is {noise_points:.2f} points"
+    )
+    return (
+        f"the search's best, trial {best['id']} at {best['top1']:.3f}, against the reference "
+        f"rules: {', '.join(parts)} — {judged}{noise}"
+    )
 
 
 @dataclass(frozen=True)
@@ -216,6 +268,10 @@ def _print_results(
             f"{best['macs'] / 1e6:.1f} M MACs — r={factors['r']:.2f} d_i={factors['d_i']:.2f} "
             f"d_m={factors['d_m']:.2f} w={factors['w']:.2f}, {best['resolution']} px"
         )
+    trials = client.get(f"/api/searches/{search_id}/trials").raise_for_status().json()
+    verdict = standing(trials, SEED_NOISE_POINTS.get(str(search["dataset"].get("name"))))
+    if verdict:
+        console.print(verdict)
     reply = client.get(f"/api/searches/{search_id}/formula", params={"c": options.formula_c})
     if reply.status_code == 200:
         formula = reply.json()

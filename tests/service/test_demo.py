@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vitcube.service.demo import standing
+
 pytestmark = pytest.mark.slow
 
 
@@ -60,3 +62,22 @@ def test_demo_runs_a_search_to_completion_and_prints_the_front(
     logs = "".join(p.read_text() for p in (tmp_path / ".vitcube-demo").glob("worker-*.log"))
     assert re.search(r"epoch 1/1: loss \d", logs), logs[-2000:]
     assert "package was imported" not in out + logs
+
+
+def _trial(trial_id: int, kind: str, top1: float) -> dict[str, object]:
+    return {"id": trial_id, "kind": kind, "state": "completed", "top1": top1, "macs": 1000}
+
+
+def test_the_summary_tells_a_win_from_noise() -> None:
+    references = [_trial(1, "reference:width_only", 0.80), _trial(2, "reference:compound", 0.82)]
+    # σ = 1 point: a difference must exceed 2·√2 ≈ 2.8 points to count.
+    win = standing([*references, _trial(3, "search", 0.87)], noise_points=1.0)
+    assert win and "trial 3 at 0.870" in win and "beats every reference beyond noise" in win
+    assert "width_only 0.800 (+7.0 points)" in win and "compound 0.820 (+5.0 points)" in win
+    tie = standing([*references, _trial(3, "search", 0.84)], noise_points=1.0)
+    assert tie and "not beyond noise" in tie and "needs > 2.8 points" in tie
+    loss = standing([*references, _trial(3, "search", 0.75)], noise_points=1.0)
+    assert loss and "a reference beats it beyond noise" in loss
+    unknown = standing([*references, _trial(3, "search", 0.9)], noise_points=None)
+    assert unknown and "no noise level is known" in unknown
+    assert standing(references, noise_points=1.0) is None  # no search trial completed yet
