@@ -67,12 +67,12 @@ TRIAL_KINDS: tuple[TrialKind, ...] = get_args(TrialKind)
 
 # -- datasets ---------------------------------------------------------------------------------
 
-DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder"]
+DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder", "shapes"]
 DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
 
 # Class counts of the datasets that have a fixed one; an imagefolder has as many as folders.
 DATASET_CLASSES: Mapping[str, int] = MappingProxyType(
-    {"digits": 10, "cifar10": 10, "cifar100": 100}
+    {"digits": 10, "cifar10": 10, "cifar100": 100, "shapes": 10}
 )
 
 # The centre crop taken before resizing for evaluation (ImageNet-style 0.875 for image folders;
@@ -183,13 +183,15 @@ GENERIC_FAMILY = "mobilevit_v2"
 
 # Per-dataset augmentation rules: 8x8 digits cannot survive an 8 % crop, a mirrored digit is a
 # different glyph, and RandAugment, RandomErasing, Mixup and CutMix destroy glyphs this small;
-# CIFAR's 32 px images take gentler crops than ImageNet's.
+# CIFAR's 32 px images take gentler crops than ImageNet's. The generated shapes (workers/shapes.py)
+# keep their two objects only under mild crops, and RandAugment, RandomErasing, Mixup and CutMix
+# would blur or erase the stripes their class depends on (a flip keeps the class).
 CROP_SCALE_DEFAULTS: Mapping[str, tuple[float, float]] = MappingProxyType(
-    {"digits": (0.5, 1.0), "cifar10": (0.25, 1.0), "cifar100": (0.25, 1.0)}
+    {"digits": (0.5, 1.0), "cifar10": (0.25, 1.0), "cifar100": (0.25, 1.0), "shapes": (0.8, 1.0)}
 )
 DEFAULT_CROP_SCALE = (0.08, 1.0)
 NO_FLIP_DATASETS = frozenset({"digits"})
-NO_HEAVY_AUGMENTATION_DATASETS = frozenset({"digits"})
+NO_HEAVY_AUGMENTATION_DATASETS = frozenset({"digits", "shapes"})
 
 
 class TrainingRecipe(BaseModel):

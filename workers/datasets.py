@@ -1,19 +1,19 @@
 """Datasets a worker trains on, loaded without torchvision.
 
 `load_dataset(spec, data_root)` turns a trial's `dataset` block into an `ImageDataset` of two
-splits. Small datasets (`digits`, `cifar10`, `cifar100`) are held whole in memory as uint8
-tensors `[N, 3, H, W]`; `imagefolder` is a list of files, decoded with Pillow once per host into
-a shared memory-mapped cache (`workers.decode_cache`) or, where that is off, in DataLoader
-worker processes every epoch (`FolderImages`). Augmentation (random resized crop, flip,
-resizing to the trial's resolution) happens later, with torch on the training device
+splits. Small datasets (`digits`, the generated `shapes`, `cifar10`, `cifar100`) are held whole
+in memory as uint8 tensors `[N, 3, H, W]`; `imagefolder` is a list of files, decoded with Pillow
+once per host into a shared memory-mapped cache (`workers.decode_cache`) or, where that is off,
+in DataLoader worker processes every epoch (`FolderImages`). Augmentation (random resized crop,
+flip, resizing to the trial's resolution) happens later, with torch on the training device
 (`workers.augment`).
 
 Anything missing or malformed raises `DatasetError` naming the path and the expected layout, so
 the worker fails the trial with `retry: false` instead of crashing.
 
 The dataset names and fixed class counts come from vitcube.contract (the server checks a search's
-dataset against the same table). Imports torch, numpy, Pillow, scikit-learn, vitcube.contract
-and workers.decode_cache.
+dataset against the same table). Imports torch, numpy, Pillow, scikit-learn, vitcube.contract,
+workers.decode_cache and workers.shapes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from vitcube.contract import DATASET_CLASSES, DATASETS
-from vitcube.workers.decode_cache import Fit, ImageDecodeError, decode_image, image_aspect
+from vitcube.workers import shapes
+from vitcube.workers.decode_cache import (
+    Fit,
+    ImageDecodeError,
+    decode_cache_dir,
+    decode_image,
+    image_aspect,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 
@@ -109,6 +116,8 @@ def load_dataset(spec: dict[str, Any], data_root: Path | str | None = None) -> I
     name = spec["name"]
     if name == "digits":
         return load_digits()
+    if name == "shapes":
+        return load_shapes(spec)
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; this worker knows {', '.join(DATASETS)}")
     root = _resolve_root(name, spec, data_root)
@@ -198,6 +207,47 @@ def _tensor_split(images: np.ndarray, labels: np.ndarray) -> TensorSplit:
     return TensorSplit(
         images=torch.from_numpy(np.ascontiguousarray(images)),
         labels=torch.from_numpy(np.ascontiguousarray(labels)).long(),
+    )
+
+
+# --- shapes (generated) ------------------------------------------------------------------------
+
+SHAPES_OPTIONS = {
+    "seed": shapes.DEFAULT_SEED,
+    "train_images": shapes.DEFAULT_TRAIN_IMAGES,
+    "val_images": shapes.DEFAULT_VAL_IMAGES,
+    "size": shapes.DEFAULT_SIZE_PX,
+}
+
+
+def load_shapes(spec: dict[str, Any] | None = None) -> ImageDataset:
+    """The generated `shapes` dataset (workers/shapes.py says what it holds), cached per host.
+
+    spec: the trial's `dataset` block; optional integer keys `seed`, `train_images`,
+    `val_images`, `size` (px) choose another generation (defaults: seed 0, 5,000 training and
+    2,000 validation images of 64 px).
+    """
+    options = dict(SHAPES_OPTIONS)
+    for key in options:
+        value = (spec or {}).get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DatasetError(
+                f"dataset 'shapes': {key} must be a non-negative integer, got {value!r}"
+            )
+        options[key] = value
+    if options["train_images"] < 2 or options["val_images"] < 1:
+        raise DatasetError("dataset 'shapes' needs train_images >= 2 and val_images >= 1")
+    try:
+        arrays = shapes.load_or_generate(**options, cache_dir=decode_cache_dir())
+    except ValueError as error:
+        raise DatasetError(f"dataset 'shapes': {error}") from error
+    return ImageDataset(
+        name="shapes",
+        num_classes=DATASET_CLASSES["shapes"],
+        train=_tensor_split(arrays.train_images, arrays.train_labels),
+        val=_tensor_split(arrays.val_images, arrays.val_labels),
     )
 
 

@@ -1,0 +1,197 @@
+"""Does the architecture matter on the generated `shapes` dataset, beyond seed noise, in time?
+
+At the recipe proposed for the demo (`DEMO_RECIPE`), on the CPU with one torch thread per trial,
+for the demo's baseline (MobileViT v2-0.5 at 64 px, 10 classes), budget (c = 0.5: at most half
+the baseline's MACs) and search space (service/demo.py's DEMO_SPACE, copied here so the script
+does not import the service):
+(a) trains `--networks` networks sampled by a scrambled Sobol sequence (seeded) over the space,
+    skipping those over the budget, and prints each one's factors, MACs, top-1 (best epoch's,
+    as a worker reports it) and seconds; then the spread, best − worst top-1 in points;
+(b) trains the width-only reference (the baseline shrunk by width alone to the budget) with
+    `--seeds` seeds and prints the seed-to-seed standard deviation of its top-1 (points);
+(c) prints the seconds per trial (median and max).
+The goal of issue 13: spread ≥ 10 points, noise ≤ 0.5 points, a trial ≤ 30 s.
+
+    python benchmarks/bench_dataset.py [--networks 20] [--seeds 5] [--jobs 2] [--quick]
+        [--train-images N] [--val-images N] [--recipe '{"epochs": 2, ...}']
+
+`--jobs J` runs J trials at once in separate processes (each still one thread; use at most the
+number of cores, or the seconds per trial are not a single-thread trial's). `--quick`: 4
+networks, 2 seeds, for a smoke run.
+
+Imports torch, models, search (the space and the reference rule) and workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import time
+from typing import Any
+
+BASE = {"family": "mobilevit_v2", "width": 0.5, "resolution": 64, "num_classes": 10}
+BUDGET_C = 0.5
+DEMO_SPACE = {"r": (0.5, 1.7), "d_i": (0.5, 2.3), "d_m": (0.5, 1.6), "w": (0.4, 1.2)}
+FACTORS = ("r", "d_i", "d_m", "w")
+# The recipe proposed for the demo on shapes; see the module docstring of workers/shapes.py.
+DEMO_RECIPE: dict[str, Any] = {
+    "epochs": 3,
+    "batch_size": 32,
+    "lr": 0.003,
+    "max_steps_per_epoch": 40,
+}
+DATASET: dict[str, Any] = {"name": "shapes"}
+
+
+def _trial(job: tuple[dict[str, float], int, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """Train one network; runs in a worker process with one torch thread."""
+    import torch
+
+    from vitcube.models import ArchConfig, count_macs
+    from vitcube.workers.datasets import load_dataset
+    from vitcube.workers.trainer import TrainingConfig, run_trial
+
+    torch.set_num_threads(1)
+    factors, seed, recipe, dataset = job
+    arch = ArchConfig.from_dict(dict(BASE)).scale(**factors)
+    data = load_dataset(dict(dataset))
+    start = time.perf_counter()
+    outcome = run_trial(
+        arch.to_dict(),
+        data,
+        config=TrainingConfig.from_dict(recipe),
+        seed=seed,
+        device=torch.device("cpu"),
+        onnx_latency=False,
+    )
+    return {
+        "factors": factors,
+        "seed": seed,
+        "resolution": arch.resolution,
+        "macs": count_macs(arch),
+        "top1": outcome.top1,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def sample_networks(count: int, *, seed: int = 0) -> list[dict[str, float]]:
+    """`count` factor dicts under the budget from a scrambled Sobol sequence over DEMO_SPACE."""
+    import torch
+
+    from vitcube.models import ArchConfig, count_macs
+
+    base = ArchConfig.from_dict(dict(BASE))
+    max_macs = BUDGET_C * count_macs(base.scale())
+    engine = torch.quasirandom.SobolEngine(4, scramble=True, seed=seed)
+    chosen: list[dict[str, float]] = []
+    seen: set[int] = set()
+    while len(chosen) < count:
+        for point in engine.draw(64).tolist():
+            factors = {
+                f: round(lo + u * (hi - lo), 3)
+                for f, u, (lo, hi) in zip(FACTORS, point, DEMO_SPACE.values(), strict=True)
+            }
+            macs = count_macs(base.scale(**factors))
+            # Different requests that build the same network are one point (same MACs and
+            # resolution is a good enough identity for a benchmark).
+            key = hash((macs, base.scale(**factors).resolution))
+            if macs <= max_macs and key not in seen:
+                seen.add(key)
+                chosen.append(factors)
+                if len(chosen) == count:
+                    break
+    return chosen
+
+
+def width_only_factors() -> dict[str, float]:
+    from vitcube.models import ArchConfig, count_macs
+    from vitcube.search import reference_trials
+
+    base = ArchConfig.from_dict(dict(BASE))
+    max_macs = int(BUDGET_C * count_macs(base.scale()))
+    (width_only,) = [t for t in reference_trials(base, max_macs) if t.name == "width_only"]
+    return dict(width_only.factors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--networks", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="4 networks, 2 seeds")
+    parser.add_argument("--train-images", type=int, default=None)
+    parser.add_argument("--val-images", type=int, default=None)
+    parser.add_argument("--recipe", type=json.loads, default=None, help="JSON, replaces the demo's")
+    parser.add_argument("--json", dest="json_path", default=None, help="also write results here")
+    args = parser.parse_args()
+    networks, seeds = (4, 2) if args.quick else (args.networks, args.seeds)
+    recipe = args.recipe if args.recipe is not None else dict(DEMO_RECIPE)
+    dataset = dict(DATASET)
+    if args.train_images is not None:
+        dataset["train_images"] = args.train_images
+    if args.val_images is not None:
+        dataset["val_images"] = args.val_images
+
+    # Generate (and cache) the dataset once before the processes start.
+    from vitcube.workers.datasets import load_dataset
+
+    data = load_dataset(dict(dataset))
+    print(
+        f"dataset {dataset}: {len(data.train)} train, {len(data.val)} val images; recipe {recipe}"
+    )
+    print(f"base {BASE}, budget c = {BUDGET_C}, space {DEMO_SPACE}, one torch thread per trial")
+
+    sampled = sample_networks(networks)
+    reference = width_only_factors()
+    jobs = [(f, 0, recipe, dataset) for f in sampled]
+    jobs += [(reference, seed, recipe, dataset) for seed in range(seeds)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(max(1, args.jobs)) as pool:
+        results = pool.map(_trial, jobs, chunksize=1)
+    spread_rows, noise_rows = results[: len(sampled)], results[len(sampled) :]
+
+    print("\n(a) sampled networks (seed 0)")
+    print(f"{'r':>6} {'d_i':>6} {'d_m':>6} {'w':>6} {'px':>4} {'MMACs':>7} {'top-1':>7} {'s':>6}")
+    for row in spread_rows:
+        f = row["factors"]
+        print(
+            f"{f['r']:6.3f} {f['d_i']:6.3f} {f['d_m']:6.3f} {f['w']:6.3f} {row['resolution']:4d} "
+            f"{row['macs'] / 1e6:7.2f} {100 * row['top1']:7.2f} {row['seconds']:6.1f}"
+        )
+    top1s = [100 * row["top1"] for row in spread_rows]
+    spread = max(top1s) - min(top1s)
+    print(f"spread (best - worst): {spread:.2f} points ({max(top1s):.2f} - {min(top1s):.2f})")
+
+    print(f"\n(b) width-only reference {reference}, seeds 0..{seeds - 1}")
+    noise_top1 = [100 * row["top1"] for row in noise_rows]
+    print("top-1: " + ", ".join(f"{v:.2f}" for v in noise_top1))
+    noise = statistics.stdev(noise_top1) if len(noise_top1) > 1 else float("nan")
+    print(f"seed-to-seed std: {noise:.2f} points")
+
+    seconds = [row["seconds"] for row in results]
+    print(
+        f"\n(c) seconds per trial: median {statistics.median(seconds):.1f}, max {max(seconds):.1f}"
+    )
+    print(
+        f"\ngoal: spread >= 10 ({spread:.1f}), noise <= 0.5 ({noise:.2f}), "
+        f"trial <= 30 s (max {max(seconds):.1f})"
+    )
+    if args.json_path:
+        with open(args.json_path, "w") as handle:
+            json.dump(
+                {
+                    "dataset": dataset,
+                    "recipe": recipe,
+                    "results": results,
+                    "spread": spread,
+                    "noise": noise,
+                },
+                handle,
+                indent=1,
+            )
+
+
+if __name__ == "__main__":
+    main()

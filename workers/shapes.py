@@ -1,0 +1,261 @@
+"""`shapes`: a generated image-classification dataset on which the input resolution matters.
+
+scikit-learn's digits is solved (≈ 97 %) by nearly every network of the demo's space after a few
+epochs, so no choice of (r, d_i, d_m, w) can show. This dataset is generated instead: numpy only,
+deterministic from a seed, a few seconds for the default sizes, cached on disk.
+
+What an image holds (native `size` px, 64 by default, RGB uint8):
+- a smooth random colour gradient with faint pixel noise as background;
+- two objects far apart (centres at least 0.45 × `size` apart, away from the borders), each a
+  random one of five shapes (disc, square, triangle, diamond, cross) with a radius of 15–20 %
+  of the image, each in one of five hues (red, green, blue, yellow, violet; jittered), the two
+  hues always different;
+- one of them, the *target*, is filled with fine stripes (period 2, 3 or 4 px, horizontal or
+  vertical) alternating a light and a dark shade of its hue; the other, the *distractor*, is
+  filled flat with the mean of its own hue's two shades, so once blurred it looks like a target.
+The class (10) is the target's hue (5) × its stripe orientation (2); the shapes carry no label.
+
+Why it separates architectures: a network that sees the image below its native resolution gets
+it low-passed by the resize (antialiased), and the stripes go (period 2 px at any r < 1, period
+3 px below r ≈ 0.67, period 4 px near r = 0.5); then the orientation is lost and so is which of
+the two objects is the target, which caps top-1 near 25 % (measured: chance, 10 %, at r ≈ 0.5).
+Keeping r ≥ 1 under a MAC budget forces the width or the depths down, so the budget has to be
+spent well. Finding the striped object and reading the colour of that object (not the other
+one's) binds a local texture to a colour; this is learnt, but the dataset does not (yet) make
+attention over distant parts of the image necessary: the class is read at one place.
+
+The splits come from one seeded generator (validation and training images drawn from separate
+streams, so the validation set does not change with the number of training images), are
+balanced by class (labels cycle through the classes, then shuffle), and are cached as one `.npz`
+per (generator version, seed, sizes) under the host's decode cache (`VITCUBE_DECODE_CACHE`, by
+default `~/.cache/vitcube/decoded`; `off`: generate in memory every time), written to a
+temporary name and renamed, so concurrent worker starts never read half a file. Bump
+`GENERATOR_VERSION` whenever the pictures change.
+
+Imports numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GENERATOR_VERSION = 1
+SHAPES = ("disc", "square", "triangle", "diamond", "cross")
+ORIENTATIONS = ("horizontal", "vertical")
+NUM_CLASSES = 5 * len(ORIENTATIONS)  # len(HUES) x len(ORIENTATIONS)
+STRIPE_PERIODS_PX = (2, 3, 4)
+DEFAULT_SEED = 0
+DEFAULT_TRAIN_IMAGES = 5_000
+DEFAULT_VAL_IMAGES = 2_000
+DEFAULT_SIZE_PX = 64
+# Tuning of the pictures (workers/shapes.py's docstring says why each matters).
+RADIUS_SHARE = (0.15, 0.2)
+NOISE_LEVEL = 4.0
+BACKGROUND_LEVELS = (40.0, 150.0)
+STRIPE_CONTRAST = (45.0, 70.0)
+MIN_DISTANCE_SHARE = 0.45
+HUES = ("red", "green", "blue", "yellow", "violet")
+HUE_RGB = np.array(
+    [[220, 60, 60], [60, 200, 60], [70, 90, 230], [230, 210, 50], [200, 70, 220]], dtype=np.float32
+)
+
+
+@dataclass(frozen=True)
+class ShapesArrays:
+    """The generated splits: images `N x 3 x S x S` uint8, labels `N` int64 in 0..9."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+
+
+def class_of(hue: int, orientation: int) -> int:
+    """The label of a target of hue `HUES[hue]` with stripes `ORIENTATIONS[orientation]`."""
+    return hue * len(ORIENTATIONS) + orientation
+
+
+def generate(
+    *,
+    seed: int = DEFAULT_SEED,
+    train_images: int = DEFAULT_TRAIN_IMAGES,
+    val_images: int = DEFAULT_VAL_IMAGES,
+    size: int = DEFAULT_SIZE_PX,
+) -> ShapesArrays:
+    """Both splits, from `seed` alone (same arguments, same bytes)."""
+    if size < 32:
+        raise ValueError(
+            f"shapes needs size >= 32 px for two objects and their stripes, got {size}"
+        )
+    # Independent streams per split, so the validation set does not change with train_images.
+    train_rng, val_rng = (
+        np.random.default_rng([seed, GENERATOR_VERSION, split]) for split in (0, 1)
+    )
+    train = _split(train_rng, train_images, size)
+    val = _split(val_rng, val_images, size)
+    return ShapesArrays(train[0], train[1], val[0], val[1])
+
+
+def _split(rng: np.random.Generator, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.arange(count, dtype=np.int64) % NUM_CLASSES
+    rng.shuffle(labels)
+    images = np.empty((count, 3, size, size), dtype=np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for i, label in enumerate(labels):
+        images[i] = _image(rng, int(label), size, yy, xx)
+    return images, labels
+
+
+def _image(
+    rng: np.random.Generator, label: int, size: int, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray:
+    """One `3 x size x size` uint8 picture whose target has class `label`."""
+    hue, orientation = divmod(label, len(ORIENTATIONS))
+    # Background: a gradient between two muted colours plus faint noise.
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    ramp = (np.cos(angle) * xx + np.sin(angle) * yy) / size
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+    low, high = rng.uniform(*BACKGROUND_LEVELS, size=(2, 3)).astype(np.float32)
+    canvas = low[:, None, None] + (high - low)[:, None, None] * ramp[None]  # [3, S, S]
+    canvas += rng.normal(0.0, NOISE_LEVEL, size=canvas.shape).astype(np.float32)
+
+    radius = size * rng.uniform(*RADIUS_SHARE, size=2)
+    centres = _far_apart_centres(rng, size, radius + 3.0, min_distance=MIN_DISTANCE_SHARE * size)
+    distractor_hue = int((hue + rng.integers(1, len(HUES))) % len(HUES))
+    target_shape, distractor_shape = rng.integers(len(SHAPES), size=2).tolist()
+
+    contrast = rng.uniform(*STRIPE_CONTRAST)
+    period = int(rng.choice(STRIPE_PERIODS_PX))
+    phase = int(rng.integers(period))
+    along = yy if orientation == 0 else xx  # horizontal stripes vary along y
+    light_rows = ((along.astype(np.int64) + phase) % period) < (period / 2)  # [S, S]
+    # Odd periods have one more light row than dark: the flat fill is the mean over a period.
+    light_share = np.ceil(period / 2) / period
+
+    target = _hue_colour(rng, hue)
+    light, dark = np.clip(target + contrast, 0, 255), np.clip(target - contrast, 0, 255)
+    striped = np.where(light_rows[None], light[:, None, None], dark[:, None, None])
+    other = _hue_colour(rng, distractor_hue)
+    other_light, other_dark = np.clip(other + contrast, 0, 255), np.clip(other - contrast, 0, 255)
+    flat = (light_share * other_light + (1 - light_share) * other_dark)[:, None, None]
+
+    target_mask = _mask(target_shape, centres[0], radius[0], rng.uniform(0, np.pi), yy, xx)
+    distractor_mask = _mask(distractor_shape, centres[1], radius[1], rng.uniform(0, np.pi), yy, xx)
+    canvas = np.where(target_mask[None], striped, canvas)
+    canvas = np.where(distractor_mask[None], flat, canvas)
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def _hue_colour(rng: np.random.Generator, hue: int) -> np.ndarray:
+    """`3` float32: HUE_RGB[hue] darkened to leave room for the stripes' light shade, jittered."""
+    return np.clip(HUE_RGB[hue] * 0.7 + rng.normal(0.0, 8.0, size=3), 0, 255).astype(np.float32)
+
+
+def _far_apart_centres(
+    rng: np.random.Generator, size: int, margin: np.ndarray, *, min_distance: float
+) -> np.ndarray:
+    """Two `(y, x)` centres inside the margins, at least `min_distance` px apart."""
+    while True:
+        centres = np.stack(
+            [rng.uniform(m, size - m, size=2) for m in margin]
+        )  # [2 objects, (y, x)]
+        if np.hypot(*(centres[0] - centres[1])) >= min_distance:
+            return centres
+
+
+def _mask(
+    shape: int, centre: np.ndarray, radius: float, tilt: float, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray:
+    """`size x size` bool: the pixels of `SHAPES[shape]` at `centre`, rotated by up to `tilt`."""
+    dy, dx = yy - centre[0], xx - centre[1]
+    # Small random rotation (a quarter of tilt) keeps shapes recognisable but not pixel-identical.
+    turn = (tilt - np.pi / 2) / 4
+    u = np.cos(turn) * dx + np.sin(turn) * dy
+    v = -np.sin(turn) * dx + np.cos(turn) * dy
+    name = SHAPES[shape]
+    if name == "disc":
+        return bool_array(u * u + v * v <= radius * radius)
+    if name == "square":
+        return bool_array(np.maximum(np.abs(u), np.abs(v)) <= radius * 0.85)
+    if name == "diamond":
+        return bool_array(np.abs(u) + np.abs(v) <= radius * 1.15)
+    if name == "cross":
+        arm = radius * 0.38
+        inside = np.maximum(np.abs(u), np.abs(v)) <= radius
+        return bool_array(inside & ((np.abs(u) <= arm) | (np.abs(v) <= arm)))
+    # triangle, pointing up: below the two slanted edges and above the base.
+    height = radius * 1.5
+    top = -radius
+    return bool_array(
+        (v <= top + height) & (v >= top) & (np.abs(u) <= (v - top) * (radius / height) * 1.15)
+    )
+
+
+def bool_array(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=bool)
+
+
+# --- the on-disk cache --------------------------------------------------------------------------
+
+
+def cache_path(
+    cache_dir: Path, *, seed: int, train_images: int, val_images: int, size: int
+) -> Path:
+    """Where the splits for these arguments live under `cache_dir`."""
+    name = (
+        f"shapes-v{GENERATOR_VERSION}-seed{seed}-train{train_images}-val{val_images}-{size}px.npz"
+    )
+    return cache_dir / name
+
+
+def load_or_generate(
+    *,
+    seed: int = DEFAULT_SEED,
+    train_images: int = DEFAULT_TRAIN_IMAGES,
+    val_images: int = DEFAULT_VAL_IMAGES,
+    size: int = DEFAULT_SIZE_PX,
+    cache_dir: Path | None = None,
+) -> ShapesArrays:
+    """The splits from `cache_dir`'s file, generating (and writing it atomically) when absent.
+
+    cache_dir None: generate in memory and write nothing. An unreadable cache file is regenerated.
+    """
+    options = {"seed": seed, "train_images": train_images, "val_images": val_images, "size": size}
+    if cache_dir is None:
+        return generate(**options)
+    path = cache_path(cache_dir, **options)
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                return ShapesArrays(
+                    stored["train_images"],
+                    stored["train_labels"],
+                    stored["val_images"],
+                    stored["val_labels"],
+                )
+        except (OSError, ValueError, KeyError):
+            pass  # a truncated or foreign file: make it again
+    arrays = generate(**options)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=cache_dir)
+    except OSError:
+        return arrays  # a read-only cache costs a regeneration next time, never the trial
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(
+                file,
+                train_images=arrays.train_images,
+                train_labels=arrays.train_labels,
+                val_images=arrays.val_images,
+                val_labels=arrays.val_labels,
+            )
+        os.replace(temporary, path)
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)  # a full disk: regenerate next time
+    return arrays
