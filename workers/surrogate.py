@@ -15,7 +15,7 @@ the baseline), with interior optima so that *how* a MAC budget is spent matters:
 
 with σ the logistic function and, per dataset, (ceiling, offset, chance):
 digits (0.995, 3.5, 0.1), cifar10 (0.97, 2.5, 0.1), cifar100 (0.85, 1.5, 0.01),
-imagefolder (0.82, 1.8, 1 / num_classes). More MACs always help, but with diminishing
+shapes (0.95, 1.0, 0.1), imagefolder (0.82, 1.8, 1 / num_classes). More MACs always help, but with diminishing
 returns; at a fixed budget the best network balances resolution against width, uses a
 transformer depth near 1.25× and adds MV2 depth only while it is cheap.
 
@@ -38,6 +38,7 @@ DATASETS: dict[str, tuple[float, float, float | None]] = {
     "digits": (0.995, 3.5, 0.1),
     "cifar10": (0.97, 2.5, 0.1),
     "cifar100": (0.85, 1.5, 0.01),
+    "shapes": (0.95, 1.0, 0.1),
     "imagefolder": (0.82, 1.8, None),
 }
 NOISE_SD = 0.002

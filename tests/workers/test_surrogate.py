@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from vitcube.contract import DATASETS
 from vitcube.models import ArchConfig, count_macs
 from vitcube.workers.surrogate import noiseless_top1, shape_term, surrogate_curve, surrogate_top1
 
@@ -59,3 +60,9 @@ def test_curve_ends_at_top1_and_never_exceeds_it(base) -> None:
     assert curve[-1] == final
     assert max(curve) <= final
     assert curve[0] < curve[10] < final + 1e-12
+
+
+def test_every_dataset_a_search_may_name_has_a_landscape(base) -> None:
+    # A search the server accepts must never be refused by a surrogate worker.
+    for name in DATASETS:
+        assert 0.0 <= surrogate_top1(base.scale(), dataset=name, epochs=5) <= 1.0
