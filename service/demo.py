@@ -37,9 +37,9 @@ DEMO_SPACE = {"r": (0.5, 1.7), "d_i": (0.5, 2.3), "d_m": (0.5, 1.6), "w": (0.4, 
 
 
 # The seed-to-seed standard deviation of one network's top-1 (points) at the demo's recipe, as
-# measured on this dataset (benchmarks/bench_resume.py for digits): the noise a difference
+# measured on the dataset (benchmarks/bench_resume.py for digits): the noise a difference
 # between two trials must beat before it says anything.
-SEED_NOISE_POINTS = {"digits": 1.74}
+SEED_NOISE_POINTS = {"digits": 1.74, "shapes": 10.38}  # shapes: benchmarks/bench_dataset.py
 
 
 def standing(trials: list[dict[str, Any]], noise_points: float | None) -> str | None:
