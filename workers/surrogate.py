@@ -15,9 +15,9 @@ the baseline), with interior optima so that *how* a MAC budget is spent matters:
 
 with σ the logistic function and, per dataset, (ceiling, offset, chance):
 digits (0.995, 3.5, 0.1), cifar10 (0.97, 2.5, 0.1), cifar100 (0.85, 1.5, 0.01),
-shapes (0.95, 1.0, 0.1), imagefolder (0.82, 1.8, 1 / num_classes). More MACs always help, but with diminishing
-returns; at a fixed budget the best network balances resolution against width, uses a
-transformer depth near 1.25× and adds MV2 depth only while it is cheap.
+shapes (0.95, 1.0, 0.1), imagefolder (0.82, 1.8, 1 / num_classes). More MACs always help,
+but with diminishing returns; at a fixed budget the best network balances resolution against
+width, uses a transformer depth near 1.25× and adds MV2 depth only while it is cheap.
 
 The learning curve rises as ``1 - exp(-t / 5)`` towards ``top1`` with a little seeded noise,
 never above it, and ends exactly at it.
