@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,7 @@ from typing import Any
 import pytest
 
 from tests.factories import scratch_database
-
-# The fixtures' classes (tests/workers/conftest.py), which a test module cannot import by name.
-LiveServer = Any
-WorkerProcess = Any
+from tests.workers.conftest import LiveServer, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -67,16 +63,6 @@ def _epochs_logged(worker: WorkerProcess) -> list[int]:
 def _checkpoint(server: LiveServer, search_id: int) -> dict[str, Any] | None:
     trial = server.trial(search_id)
     return trial.get("checkpoint") if trial.get("state") == "running" else None
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _completed(server: LiveServer, search_id: int, *workers: WorkerProcess) -> dict[str, Any]:
