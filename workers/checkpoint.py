@@ -77,10 +77,16 @@ def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
-        with temporary.open("wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        # A path, not a Python file object: torch's C++ writer then owns the file. Edge case: a
+        # DataLoader process killed mid-save makes torch raise in the main thread at any
+        # bytecode; through a Python handle that closes the file under the C++ writer, whose
+        # next write aborts the whole worker (std::terminate) instead of failing the trial.
+        torch.save(dict(state), str(temporary))
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
