@@ -39,21 +39,23 @@ import statistics
 import time
 from typing import Any
 
-BASE = {"family": "mobilevit_v2", "width": 0.5, "resolution": 64, "num_classes": 10}
+BASE = {"family": "mobilevit_v2", "width": 0.5, "resolution": 48, "num_classes": 10}
 BUDGET_C = 0.5
 DEMO_SPACE = {"r": (0.5, 1.7), "d_i": (0.5, 2.3), "d_m": (0.5, 1.6), "w": (0.4, 1.2)}
 FACTORS = ("r", "d_i", "d_m", "w")
 # The recipe proposed for the demo on shapes; see the module docstring of workers/shapes.py.
 DEMO_RECIPE: dict[str, Any] = {
-    "epochs": 3,
+    "epochs": 1,
     "batch_size": 32,
-    "lr": 0.003,
-    "max_steps_per_epoch": 40,
+    "lr": 0.0015,
+    "warmup_epochs": 0.3,
 }
 DATASET: dict[str, Any] = {"name": "shapes"}
 
 
-def _trial(job: tuple[dict[str, float], int, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+def _trial(
+    job: tuple[dict[str, Any], dict[str, float], int, dict[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
     """Train one network; runs in a worker process with one torch thread."""
     import torch
 
@@ -62,8 +64,8 @@ def _trial(job: tuple[dict[str, float], int, dict[str, Any], dict[str, Any]]) ->
     from vitcube.workers.trainer import TrainingConfig, run_trial
 
     torch.set_num_threads(1)
-    factors, seed, recipe, dataset = job
-    arch = ArchConfig.from_dict(dict(BASE)).scale(**factors)
+    base, factors, seed, recipe, dataset = job
+    arch = ArchConfig.from_dict(dict(base)).scale(**factors)
     data = load_dataset(dict(dataset))
     start = time.perf_counter()
     outcome = run_trial(
@@ -80,17 +82,20 @@ def _trial(job: tuple[dict[str, float], int, dict[str, Any], dict[str, Any]]) ->
         "resolution": arch.resolution,
         "macs": count_macs(arch),
         "top1": outcome.top1,
+        "curve": [round(100 * point["val_top1"], 2) for point in outcome.curve],
         "seconds": time.perf_counter() - start,
     }
 
 
-def sample_networks(count: int, *, seed: int = 0) -> list[dict[str, float]]:
+def sample_networks(
+    count: int, *, seed: int = 0, base_dict: dict[str, Any] = BASE
+) -> list[dict[str, float]]:
     """`count` factor dicts under the budget from a scrambled Sobol sequence over DEMO_SPACE."""
     import torch
 
     from vitcube.models import ArchConfig, count_macs
 
-    base = ArchConfig.from_dict(dict(BASE))
+    base = ArchConfig.from_dict(dict(base_dict))
     max_macs = BUDGET_C * count_macs(base.scale())
     engine = torch.quasirandom.SobolEngine(4, scramble=True, seed=seed)
     chosen: list[dict[str, float]] = []
@@ -113,11 +118,11 @@ def sample_networks(count: int, *, seed: int = 0) -> list[dict[str, float]]:
     return chosen
 
 
-def width_only_factors() -> dict[str, float]:
+def width_only_factors(base_dict: dict[str, Any] = BASE) -> dict[str, float]:
     from vitcube.models import ArchConfig, count_macs
     from vitcube.search import reference_trials
 
-    base = ArchConfig.from_dict(dict(BASE))
+    base = ArchConfig.from_dict(dict(base_dict))
     max_macs = int(BUDGET_C * count_macs(base.scale()))
     (width_only,) = [t for t in reference_trials(base, max_macs) if t.name == "width_only"]
     return dict(width_only.factors)
@@ -131,6 +136,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 networks, 2 seeds")
     parser.add_argument("--train-images", type=int, default=None)
     parser.add_argument("--val-images", type=int, default=None)
+    parser.add_argument(
+        "--size", type=int, default=None, help="native px of the images and the baseline's R0"
+    )
     parser.add_argument("--recipe", type=json.loads, default=None, help="JSON, replaces the demo's")
     parser.add_argument("--json", dest="json_path", default=None, help="also write results here")
     args = parser.parse_args()
@@ -141,6 +149,9 @@ def main() -> None:
         dataset["train_images"] = args.train_images
     if args.val_images is not None:
         dataset["val_images"] = args.val_images
+    base = dict(BASE)
+    if args.size is not None:
+        dataset["size"] = base["resolution"] = args.size
 
     # Generate (and cache) the dataset once before the processes start.
     from vitcube.workers.datasets import load_dataset
@@ -149,12 +160,12 @@ def main() -> None:
     print(
         f"dataset {dataset}: {len(data.train)} train, {len(data.val)} val images; recipe {recipe}"
     )
-    print(f"base {BASE}, budget c = {BUDGET_C}, space {DEMO_SPACE}, one torch thread per trial")
+    print(f"base {base}, budget c = {BUDGET_C}, space {DEMO_SPACE}, one torch thread per trial")
 
-    sampled = sample_networks(networks)
-    reference = width_only_factors()
-    jobs = [(f, 0, recipe, dataset) for f in sampled]
-    jobs += [(reference, seed, recipe, dataset) for seed in range(seeds)]
+    sampled = sample_networks(networks, base_dict=base)
+    reference = width_only_factors(base)
+    jobs = [(base, f, 0, recipe, dataset) for f in sampled]
+    jobs += [(base, reference, seed, recipe, dataset) for seed in range(seeds)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(max(1, args.jobs)) as pool:
         results = pool.map(_trial, jobs, chunksize=1)

@@ -19,28 +19,44 @@ def demo(
     exit_when_done: bool = typer.Option(
         False, "--exit-when-done", help="Exit once the search completes."
     ),
-    epochs: int = typer.Option(8, min=1, max=1000, help="Training epochs per trial."),
-    resolution: int = typer.Option(
-        64, min=32, max=1024, help="Baseline resolution R0 in pixels (a multiple of 16)."
+    dataset: str = typer.Option(
+        "shapes", help="shapes (generated, where the architecture matters) or digits."
+    ),
+    epochs: int | None = typer.Option(
+        None, min=1, max=1000, help="Training epochs per trial [default: 1 on shapes, 8 on digits]."
+    ),
+    seed: int = typer.Option(0, min=0, help="The search's seed (its Sobol points, trial seeds)."),
+    resolution: int | None = typer.Option(
+        None,
+        min=32,
+        max=1024,
+        help="Baseline resolution R0 in pixels, a multiple of 16 [default: 48 on shapes, 64 on "
+        "digits].",
     ),
     c: float = typer.Option(
         0.5, min=0.01, max=1.0, help="Budget as a fraction of the baseline's MACs."
     ),
     trainer: str = typer.Option(
-        "real", help="real: train on digits; surrogate: the synthetic landscape (no training)."
+        "real", help="real: really train; surrogate: the synthetic landscape (no training)."
     ),
 ) -> None:
-    """Run the whole mission on this machine: server, a gp search on digits, local workers."""
-    from vitcube.service.demo import DemoOptions, run_demo
+    """Run the whole mission on this machine: server, a gp search on shapes, local workers."""
+    from vitcube.service.demo import DEMO_DATASETS, DemoOptions, run_demo
 
     if trainer not in ("real", "surrogate"):
         raise typer.BadParameter("must be real or surrogate", param_hint="--trainer")
+    if dataset not in DEMO_DATASETS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(DEMO_DATASETS)}", param_hint="--dataset"
+        )
     options = DemoOptions(
         trials=trials,
         workers=workers,
         port=port,
         exit_when_done=exit_when_done,
+        dataset=dataset,
         epochs=epochs,
+        seed=seed,
         resolution=resolution,
         c=c,
         trainer=trainer,

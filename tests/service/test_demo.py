@@ -81,3 +81,21 @@ def test_the_summary_tells_a_win_from_noise() -> None:
     unknown = standing([*references, _trial(3, "search", 0.9)], noise_points=None)
     assert unknown and "no noise level is known" in unknown
     assert standing(references, noise_points=1.0) is None  # no search trial completed yet
+
+
+def test_the_demo_searches_shapes_by_default_and_digits_on_request() -> None:
+    from vitcube.service.demo import DEMO_RECIPES, DemoOptions, search_body
+    from vitcube.service.schemas import SearchCreate
+
+    body = search_body(DemoOptions())
+    assert body["dataset"] == {"name": "shapes"} and body["training"] == DEMO_RECIPES["shapes"]
+    assert "on shapes" in body["name"] and body["seed"] == 0
+    assert body["base"]["resolution"] == 48  # the stripes need shapes' native size
+    digits = search_body(DemoOptions(dataset="digits", epochs=2, seed=7))
+    assert digits["dataset"] == {"name": "digits"} and digits["seed"] == 7
+    assert digits["base"]["resolution"] == 64
+    assert digits["training"] == {**DEMO_RECIPES["digits"], "epochs": 2}
+    for submitted in (body, digits):
+        SearchCreate(**submitted)  # what the server's POST validates
+    with pytest.raises(ValueError, match="shapes or digits"):
+        search_body(DemoOptions(dataset="cifar10"))
