@@ -39,8 +39,11 @@ lint: install-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The suite on TEST_PROCESSES processes (pytest-xdist), one test file per process at a time so a
+# file's module fixtures (servers, databases) are built once; TEST_PROCESSES=0 runs it in one.
+TEST_PROCESSES ?= 2
 test: install-dev browser lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # Quick runs of every benchmark (see benchmarks/README.md for the full ones).
 bench: install-dev

@@ -19,13 +19,16 @@ The goal of issue 13: spread ≥ 10 points, noise ≤ 0.5 points, a trial ≤ 30
 number of cores, or the seconds per trial are not a single-thread trial's). `--quick`: 4
 networks, 2 seeds, for a smoke run.
 
-Measured on the 2-core development box (generator version 1, DEMO_RECIPE, 5,000 training and
-2,000 validation images, `--networks 20 --seeds 5 --jobs 2`): spread 46.4 points (11.5 % at
-32 px to 57.8 % at r = 1.35, 80 px); seed-to-seed std of the width-only reference 10.4 points
-(35.9, 38.0, 57.7, 32.8, 49.0 %); 17–54 s per trial, median 35 s. Resolution matters far beyond
-the noise, but 120 steps leave every network on the steep part of its learning curve, so the
-noise and time goals are not met; a peak LR of 0.006 (std 6.6 over 3 seeds) or batch 16 with
-twice the steps (8.4) did not fix it.
+Measured on the 2-core development box (generator version 2: 48 px, 10,000 training and 5,000
+validation images; DEMO_RECIPE, one pass of 313 steps; `--networks 20 --seeds 5 --jobs 2`):
+spread 59.1 points (38.6 % for a 32 px network to 97.7 % at r = 1.1, 48 px, shallow: d_i 0.6,
+d_m 0.7); the 32 px networks, which lose most stripes, span 38.6–72.9 %, the 48 and 64 px ones
+62.2–97.7 %. Seed-to-seed std of the width-only reference 0.50 points (98.48, 99.40, 99.60,
+98.78, 99.56 %). 26–68 s per trial with two at once, median 43.9 s: the time goal is not met;
+a pass of 157 steps (5,000 images) meets it near the median but leaves one network between 72
+and 88 % from seed to seed (std 6.2), because reading the stripes is learnt at a step that
+varies with the seed. Version 1 (a flat look-alike beside the striped object, 64 px, 120 steps):
+spread 46 points, std 10.4.
 
 Imports torch, models, search (the space and the reference rule) and workers.
 """

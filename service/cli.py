@@ -13,7 +13,7 @@ token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
 
 def demo(
-    trials: int = typer.Option(12, min=1, max=1000, help="Trials in the demo search."),
+    trials: int = typer.Option(10, min=1, max=1000, help="Trials in the demo search."),
     workers: int = typer.Option(2, min=1, max=64, help="Local CPU workers that really train."),
     port: int = typer.Option(8000, min=0, max=65535, help="Dashboard port; 0 picks a free one."),
     exit_when_done: bool = typer.Option(

@@ -108,7 +108,7 @@ def standing(trials: list[dict[str, Any]], noise_points: float | None) -> str | 
 class DemoOptions:
     """What one demo run does; the CLI's flags map onto these one to one."""
 
-    trials: int = 12
+    trials: int = 10
     workers: int = 2
     port: int = 8000
     exit_when_done: bool = False
