@@ -78,6 +78,9 @@ from vitcube.workers.trainer import (
 HEARTBEAT_MAX_INTERVAL_S = 30.0
 IDLE_MAX_S = 15.0
 FLUSH_ON_SIGNAL_S = 20.0  # how long a preempted worker waits for its last checkpoint's upload
+# How long a worker that trained a lease's segment (`to_epoch` before training.epochs) waits for
+# the checkpoint of the segment's end, from which the next segment resumes, before reporting.
+SEGMENT_FLUSH_S = 300.0
 # The exit code that tells a scheduler (Slurm, Kubernetes) this worker's device is faulty.
 EXIT_WORKER_FAULTY = 4
 
@@ -417,7 +420,11 @@ class Worker:
             self._count_fault(verdict.fault)
             return
         self.consecutive_faults = 0
-        # Completing deletes the server's checkpoint: an upload still pending is not needed.
+        if _ends_a_segment(lease):
+            # The next segment resumes from the checkpoint of this one's end: store it first.
+            self._flush_checkpoint(lease, timeout_s=SEGMENT_FLUSH_S)
+        # Completing the last segment deletes the server's checkpoint: an upload still pending
+        # is not needed then.
         self._close_uploader()
         # A finished result is reported even if a signal arrived meanwhile: it is never wasted.
         body = {"lease_id": lease.lease_id, **outcome.report(), "surrogate": surrogate}
@@ -483,6 +490,7 @@ class Worker:
                 log=self.progress.log,
                 resume=resume,
                 checkpoints=sink,
+                to_epoch=lease.to_epoch,
             )
 
         try:
@@ -549,11 +557,11 @@ class Worker:
         except (RequestRejected, ServerUnavailable, AuthError, LeaseLost) as error:
             self.progress.log(f"trial {lease.id}: the server did not discard it ({error})")
 
-    def _flush_checkpoint(self, lease: TrialLease) -> None:
+    def _flush_checkpoint(self, lease: TrialLease, *, timeout_s: float = FLUSH_ON_SIGNAL_S) -> None:
         uploader = self._uploader
         if uploader is None or uploader.submitted is None:
             return
-        if uploader.flush(FLUSH_ON_SIGNAL_S):
+        if uploader.flush(timeout_s):
             sent = uploader.sent
             if sent is not None:
                 self.progress.log(
@@ -564,7 +572,7 @@ class Worker:
         else:
             self.progress.log(
                 f"trial {lease.id}: the last checkpoint was not stored within "
-                f"{FLUSH_ON_SIGNAL_S:.0f} s; the trial resumes from an earlier one, if any"
+                f"{timeout_s:.0f} s; the trial resumes from an earlier one, if any"
             )
 
     def _close_uploader(self) -> None:
@@ -769,3 +777,9 @@ def _finite(value: float) -> bool:
         return value == value and abs(value) != float("inf")
     except TypeError:
         return False
+
+
+def _ends_a_segment(lease: TrialLease) -> bool:
+    """Whether the lease trains a segment that more epochs follow (`to_epoch` < epochs)."""
+    epochs = lease.training.get("epochs")
+    return lease.to_epoch is not None and isinstance(epochs, int) and lease.to_epoch < epochs

@@ -271,12 +271,18 @@ def train(
     micro_batches: int = 1,
     resume: Mapping[str, Any] | None = None,
     checkpoints: CheckpointSink | None = None,
+    to_epoch: int | None = None,
 ) -> TrainResult:
     """Train `model` (already on `device`) on `data` at `resolution` px; return the EMA result.
 
     `resume`: a loaded checkpoint (`workers.checkpoint.load_checkpoint`) to go on from; one of
     another architecture or recipe, or whose tensors do not fit the model, raises
     CheckpointError before any training. `checkpoints`: where checkpoints go (module docstring).
+    `to_epoch`: train only up to the end of that epoch (a lease's segment; None: all of
+    `config.epochs`). The LR schedule still spans `config.epochs`, and a segment that ends
+    before them always saves a checkpoint at its end, whatever the cadence says, so that the
+    next segment, resumed from it, continues the same run: segments 0→k and k→n give the
+    uninterrupted run's curve exactly on the CPU.
 
     `micro_batches` > 1 splits every batch into that many pieces whose gradients accumulate
     before the one optimizer step (`accumulate_gradients`): the effective batch, the LR and
@@ -293,6 +299,13 @@ def train(
     arch_dict = arch.to_dict() if arch is not None and hasattr(arch, "to_dict") else None
     if resume is not None:
         check_resumable(resume, arch=arch_dict, digest=digest, epochs=config.epochs)
+    end_epoch = config.epochs if to_epoch is None else to_epoch
+    resumed_at = int(resume["epoch"]) if resume is not None else 0
+    if not resumed_at < end_epoch <= config.epochs:
+        raise ValueError(
+            f"to_epoch must be after the checkpoint's epoch {resumed_at} and at most "
+            f"training.epochs = {config.epochs}, got {to_epoch}"
+        )
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # a handful of input shapes, each tuned once
@@ -480,7 +493,7 @@ def train(
 
     epoch_start = time.perf_counter()
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, end_epoch):
             model.train()
             plan_start_state = plan_generator.get_state()
             plan = plan_epoch()
@@ -595,7 +608,12 @@ def train(
             if stopped or control.stop.is_set():
                 stopped = True
                 break
-            if checkpoints is not None and epoch + 1 < config.epochs and checkpoints.due():
+            segment_end = epoch + 1 == end_epoch  # and more epochs follow, in a later lease
+            if (
+                checkpoints is not None
+                and epoch + 1 < config.epochs
+                and (segment_end or checkpoints.due())
+            ):
                 checkpoints.save(state)
     except TrainingAborted as aborted:
         # Preempted: keep what this run trained, at the step boundary it stopped at.
@@ -756,6 +774,7 @@ def train_splitting_on_oom(
     max_micro_batches: int = MAX_MICRO_BATCHES,
     resume: Mapping[str, Any] | None = None,
     checkpoints: CheckpointSink | None = None,
+    to_epoch: int | None = None,
 ) -> TrainResult:
     """`train` a fresh `build()` (seeded); on a CUDA OOM, free the memory and start again with
     twice the micro-batches, up to `max_micro_batches` (and never pieces under one image).
@@ -786,6 +805,7 @@ def train_splitting_on_oom(
                 micro_batches=micro_batches,
                 resume=resume,
                 checkpoints=checkpoints,
+                to_epoch=to_epoch,
             )
             result.micro_batches = micro_batches
             return result
@@ -1070,11 +1090,13 @@ def run_trial(
     resume: Mapping[str, Any] | None = None,
     checkpoints: CheckpointSink | None = None,
     onnx_latency: bool = True,
+    to_epoch: int | None = None,
 ) -> TrialOutcome:
     """Build the trial's architecture with models/, train it (restarting with micro-batches
     after a CUDA OOM, `train_splitting_on_oom`; from `resume` when given, checkpointing into
-    `checkpoints`), measure params/MACs/latency, and the ONNX Runtime latency on the CPU (None
-    when the export or the runtime fails: that never fails the trial)."""
+    `checkpoints`, up to the end of epoch `to_epoch` when given, `train`), measure
+    params/MACs/latency, and the ONNX Runtime latency on the CPU (None when the export or the
+    runtime fails: that never fails the trial)."""
     from vitcube.models import Arch, build_model, count_macs, count_params
 
     arch = Arch.from_dict(dict(arch_dict))
@@ -1097,6 +1119,7 @@ def run_trial(
         log=log,
         resume=resume,
         checkpoints=checkpoints,
+        to_epoch=to_epoch,
     )
     cuda = device.type == "cuda"
     amp = config.amp == "bf16" or (config.amp == "auto" and cuda)

@@ -132,6 +132,36 @@ def test_a_resumed_run_gives_the_uninterrupted_curve_and_top1_exactly(tmp_path: 
     assert all(torch.equal(resumed.weights[k], full.weights[k]) for k in full.weights)
 
 
+class SegmentEndsOnly(FileSink):
+    """A sink whose cadence never asks for a save: only a segment's end is saved."""
+
+    def due(self) -> bool:
+        return False
+
+
+def test_segments_of_a_run_resumed_in_turn_give_the_uninterrupted_run(tmp_path: Path) -> None:
+    """A lease's segment (to_epoch) trains up to that epoch and always leaves a checkpoint at its
+    end; the next segment resumes from it with the LR schedule of the whole run."""
+    full = _train()
+    sink = SegmentEndsOnly(tmp_path)
+    first = _train(checkpoints=sink, to_epoch=1)
+    assert [p.name for p in sink.paths] == ["e1-s0.pt"]
+    assert _without_times(first.curve) == _without_times(full.curve[:1])
+    assert first.epochs_trained == 1
+    second = _train(resume=load_checkpoint(sink.paths[-1]), checkpoints=sink, to_epoch=2)
+    assert [p.name for p in sink.paths] == ["e1-s0.pt", "e2-s0.pt"]
+    assert second.resumed_from_epoch == 1 and second.epochs_trained == 1
+    last = _train(resume=load_checkpoint(sink.paths[-1]), checkpoints=sink)
+    assert len(sink.paths) == 2  # nothing is saved after the last epoch
+    assert _without_times(last.curve) == _without_times(full.curve)
+    assert last.top1 == full.top1 and last.best_epoch == full.best_epoch
+
+    with pytest.raises(ValueError, match=r"at most training\.epochs = 3"):
+        _train(to_epoch=4)
+    with pytest.raises(ValueError, match="after the checkpoint's epoch 2"):
+        _train(resume=load_checkpoint(sink.paths[-1]), to_epoch=2)
+
+
 def test_the_checkpoint_file_holds_what_resume_needs(tmp_path: Path) -> None:
     sink = FileSink(tmp_path)
     _train(config=TrainingConfig.from_dict({**RECIPE, "epochs": 2}), checkpoints=sink)
