@@ -23,15 +23,15 @@ def demo(
         "shapes", help="shapes (generated, where the architecture matters) or digits."
     ),
     epochs: int | None = typer.Option(
-        None, min=1, max=1000, help="Training epochs per trial [default: 1 on shapes, 8 on digits]."
+        None, min=1, max=1000, help="Training epochs per trial (default: 1 on shapes, 8 on digits)."
     ),
     seed: int = typer.Option(0, min=0, help="The search's seed (its Sobol points, trial seeds)."),
     resolution: int | None = typer.Option(
         None,
         min=32,
         max=1024,
-        help="Baseline resolution R0 in pixels, a multiple of 16 [default: 48 on shapes, 64 on "
-        "digits].",
+        help="Baseline resolution R0 in pixels, a multiple of 16 (default: 48 on shapes, 64 on "
+        "digits).",
     ),
     c: float = typer.Option(
         0.5, min=0.01, max=1.0, help="Budget as a fraction of the baseline's MACs."
