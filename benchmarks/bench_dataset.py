@@ -1,9 +1,9 @@
 """Does the architecture matter on the generated `shapes` dataset, beyond seed noise, in time?
 
-At the recipe proposed for the demo (`DEMO_RECIPE`), on the CPU with one torch thread per trial,
-for the demo's baseline (MobileViT v2-0.5 at 64 px, 10 classes), budget (c = 0.5: at most half
-the baseline's MACs) and search space (service/demo.py's DEMO_SPACE, copied here so the script
-does not import the service):
+At the demo's recipe for shapes (`DEMO_RECIPE`), on the CPU with one torch thread per trial, for
+the demo's baseline (MobileViT v2-0.5 at 48 px, 10 classes), budget (c = 0.5: at most half the
+baseline's MACs) and search space, all read from vitcube.service.demo so that the benchmark
+measures what `vitcube demo` runs:
 (a) trains `--networks` networks sampled by a scrambled Sobol sequence (seeded) over the space,
     skipping those over the budget, and prints each one's factors, MACs, top-1 (best epoch's,
     as a worker reports it) and seconds; then the spread, best − worst top-1 in points;
@@ -30,7 +30,7 @@ and 88 % from seed to seed (std 6.2), because reading the stripes is learnt at a
 varies with the seed. Version 1 (a flat look-alike beside the striped object, 64 px, 120 steps):
 spread 46 points, std 10.4.
 
-Imports torch, models, search (the space and the reference rule) and workers.
+Imports torch, models, search (the reference rule), workers, and service.demo (its settings).
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ import statistics
 import time
 from typing import Any
 
-BASE = {"family": "mobilevit_v2", "width": 0.5, "resolution": 48, "num_classes": 10}
-BUDGET_C = 0.5
-DEMO_SPACE = {"r": (0.5, 1.7), "d_i": (0.5, 2.3), "d_m": (0.5, 1.6), "w": (0.4, 1.2)}
-FACTORS = ("r", "d_i", "d_m", "w")
-# The recipe proposed for the demo on shapes; see the module docstring of workers/shapes.py.
-DEMO_RECIPE: dict[str, Any] = {
-    "epochs": 1,
-    "batch_size": 32,
-    "lr": 0.0015,
-    "warmup_epochs": 0.3,
+from vitcube.service.demo import DEMO_RECIPES, DEMO_RESOLUTIONS, DEMO_SPACE, DemoOptions
+
+BASE = {
+    "family": "mobilevit_v2",
+    "width": DemoOptions.width,
+    "resolution": DEMO_RESOLUTIONS["shapes"],
+    "num_classes": 10,
 }
+BUDGET_C = DemoOptions.c
+FACTORS = ("r", "d_i", "d_m", "w")
+DEMO_RECIPE: dict[str, Any] = DEMO_RECIPES["shapes"]
 DATASET: dict[str, Any] = {"name": "shapes"}
 
 

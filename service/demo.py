@@ -1,7 +1,7 @@
 """`vitcube demo`: the whole mission on one machine, with no configuration.
 
 It starts the server on loopback (embedded SQLite, generated tokens) in this process, creates a
-`gp` search on the generated `shapes` dataset (workers/shapes.py: 64 px pictures whose class
+`gp` search on the generated `shapes` dataset (workers/shapes.py: 48 px pictures whose class
 needs the native resolution; `--dataset digits` for scikit-learn's digits) with a MobileViT v2
 baseline at a small resolution and a budget of about half its MACs, starts local CPU workers as
 subprocesses (`python -m vitcube.workers`) that really train, shows progress, and when the
@@ -37,7 +37,6 @@ POLL_S = 1.0
 # The paper's bounds are for ImageNet-length training; in a short run, shallower networks than
 # the paper's d_i >= 1.3 are often best, so the demo lets the GP go there.
 DEMO_SPACE = {"r": (0.5, 1.7), "d_i": (0.5, 2.3), "d_m": (0.5, 1.6), "w": (0.4, 1.2)}
-DEMO_DATASETS = ("shapes", "digits")
 # The recipe per dataset. shapes: one pass over its 10,000 training images (313 steps), evaluated
 # once on its 5,000 validation images. Reading the stripes is learnt suddenly, at a step that
 # varies with the seed; 313 steps at this peak LR and a 30 % warm-up take every seed past it,
@@ -51,6 +50,7 @@ DEMO_RECIPES: dict[str, dict[str, Any]] = {
 }
 # The baseline's R0 per dataset: shapes' native size (the stripes need it), digits' usual 64 px.
 DEMO_RESOLUTIONS = {"shapes": 48, "digits": 64}
+DEMO_DATASETS = tuple(DEMO_RECIPES)  # the first is the default
 
 
 # The seed-to-seed standard deviation of one network's top-1 (points) at the demo's recipe, as

@@ -184,8 +184,8 @@ GENERIC_FAMILY = "mobilevit_v2"
 # Per-dataset augmentation rules: 8x8 digits cannot survive an 8 % crop, a mirrored digit is a
 # different glyph, and RandAugment, RandomErasing, Mixup and CutMix destroy glyphs this small;
 # CIFAR's 32 px images take gentler crops than ImageNet's. The generated shapes (workers/shapes.py)
-# keep their two objects only under mild crops, and RandAugment, RandomErasing, Mixup and CutMix
-# would blur or erase the stripes their class depends on (a flip keeps the class).
+# keep their object and its stripes' period only under mild crops, and RandAugment, RandomErasing,
+# Mixup and CutMix would blur or erase the stripes their class depends on (a flip keeps the class).
 CROP_SCALE_DEFAULTS: Mapping[str, tuple[float, float]] = MappingProxyType(
     {"digits": (0.5, 1.0), "cifar10": (0.25, 1.0), "cifar100": (0.25, 1.0), "shapes": (0.8, 1.0)}
 )

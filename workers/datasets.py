@@ -224,8 +224,8 @@ def load_shapes(spec: dict[str, Any] | None = None) -> ImageDataset:
     """The generated `shapes` dataset (workers/shapes.py says what it holds), cached per host.
 
     spec: the trial's `dataset` block; optional integer keys `seed`, `train_images`,
-    `val_images`, `size` (px) choose another generation (defaults: seed 0, 5,000 training and
-    2,000 validation images of 64 px).
+    `val_images`, `size` (px) choose another generation (defaults: seed 0, 10,000 training and
+    5,000 validation images of 48 px, `SHAPES_OPTIONS`).
     """
     options = dict(SHAPES_OPTIONS)
     for key in options:
