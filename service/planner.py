@@ -1,9 +1,19 @@
 """The planner: keeps every running search at `parallelism` queued + running trials.
 
 A background thread (never the request path) asks the search's strategy for candidates given the
-completed observations and the pending trials, reference trials first (the baseline if it fits
-the budget, then search.reference_trials: width-only and compound shrinks). The strategy object
-is cached per search and rebuilt from the database row alone after a restart.
+observations and the pending trials, reference trials first (the baseline if it fits the
+budget, then search.reference_trials: width-only and compound shrinks). The strategy object is
+cached per search and rebuilt from the database row alone after a restart.
+
+Schedules (vitcube.contract): under `full` every trial trains all of training.epochs and the
+observations are the completed trials. Under `asha` a free slot first goes to a promotion — a
+trial paused at rung k whose result ranks in the top 1/eta of all results at rung k
+(search.asha.promotable) is queued again with the next rung as its to_epoch — and only then to a
+new configuration at the first rung; the GP fits the results at the highest rung that holds
+MODEL_MIN_POINTS of them (BOHB), with every trial lacking a result there as pending. A search's
+optional compute budget (max_train_epochs) bounds what is trained and what the active segments
+will train. Every input is read from the database on each pass, so a restarted server, or
+another replica, carries on where the last pass left off.
 
 On PostgreSQL one planning pass of a search is one transaction holding
 `pg_try_advisory_xact_lock(PLANNER_LOCK, search_id)`, so several server processes on one
@@ -29,8 +39,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vitcube.contract import FACTORS
-from vitcube.service import artifacts
+from vitcube.contract import FACTORS, AshaSchedule
+from vitcube.service import artifacts, store
 from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.db import Database
 from vitcube.service.queue import TrialQueue, make_queue
@@ -49,14 +59,22 @@ class Snapshot:
 
     search: dict[str, Any]
     observations: list[Any]
-    pending: list[dict[str, float]]  # requested factors of every non-completed trial
+    pending: list[dict[str, float]]  # requested factors of every trial without a result to fit
     keys: set[str]
     kinds: set[str]
     active: int  # queued + running
     total: int
-    deficit: int
+    deficit: int  # new configurations wanted
+    rungs: tuple[int, ...] = ()
+    promotions: list[tuple[int, int, int]] = field(default_factory=list)  # (id, at, to) epochs
+    affordable: bool = True  # the compute budget leaves room for one more segment
     rows: list[dict[str, Any]] = field(default_factory=list)
     completed: bool = False  # this pass completed the search (retention follows the commit)
+
+
+# BOHB's rule for the GP's evidence under ASHA: the highest rung with at least this many results
+# (the factors plus two, so the GP has more points than ARD lengthscales).
+MODEL_MIN_POINTS = len(FACTORS) + 2
 
 
 class Planner:
@@ -198,13 +216,19 @@ class Planner:
         search = session.get(Search, search_id)
         if search is None or search.state != "running":
             return None
-        active, total = _active_and_total(session, search_id)
-        if min(search.parallelism - active, search.max_trials - total) <= 0 and active > 0:
+        states = _states(session, search_id)
+        active = states.get("queued", 0) + states.get("running", 0)
+        total = sum(states.values())
+        room = search.parallelism - active
+        more = total < search.max_trials or states.get("paused", 0) > 0
+        if active > 0 and (room <= 0 or not more):
             return None  # full: nothing to plan, nothing to complete; skip loading the trials
         from vitcube.search import Observation  # imports torch (seconds): only once there is work
+        from vitcube.search.asha import model_rung, promotable
 
         trials = session.execute(
             select(
+                Trial.id,
                 Trial.kind,
                 Trial.state,
                 Trial.r,
@@ -218,31 +242,83 @@ class Planner:
                 Trial.top1,
                 Trial.macs,
                 Trial.arch_key,
-            ).where(Trial.search_id == search_id)
+                Trial.to_epoch,
+                Trial.rung_top1,
+                Trial.epochs_trained,
+            )
+            .where(Trial.search_id == search_id)
+            .order_by(Trial.id)
         ).all()
+        schedule = store.schedule_of(search)
+        rungs = store.rungs_of(search)
+        last = rungs[-1]
+
+        def result(t: Any, epoch: int) -> float | None:
+            found = (t.rung_top1 or {}).get(str(epoch))
+            if found is None and epoch == last and t.state == "completed" and not t.rung_top1:
+                found = t.top1  # completed before schedules were stored
+            return None if found is None else float(found)
+
+        # The GP fits the results at the highest rung with enough of them (BOHB); with `full`
+        # that is the only rung. Trials without a result there are pending information.
+        counts = [sum(result(t, epoch) is not None for t in trials) for epoch in rungs]
+        fit_epoch = rungs[model_rung(counts, min_points=MODEL_MIN_POINTS)]
         observations, pending = [], []
         active = 0
         for t in trials:
-            if t.state == "completed" and t.top1 is not None:
+            value = result(t, fit_epoch)
+            if value is not None:
                 observations.append(
                     Observation(
                         factors={"r": t.eff_r, "d_i": t.eff_d_i, "d_m": t.eff_d_m, "w": t.eff_w},
-                        top1=float(t.top1),
+                        top1=value,
                         macs=int(t.macs),
                     )
                 )
             else:
-                # Queued/running ones are fantasies; failed and stopped ones must not come back.
+                # Queued, running and paused ones are fantasies; failed and stopped ones must
+                # not come back.
                 pending.append({"r": t.r, "d_i": t.d_i, "d_m": t.d_m, "w": t.w})
             active += t.state in ("queued", "running")
         total = len(trials)
-        deficit = min(search.parallelism - active, search.max_trials - total)
+        # Compute: what has been trained, what the active segments will train.
+        spent = sum(float(t.epochs_trained or 0.0) for t in trials)
+        spent += sum(
+            (t.to_epoch or last) - float(t.epochs_trained or 0.0)
+            for t in trials
+            if t.state in ("queued", "running")
+        )
+        budget = search.max_train_epochs
+        room = search.parallelism - active
+        promotions: list[tuple[int, int, int]] = []
+        if isinstance(schedule, AshaSchedule):
+            # ASHA: a free slot goes to a promotion first, the highest rung first.
+            for k in range(len(rungs) - 2, -1, -1):
+                at, to = rungs[k], rungs[k + 1]
+                results = {
+                    t.id: value
+                    for t in trials
+                    if t.kind == "search" and (value := result(t, at)) is not None
+                }
+                paused = [t.id for t in trials if t.state == "paused" and t.to_epoch == at]
+                for trial_id in promotable(results, paused, schedule.eta):
+                    if len(promotions) >= room:
+                        break
+                    if budget is not None and spent + (to - at) > budget:
+                        continue
+                    promotions.append((trial_id, at, to))
+                    spent += to - at
+        deficit = min(room - len(promotions), search.max_trials - total)
+        affordable = budget is None or spent + rungs[0] <= budget
+        if budget is not None:
+            deficit = min(deficit, max(0, int((budget - spent) // rungs[0])))
         columns = {c: getattr(search, c) for c in ("base", "max_macs", "min_macs", "m0")}
         columns.update(
             strategy=search.strategy,
             objective=search.objective,
             space=search.space,
             seed=search.seed,
+            budget_left=None if budget is None else budget - spent,
         )
         return Snapshot(
             search=columns,
@@ -253,6 +329,9 @@ class Planner:
             active=active,
             total=total,
             deficit=deficit,
+            rungs=rungs,
+            promotions=promotions,
+            affordable=affordable,
         )
 
     def _strategy(self, search_id: int, search: dict[str, Any]) -> Any:
@@ -292,20 +371,32 @@ class Planner:
         return refs
 
     def _propose(self, search_id: int, snap: Snapshot) -> None:
-        """Fill snap.rows with new trial rows (references first, then the strategy's picks)."""
+        """Fill snap.rows with new trial rows (references first, then the strategy's picks).
+
+        Reference trials train all of training.epochs in one segment (they are the yardsticks
+        the search must beat, never cut short); the strategy's trials start at the first rung.
+        Under a compute budget, a row is added only while its segment still fits in it."""
         if snap.deficit <= 0:
             return
         from vitcube.models import ArchConfig, count_macs, count_params
 
         base = ArchConfig.from_dict(snap.search["base"])
         keys = set(snap.keys)
+        budget_left = snap.search.get("budget_left")
+        first, last = snap.rungs[0], snap.rungs[-1]
 
         def build(kind: str, factors: dict[str, float]) -> None:
+            nonlocal budget_left
+            to_epoch = first if kind == "search" else last
+            if budget_left is not None and to_epoch > budget_left:
+                return
             arch = base.scale(**{f: float(factors[f]) for f in FACTORS})
             key = arch.key()
             if key in keys:
                 return  # the same network is never trained twice
             keys.add(key)
+            if budget_left is not None:
+                budget_left -= to_epoch
             eff = arch.effective_factors()
             snap.rows.append(
                 {
@@ -319,6 +410,7 @@ class Planner:
                     "resolution": int(arch.resolution),
                     "macs": int(count_macs(arch)),
                     "params": int(count_params(arch)),
+                    "to_epoch": to_epoch,
                 }
             )
             snap.pending.append({f: float(factors[f]) for f in FACTORS})
@@ -336,13 +428,35 @@ class Planner:
             build("search", factors)
 
     def _write(self, session: Session, search_id: int, snap: Snapshot) -> int:
+        """Promote, insert, or complete the search; returns how many trials were queued."""
         search = session.get(Search, search_id)
         if search is None or search.state != "running":
             return 0
         # Re-check: on SQLite the trials may have moved since the snapshot was read.
-        active, total = _active_and_total(session, search_id)
-        room = min(search.parallelism - active, search.max_trials - total)
-        rows = snap.rows[: max(room, 0)]
+        states = _states(session, search_id)
+        active = states.get("queued", 0) + states.get("running", 0)
+        total = sum(states.values())
+        room = search.parallelism - active
+        promoted = 0
+        for trial_id, at, to in snap.promotions[: max(room, 0)]:
+            # Only a trial still paused at that rung moves: a promotion happens exactly once.
+            done = session.execute(
+                update(Trial)
+                .where(Trial.id == trial_id, Trial.state == "paused", Trial.to_epoch == at)
+                .values(
+                    state="queued",
+                    to_epoch=to,
+                    lease_id=None,
+                    lease_expires_at=None,
+                    error=None,
+                    updated_at=utcnow(),
+                )
+            )
+            promoted += int(done.rowcount or 0)  # type: ignore[attr-defined]
+        if promoted:
+            log.info("search %s: promoted %d trial(s)", search_id, promoted)
+        room -= promoted
+        rows = snap.rows[: max(min(room, search.max_trials - total), 0)]
         if rows:
             existing = set(
                 session.scalars(
@@ -356,14 +470,21 @@ class Planner:
         if rows:
             session.add_all(Trial(**row) for row in rows)
             session.flush()
-            return len(rows)
+        if rows or promoted:
+            return len(rows) + promoted
         exhausted = snap.deficit > 0 and not snap.rows  # the strategy found nothing new
-        if active == 0 and (total >= search.max_trials or exhausted):
+        spent = not snap.affordable  # the compute budget has no room for another segment
+        if active == 0 and (total >= search.max_trials or exhausted or spent):
             search.state = "completed"
             search.finished_at = utcnow()
             snap.completed = True
             self._strategies.pop(search_id, None)
-            log.info("search %s completed with %d trials", search_id, total)
+            log.info(
+                "search %s completed with %d trials (%d paused at a rung)",
+                search_id,
+                total,
+                states.get("paused", 0),
+            )
         return 0
 
     def _fail_search(self, search_id: int, message: str) -> None:
@@ -376,13 +497,12 @@ class Planner:
         self._strategies.pop(search_id, None)
 
 
-def _active_and_total(session: Session, search_id: int) -> tuple[int, int]:
-    """(queued + running, all) trials of a search, counted in the database."""
-    states = dict(
+def _states(session: Session, search_id: int) -> dict[str, int]:
+    """The search's trials counted by state, in the database."""
+    return dict(
         session.execute(
             select(Trial.state, func.count())
             .where(Trial.search_id == search_id)
             .group_by(Trial.state)
         ).all()
     )
-    return states.get("queued", 0) + states.get("running", 0), sum(states.values())

@@ -23,6 +23,7 @@ from vitcube.contract import (
     Factor,
     HeartbeatReply,
     LeaseRequest,
+    Schedule,
     SearchState,
     TrainingRecipe,
     TrialAck,
@@ -49,6 +50,7 @@ __all__ = [
     "HeartbeatReply",
     "LeaseRequest",
     "Role",
+    "RungSummary",
     "SearchArtifacts",
     "SearchCreate",
     "SearchPublic",
@@ -135,6 +137,7 @@ class SearchCreate(BaseModel):
                 "max_trials": 40,
                 "parallelism": 4,
                 "training": {"epochs": 100, "batch_size": 64},
+                "schedule": {"kind": "asha", "min_epochs": 3, "eta": 3},
             }
         },
     )
@@ -156,18 +159,40 @@ class SearchCreate(BaseModel):
         "would refuse are 422.",
     )
     seed: StrictInt = Field(default=0, ge=0, le=2**31 - 1)
+    schedule: Schedule | None = Field(
+        default=None,
+        description='How trials spend their epochs: {"kind": "full"} trains every trial for '
+        'training.epochs; {"kind": "asha", "min_epochs": e, "eta": η} trains in rungs e, eη, '
+        "eη², … and training.epochs, promoting the best 1/η of each rung. Null: asha with "
+        "η = 3 and min_epochs = epochs // 27 when that makes three rungs or more, else full.",
+    )
+    max_train_epochs: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=10**9,
+        description="Compute budget: the epochs all trials together may train; the search "
+        "completes when they are spent (or at max_trials configurations). Null: no limit.",
+    )
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> SearchCreate:
         for factor, (low, high) in (self.space or {}).items():
             if low >= high:
                 raise ValueError(f"space.{factor}: min {low} must be below max {high}")
+        schedule = self.schedule
+        epochs = self.training.epochs
+        if schedule is not None and schedule.kind == "asha" and schedule.min_epochs > epochs:
+            raise ValueError(
+                f"schedule.min_epochs must be in [1, training.epochs] = [1, {epochs}], "
+                f"got {schedule.min_epochs}"
+            )
         return self
 
 
 class Counts(BaseModel):
     queued: int = 0
     running: int = 0
+    paused: int = 0
     completed: int = 0
     failed: int = 0
     stopped: int = 0
@@ -210,12 +235,34 @@ class TrialPublic(BaseModel):
     # From the completing report (kept in the trial's metrics): the epoch the completing attempt
     # resumed from (None: it started afresh), the epochs it trained, its ONNX Runtime latency.
     resumed_from_epoch: int | None = None
-    epochs_trained: float | None = None
     latency_onnx_ms: float | None = None
     weights_bytes: int | None = Field(
         default=None, description="Size of the final weights (GET …/weights); null: none kept."
     )
     checkpoint: CheckpointSummary | None = None
+    # The schedule's view: the epoch the current (or next) segment trains to, the index of the
+    # last rung reported and the top-1 at each rung reached; a paused trial's top1 is its result
+    # at its rung (partial), a completed trial's the result of its full training.
+    to_epoch: int | None = None
+    rung: int | None = Field(default=None, description="Index of the rung to_epoch ends.")
+    rung_top1: dict[str, float] = Field(
+        default_factory=dict, description="Top-1 at each rung reached: epoch (as text) → top-1."
+    )
+    epochs_trained: float = Field(
+        default=0.0, description="The epoch the trial's training has reached, all segments."
+    )
+    train_macs: float = Field(
+        default=0.0, description="epochs_trained × MACs per image × training images."
+    )
+
+
+class RungSummary(BaseModel):
+    """One rung of a search's schedule: how many trials reached it and what became of them."""
+
+    epoch: int
+    reached: int = Field(description="Trials with a result at this rung.")
+    paused: int = Field(description="Trials waiting here (not promoted, or not yet).")
+    promoted: int = Field(description="Trials sent on to the next rung (0 for the last).")
 
 
 class SearchPublic(BaseModel):
@@ -244,6 +291,13 @@ class SearchPublic(BaseModel):
     finished_at: datetime | None
     artifact_bytes: int = Field(
         default=0, description="Bytes of checkpoints and weights the search holds in the store."
+    )
+    schedule: dict[str, Any] = Field(default_factory=lambda: {"kind": "full"})
+    rungs: list[RungSummary] = Field(default_factory=list)
+    max_train_epochs: int | None = None
+    epochs_trained: float = Field(default=0.0, description="Epochs trained by all trials.")
+    train_macs: float = Field(
+        default=0.0, description="Σ epochs × MACs per image × training images, all trials."
     )
 
 

@@ -29,12 +29,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from vitcube.contract import DEFAULT_SPACE, InvalidRecipeError
+from vitcube.contract import (
+    DEFAULT_SPACE,
+    AshaSchedule,
+    FullSchedule,
+    InvalidRecipeError,
+    default_schedule,
+    rung_epochs,
+)
 from vitcube.service import artifacts
 from vitcube.service.errors import InvalidInput, InvalidTransition, NotFound
 from vitcube.service.schemas import (
     CheckpointSummary,
     Counts,
+    RungSummary,
     SearchCreate,
     SearchPublic,
     TrialPublic,
@@ -130,6 +138,7 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         )
     except InvalidRecipeError as exc:
         raise InvalidInput(str(exc)) from exc
+    schedule = body.schedule if body.schedule is not None else default_schedule(training.epochs)
     budget = body.budget.model_dump(exclude_none=True)
     known = set(SearchCreate.model_fields)
     extra = {k: v for k, v in (body.model_extra or {}).items() if k not in known}
@@ -157,7 +166,28 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         "training": training.model_dump(mode="json"),
         "seed": body.seed,
         "extra": extra,
+        "schedule": schedule.model_dump(mode="json"),
+        "max_train_epochs": body.max_train_epochs,
     }, strategy
+
+
+def schedule_of(search: Search) -> FullSchedule | AshaSchedule:
+    """The search's stored schedule as its contract model (a row from before schedules: full)."""
+    stored = search.schedule or {"kind": "full"}
+    if stored.get("kind") == "asha":
+        return AshaSchedule.model_validate(stored)
+    return FullSchedule(kind="full")
+
+
+def rungs_of(search: Search) -> tuple[int, ...]:
+    """The epochs at which the search's trials' segments end, last = training.epochs."""
+    return rung_epochs(schedule_of(search), int(search.training["epochs"]))
+
+
+def rung_results(trial: Any) -> dict[int, float]:
+    """A trial's top-1 at each rung it reached, by epoch (a completed trial from before
+    schedules: its top-1 at its last epoch, unknown here, so none)."""
+    return {int(epoch): float(top1) for epoch, top1 in (trial.rung_top1 or {}).items()}
 
 
 def get_search(session: Session, search_id: int, *, for_update: bool = False) -> Search:
@@ -230,9 +260,15 @@ def curves(session: Session, trial_ids: list[int]) -> dict[int, list[dict[str, A
 
 
 def trial_public(
-    trial: Trial, curve: list[dict[str, Any]], artifacts: dict[str, Artifact] | None = None
+    trial: Trial,
+    curve: list[dict[str, Any]],
+    artifacts: dict[str, Artifact] | None = None,
+    *,
+    rungs: tuple[int, ...] = (),
+    train_images: int | None = None,
 ) -> TrialPublic:
-    """The public view; `artifacts`: the trial's artifact rows by kind (weights, checkpoint)."""
+    """The public view; `artifacts`: the trial's artifact rows by kind (weights, checkpoint);
+    `rungs`: its search's rung epochs; `train_images`: its search's images per epoch."""
     # Older PostgreSQL completes could store a JSON array here (see queue.postgres._complete).
     metrics = trial.metrics if isinstance(trial.metrics, dict) else {}
     weights = (artifacts or {}).get("weights")
@@ -262,7 +298,11 @@ def trial_public(
         finished_at=trial.finished_at,
         lease_expires_at=trial.lease_expires_at if trial.state == "running" else None,
         resumed_from_epoch=metrics.get("resumed_from_epoch"),
-        epochs_trained=metrics.get("epochs_trained"),
+        to_epoch=trial.to_epoch,
+        rung=_rung_index(trial.to_epoch, rungs),
+        rung_top1=dict(trial.rung_top1 or {}),
+        epochs_trained=trial.epochs_trained or 0.0,
+        train_macs=(trial.epochs_trained or 0.0) * trial.macs * (train_images or 0),
         latency_onnx_ms=metrics.get("latency_onnx_ms"),
         weights_bytes=None if weights is None else weights.bytes,
         checkpoint=None
@@ -273,12 +313,33 @@ def trial_public(
     )
 
 
+def _rung_index(to_epoch: int | None, rungs: tuple[int, ...]) -> int | None:
+    if not rungs:
+        return None
+    if to_epoch is None:
+        return len(rungs) - 1
+    return rungs.index(to_epoch) if to_epoch in rungs else None
+
+
 def trials_public(session: Session, trials: list[Trial]) -> list[TrialPublic]:
     """Public views of these trials, with their curves and artifacts, in their order."""
     ids = [t.id for t in trials]
     by_trial = curves(session, ids)
     held = artifacts.by_trial(session, ids)
-    return [trial_public(t, by_trial.get(t.id, []), held.get(t.id)) for t in trials]
+    searches = {
+        s.id: s
+        for s in session.scalars(select(Search).where(Search.id.in_({t.search_id for t in trials})))
+    }
+    return [
+        trial_public(
+            t,
+            by_trial.get(t.id, []),
+            held.get(t.id),
+            rungs=rungs_of(searches[t.search_id]),
+            train_images=searches[t.search_id].train_images,
+        )
+        for t in trials
+    ]
 
 
 def list_trials(session: Session, search_id: int) -> list[TrialPublic]:
@@ -294,8 +355,11 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
     best = best_trials(session, searches)
     best_public = {p.search_id: p for p in trials_public(session, list(best.values()))}
     held = artifacts.bytes_by_search(session, ids)
+    spent = compute_by_search(session, ids)
     out = []
     for s in searches:
+        rungs = rungs_of(s)
+        epochs, epoch_macs = spent.get(s.id, (0.0, 0.0))
         out.append(
             SearchPublic(
                 id=s.id,
@@ -322,8 +386,42 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
                 created_at=s.created_at,
                 finished_at=s.finished_at,
                 artifact_bytes=held.get(s.id, 0),
+                schedule=schedule_of(s).model_dump(mode="json"),
+                rungs=rung_summaries(session, s.id, rungs),
+                max_train_epochs=s.max_train_epochs,
+                epochs_trained=epochs,
+                train_macs=epoch_macs * (s.train_images or 0),
             )
         )
+    return out
+
+
+def compute_by_search(session: Session, search_ids: list[int]) -> dict[int, tuple[float, float]]:
+    """(Σ epochs_trained, Σ epochs_trained × MACs) over each search's trials."""
+    rows = session.execute(
+        select(
+            Trial.search_id,
+            func.sum(Trial.epochs_trained),
+            func.sum(Trial.epochs_trained * Trial.macs),
+        )
+        .where(Trial.search_id.in_(search_ids))
+        .group_by(Trial.search_id)
+    )
+    return {sid: (float(epochs or 0.0), float(macs or 0.0)) for sid, epochs, macs in rows}
+
+
+def rung_summaries(session: Session, search_id: int, rungs: tuple[int, ...]) -> list[RungSummary]:
+    """How many of the search's trials reached each rung, wait there, went on (one read)."""
+    rows = session.execute(
+        select(Trial.state, Trial.to_epoch, Trial.rung_top1).where(Trial.search_id == search_id)
+    ).all()
+    out = []
+    for k, epoch in enumerate(rungs):
+        reached = [row for row in rows if str(epoch) in (row.rung_top1 or {})]
+        paused = sum(row.state == "paused" and row.to_epoch == epoch for row in reached)
+        later = k + 1 < len(rungs)
+        promoted = sum((row.to_epoch or rungs[-1]) > epoch for row in reached) if later else 0
+        out.append(RungSummary(epoch=epoch, reached=len(reached), paused=paused, promoted=promoted))
     return out
 
 

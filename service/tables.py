@@ -92,6 +92,9 @@ class Search(Base):
         CheckConstraint(_in("state", SEARCH_STATES), name="state"),
         CheckConstraint(_in("objective", ("accuracy", "pareto")), name="objective"),
         CheckConstraint("max_trials >= 1 AND parallelism >= 1", name="limits"),
+        CheckConstraint(
+            "max_train_epochs IS NULL OR max_train_epochs >= 1", name="max_train_epochs"
+        ),
         CheckConstraint("max_macs > 0 AND m0 > 0", name="macs_positive"),
         Index("ix_searches_state", "state"),
     )
@@ -111,6 +114,14 @@ class Search(Base):
     max_trials: Mapped[int] = mapped_column(Integer)
     parallelism: Mapped[int] = mapped_column(Integer)
     training: Mapped[dict[str, Any]]
+    # The resolved schedule (vitcube.contract.FullSchedule / AshaSchedule as a dict) and the
+    # optional compute budget: the epochs all trials together may train.
+    schedule: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=lambda: {"kind": "full"}, server_default='{"kind": "full"}'
+    )
+    max_train_epochs: Mapped[int | None] = mapped_column(Integer)
+    # Images in one training epoch, as the workers report it: train_macs = Σ epochs x MACs x this.
+    train_images: Mapped[int | None] = mapped_column(BigInteger)
     seed: Mapped[int] = mapped_column(BigInteger)
     extra: Mapped[dict[str, Any]]  # fields of the create body beyond the documented ones
     error: Mapped[str | None] = mapped_column(Text)  # why it failed or was paused
@@ -131,6 +142,8 @@ class Trial(Base):
         CheckConstraint(_in("state", TRIAL_STATES), name="state"),
         CheckConstraint(_in("kind", TRIAL_KINDS), name="kind"),
         CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint("to_epoch IS NULL OR to_epoch >= 1", name="to_epoch"),
+        CheckConstraint("epochs_trained >= 0", name="epochs_trained"),
         CheckConstraint("top1 IS NULL OR (top1 >= 0 AND top1 <= 1)", name="top1_fraction"),
         CheckConstraint("top5 IS NULL OR (top5 >= 0 AND top5 <= 1)", name="top5_fraction"),
         CheckConstraint(
@@ -176,6 +189,12 @@ class Trial(Base):
     metrics: Mapped[dict[str, Any] | None]  # the worker's report beyond the columns above
     report_digest: Mapped[str | None] = mapped_column(String(64))  # idempotent complete
     error: Mapped[str | None] = mapped_column(Text)
+    # The schedule's segments: the epoch the trial's current (or next) lease trains to (null:
+    # training.epochs), its top-1 at every rung it reached (epoch as text -> top-1), and the
+    # epochs its training has reached over all its segments (what the search's compute counts).
+    to_epoch: Mapped[int | None] = mapped_column(Integer)
+    rung_top1: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    epochs_trained: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # Whether the failure that set `error` was reported retryable (SIGTERM, a lost device) or
     # not (a bad recipe, a missing dataset); null when no failure was reported.
     error_retryable: Mapped[bool | None] = mapped_column(Boolean)

@@ -242,7 +242,7 @@ def test_factor_names_and_default_space_match_models_and_search() -> None:
 
 
 def test_states_and_kinds_are_the_documented_ones() -> None:
-    assert contract.TRIAL_STATES == ("queued", "running", "completed", "failed", "stopped")
+    assert contract.TRIAL_STATES == ("queued", "running", "paused", "completed", "failed", "stopped")
     assert set(contract.SEARCH_STATES) == {"running", "paused", "completed", "stopped", "failed"}
     assert set(contract.DATASET_CLASSES) < set(contract.DATASETS)
     assert "imagefolder" in contract.DATASETS and "imagefolder" not in contract.DATASET_CLASSES

@@ -59,7 +59,9 @@ DEFAULT_SPACE: Mapping[str, tuple[float, float]] = MappingProxyType(
 SearchState = Literal["running", "paused", "completed", "stopped", "failed"]
 SEARCH_STATES: tuple[SearchState, ...] = get_args(SearchState)
 
-TrialState = Literal["queued", "running", "completed", "failed", "stopped"]
+# `paused`: a multi-fidelity trial waiting at a rung of its schedule (`queued` again when
+# promoted); its top-1 so far is a partial result.
+TrialState = Literal["queued", "running", "paused", "completed", "failed", "stopped"]
 TRIAL_STATES: tuple[TrialState, ...] = get_args(TrialState)
 
 TrialKind = Literal["reference:width_only", "reference:compound", "reference:baseline", "search"]
@@ -522,6 +524,58 @@ def _shown(value: Any) -> str:
         return repr(value)[:100]
 
 
+# -- schedules ----------------------------------------------------------------------------------
+
+
+class FullSchedule(_Strict):
+    """Every trial trains all of `training.epochs` in one segment."""
+
+    kind: Literal["full"]
+
+
+class AshaSchedule(_Strict):
+    """Asynchronous successive halving (ASHA, Li et al. 2020): every trial first trains to
+    `min_epochs`; a trial paused at a rung is promoted to the next one when its top-1 is among
+    the best 1/eta of the results seen at that rung. Rungs: min_epochs · eta^k below
+    `training.epochs`, then `training.epochs` itself."""
+
+    kind: Literal["asha"]
+    min_epochs: StrictInt = Field(..., ge=1, le=10_000, description="The first rung (epochs).")
+    eta: StrictInt = Field(
+        default=3, ge=2, le=100, description="Rung growth and promotion rate (top 1/eta)."
+    )
+
+
+Schedule = Annotated[FullSchedule | AshaSchedule, Field(discriminator="kind")]
+SCHEDULE_KINDS = ("full", "asha")
+
+# The schedule a search gets when its body names none (service decides when to apply it).
+DEFAULT_ASHA_ETA = 3
+DEFAULT_ASHA_RUNGS = 4  # min_epochs = epochs // eta^(rungs - 1): Hyperband's s_max = 3
+
+
+def rung_epochs(schedule: FullSchedule | AshaSchedule, epochs: int) -> tuple[int, ...]:
+    """The epochs at which a trial's segments end: (epochs,) for `full`; for `asha` min_epochs,
+    min_epochs · eta, … while below `epochs`, then `epochs` (always the last rung)."""
+    if isinstance(schedule, FullSchedule):
+        return (epochs,)
+    rungs: list[int] = []
+    rung = schedule.min_epochs
+    while rung < epochs:
+        rungs.append(rung)
+        rung *= schedule.eta
+    rungs.append(epochs)
+    return tuple(rungs)
+
+
+def default_schedule(epochs: int) -> FullSchedule | AshaSchedule:
+    """ASHA with eta 3 and min_epochs = epochs // 27 when that makes at least three rungs
+    (epochs >= 9), else `full`: what a search whose body names no schedule runs."""
+    min_epochs = max(1, epochs // DEFAULT_ASHA_ETA ** (DEFAULT_ASHA_RUNGS - 1))
+    asha = AshaSchedule(kind="asha", min_epochs=min_epochs, eta=DEFAULT_ASHA_ETA)
+    return asha if len(rung_epochs(asha, epochs)) >= 3 else FullSchedule(kind="full")
+
+
 # -- the worker protocol ----------------------------------------------------------------------
 
 
@@ -662,6 +716,9 @@ class TrialReport(_Strict):
     # the epochs this attempt trained (a resumed run trains only what was left).
     resumed_from_epoch: StrictInt | None = Field(default=None, ge=0, le=1_000_000)
     epochs_trained: NonNegative | None = Field(default=None, le=1_000_000)
+    # Images in one training epoch (capped by training.max_steps_per_epoch): with MACs and
+    # epochs, the training compute the search reports (train_macs).
+    train_images: StrictInt | None = Field(default=None, ge=0, le=10**12)
     curve: list[CurvePoint] = Field(default_factory=list, max_length=100_000)
 
 

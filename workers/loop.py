@@ -39,7 +39,7 @@ import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -650,25 +650,37 @@ class Worker:
     def _surrogate(
         self, lease: TrialLease, config: TrainingConfig, control: Control, heartbeat: Heartbeat
     ) -> TrialOutcome:
-        """The documented synthetic landscape instead of training (reports say surrogate)."""
+        """The documented synthetic landscape instead of training (reports say surrogate).
+
+        Trains the lease's segment, epochs from_epoch + 1 … to_epoch of the run's curve (the
+        curve is a function of the trial alone, so a resumed segment continues it exactly), and
+        reports the curve so far and its best top-1."""
         from vitcube.models import Arch, count_macs, count_params
         from vitcube.workers.surrogate import surrogate_curve
 
         arch = Arch.from_dict(dict(lease.arch))
         name = str(lease.dataset.get("name", "digits"))
-        values = surrogate_curve(arch, dataset=name, epochs=config.epochs, seed=lease.seed)
-        self.progress.on_start(epochs=len(values), steps_per_epoch=1, train_images=0)
-        curve: list[dict[str, float]] = []
+        landscape = str(lease.dataset.get("landscape", "balanced"))
+        values = surrogate_curve(
+            arch, dataset=name, epochs=config.epochs, seed=lease.seed, landscape=landscape
+        )
+        end = config.epochs if lease.to_epoch is None else min(lease.to_epoch, config.epochs)
+        start = min(lease.from_epoch, end - 1)
+        self.progress.on_start(epochs=end, steps_per_epoch=1, train_images=0)
+        curve = [
+            {"epoch": epoch, "val_top1": float(values[epoch - 1])} for epoch in range(1, start + 1)
+        ]
         stopped = False
-        for epoch, top1 in enumerate(values, start=1):
+        for epoch in range(start + 1, end + 1):
+            top1 = float(values[epoch - 1])
             control.check()
             if control.stop.is_set():
                 stopped = True
                 break
-            curve.append({"epoch": epoch, "val_top1": float(top1)})
-            report = EpochReport(epoch, 0.0, float(top1), float(top1), 0.0, 0.0)
+            curve.append({"epoch": epoch, "val_top1": top1})
+            report = EpochReport(epoch, 0.0, top1, top1, 0.0, 0.0)
             self.progress.on_epoch(report)
-            heartbeat.update(epoch, {"val_top1": float(top1)})
+            heartbeat.update(epoch, {"val_top1": top1})
         best = (
             max(curve, key=lambda point: point["val_top1"])
             if curve
@@ -684,7 +696,28 @@ class Worker:
             curve=curve,
             stopped=stopped,
             best_epoch=int(best["epoch"]),
+            resumed_from_epoch=start or None,
+            epochs_trained=float(len(curve) - start),
+            train_images=_surrogate_train_images(lease.dataset),
         )
+
+
+# Training images per epoch the surrogate trainer reports (what the real datasets hold; digits'
+# fixed split keeps 80 % of 1,797), so a surrogate search counts train_macs as a real one would.
+SURROGATE_TRAIN_IMAGES = {"digits": 1437, "cifar10": 50_000, "cifar100": 50_000}
+
+
+def _surrogate_train_images(dataset: Mapping[str, Any]) -> int | None:
+    """The images per epoch of a surrogate trial: the spec's `train_images` (shapes' option;
+    any dataset may name it), else the real dataset's size, else unknown (an image folder)."""
+    named = dataset.get("train_images")
+    if isinstance(named, int) and not isinstance(named, bool) and named > 0:
+        return named
+    if dataset.get("name") == "shapes":
+        from vitcube.workers.shapes import DEFAULT_TRAIN_IMAGES
+
+        return DEFAULT_TRAIN_IMAGES
+    return SURROGATE_TRAIN_IMAGES.get(str(dataset.get("name")))
 
 
 class CompilerMissing(RuntimeError):

@@ -151,6 +151,7 @@ class TrainResult:
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     resumed_from_epoch: int | None = None  # the checkpoint's epoch this run resumed from
     epochs_trained: float = 0.0  # epochs this run trained (a partial epoch: its share of steps)
+    epoch_images: int = 0  # training images in one full epoch (steps per epoch x batch)
 
 
 class CheckpointSink(Protocol):
@@ -642,6 +643,7 @@ def train(
         best_state=best_state,
         resumed_from_epoch=start_epoch if resume is not None else None,
         epochs_trained=round(epochs_trained, 6),
+        epoch_images=steps_per_epoch * config.batch_size,
     )
 
 
@@ -1055,6 +1057,7 @@ class TrialOutcome:
     latency_onnx_device: str | None = None
     resumed_from_epoch: int | None = None
     epochs_trained: float | None = None
+    train_images: int | None = None  # training images in one epoch (train_macs counts them)
     # The best epoch's EMA weights (CPU) and the Arch dict: the trial's weights file.
     weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     arch: dict[str, Any] | None = field(default=None, repr=False)
@@ -1066,6 +1069,7 @@ class TrialOutcome:
             "latency_onnx_device": self.latency_onnx_device,
             "resumed_from_epoch": self.resumed_from_epoch,
             "epochs_trained": self.epochs_trained,
+            "train_images": self.train_images,
             "top1": self.top1,
             "top5": self.top5,
             "params": self.params,
@@ -1143,6 +1147,7 @@ def run_trial(
         latency_onnx_device=onnx.device if onnx is not None else None,
         resumed_from_epoch=result.resumed_from_epoch,
         epochs_trained=result.epochs_trained,
+        train_images=result.epoch_images or None,
         weights=result.best_state,
         arch=arch.to_dict(),
     )

@@ -117,6 +117,7 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
                 Trial.params,
                 Trial.attempts,
                 Trial.lease_expires_at,
+                Trial.to_epoch,
             )
         ).one_or_none()
         if row is None:
@@ -149,6 +150,7 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
             **segment(
                 trial_id,
                 search.training,
+                row.to_epoch,
                 None
                 if checkpoint is None
                 else {c: getattr(checkpoint, c) for c in CHECKPOINT_COLUMNS},
@@ -162,16 +164,20 @@ CHECKPOINT_COLUMNS = ("epoch", "step", "bytes", "sha256", "attempt", "created_at
 
 
 def segment(
-    trial_id: int, training: dict[str, Any], checkpoint: dict[str, Any] | None
+    trial_id: int,
+    training: dict[str, Any],
+    to_epoch: int | None,
+    checkpoint: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The lease's `from_epoch`, `to_epoch` and `checkpoint` (CHECKPOINT_COLUMNS of the trial's
-    checkpoint row, or None): a re-leased trial resumes where its latest checkpoint ends."""
+    checkpoint row, or None): a re-leased or promoted trial resumes where its latest checkpoint
+    ends and trains to the trial's `to_epoch` (null: all of training.epochs). A checkpoint at or
+    beyond to_epoch (it cannot be: completing a segment stores its end) is not resumed."""
+    end = int(training["epochs"]) if to_epoch is None else to_epoch
     ref = None if checkpoint is None else artifacts.checkpoint_ref(trial_id, **checkpoint)
-    return {
-        "from_epoch": 0 if ref is None else ref.epoch,
-        "to_epoch": training.get("epochs"),
-        "checkpoint": ref,
-    }
+    if ref is not None and ref.epoch >= end:
+        ref = None
+    return {"from_epoch": 0 if ref is None else ref.epoch, "to_epoch": end, "checkpoint": ref}
 
 
 def _stale(session: Session, trial_id: int, lease_id: str, action: str) -> Conflict:
@@ -223,6 +229,7 @@ def heartbeat(
     it is stopped (state `stopped`), as Optuna's MedianPruner and Vizier's median rule do.
     """
     search_state = select(Search.state).where(Search.id == Trial.search_id).scalar_subquery()
+    schedule = select(Search.schedule).where(Search.id == Trial.search_id).scalar_subquery()
     row = session.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
@@ -230,25 +237,32 @@ def heartbeat(
             lease_expires_at=db_later(session, lease_seconds),
             heartbeat_at=db_now(session),
         )
-        .returning(Trial.search_id, Trial.kind, Trial.lease_expires_at, search_state)
+        .returning(Trial.search_id, Trial.kind, Trial.lease_expires_at, search_state, schedule)
     ).one_or_none()
     if row is None:
         trial = get_trial(session, trial_id)
         if trial.state == "stopped" and trial.lease_id == body.lease_id:
             return {"action": "stop", "reason": trial.error or "trial stopped"}
         raise _stale(session, trial_id, body.lease_id, "heartbeat")
-    search_id, kind, expires_at, state = row
+    search_id, kind, expires_at, state, schedule = row
     if body.metrics:
         _upsert_metric(session, trial_id, body.epoch, body.metrics)
     reason = search_stop_reason(search_id, state)
-    if reason is None and kind == "search" and median_rule_may_apply(body, warmup_epochs):
+    if reason is None and median_rule_applies(kind, schedule_kind(schedule), body, warmup_epochs):
         reason = _median_rule(session, trial_id, search_id, body.epoch, min_trials)
     if reason is None:
         return {"action": "continue", "lease_expires_at": expires_at}
     session.execute(
         update(Trial)
         .where(Trial.id == trial_id)
-        .values(state="stopped", finished_at=db_now(session), error=reason)
+        .values(
+            state="stopped",
+            finished_at=db_now(session),
+            error=reason,
+            epochs_trained=func.max(Trial.epochs_trained, body.epoch)
+            if not is_postgres(session)
+            else func.greatest(Trial.epochs_trained, body.epoch),
+        )
     )
     return {"action": "stop", "reason": reason}
 
@@ -256,6 +270,20 @@ def heartbeat(
 def median_rule_may_apply(body: TrialHeartbeat, warmup_epochs: int) -> bool:
     """Whether `heartbeat` may read more and stop the trial (then it needs a transaction)."""
     return "val_top1" in body.metrics and body.epoch >= warmup_epochs
+
+
+def schedule_kind(schedule: dict[str, Any] | str | None) -> str:
+    """A stored schedule's kind: from the schedule (the ORM's read) or the kind itself (the
+    PostgreSQL hot path selects `schedule->>'kind'`); a missing one is full."""
+    if isinstance(schedule, str):
+        return schedule
+    return str((schedule or {}).get("kind", "full"))
+
+
+def median_rule_applies(kind: str, schedule: str, body: TrialHeartbeat, warmup_epochs: int) -> bool:
+    """The median rule judges `search` trials (never references) of `full` searches only: under
+    ASHA the rungs decide which trials go on, and one rule per search is enough."""
+    return kind == "search" and schedule == "full" and median_rule_may_apply(body, warmup_epochs)
 
 
 def _median_rule(
@@ -302,26 +330,42 @@ def report_digest(body: TrialReport) -> str:
 
 
 def complete(session: Session, trial_id: int, body: TrialReport) -> TrialAck:
-    """running → completed with the report; the same report again is an idempotent no-op."""
+    """running → completed (or paused at a rung) with the report; the same report again is an
+    idempotent no-op."""
     return complete_clearing(session, trial_id, body)[0]
 
 
 def complete_clearing(
     session: Session, trial_id: int, body: TrialReport
 ) -> tuple[TrialAck, list[str]]:
-    """`complete`, and the trial's checkpoint row dropped in the same transaction: (the answer,
-    the checkpoint keys to delete from the artifact store after commit)."""
+    """`complete`, and a completed trial's checkpoint row dropped in the same transaction: (the
+    answer, the checkpoint keys to delete from the artifact store after commit).
+
+    The report is the segment's that the lease named: when its `to_epoch` is before
+    training.epochs the trial becomes `paused` at that rung (its top-1 is the rung's result and
+    its checkpoint stays for the promotion); otherwise it is `completed`. Either way the rung's
+    top-1 joins `rung_top1`, `epochs_trained` becomes the segment's end, and the search learns
+    its images per epoch (train_macs) from the report.
+    """
     digest = report_digest(body)
     now = db_now(session)
+    found = session.execute(
+        select(Trial.metrics, Trial.to_epoch, Trial.rung_top1, Search.training)
+        .join(Search, Search.id == Trial.search_id)
+        .where(Trial.id == trial_id)
+    ).one_or_none()
+    kept, to_epoch, rungs_so_far, training = found if found is not None else (None, None, None, {})
     # The report's extras join what the server already keeps there (e.g. worker_faults).
-    kept = session.scalar(select(Trial.metrics).where(Trial.id == trial_id))
     kept = kept if isinstance(kept, dict) else {}
     metrics = {**kept, **(report_extras(body) or {})} or None
+    epochs = int((training or {}).get("epochs", 0))
+    end = epochs if to_epoch is None else int(to_epoch)
+    state = "completed" if end >= epochs else "paused"
     row = session.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
         .values(
-            state="completed",
+            state=state,
             top1=body.top1,
             top5=body.top5,
             latency_ms=body.latency_ms,
@@ -329,7 +373,9 @@ def complete_clearing(
             surrogate=body.surrogate,
             metrics=metrics,
             report_digest=digest,
-            finished_at=now,
+            rung_top1={**(rungs_so_far or {}), str(end): body.top1},
+            epochs_trained=float(end),
+            finished_at=now if state == "completed" else None,
             updated_at=now,
             error=None,
         )
@@ -338,22 +384,33 @@ def complete_clearing(
     if row is None:
         trial = get_trial(session, trial_id)
         if (
-            trial.state == "completed"
+            trial.state in ("completed", "paused")
             and trial.lease_id == body.lease_id
             and trial.report_digest == digest
         ):
             ack = TrialAck(
-                id=trial.id, search_id=trial.search_id, state="completed", attempts=trial.attempts
+                id=trial.id,
+                search_id=trial.search_id,
+                state=trial.state,  # type: ignore[arg-type]
+                attempts=trial.attempts,
             )
             return ack, []
-        if trial.state == "completed" and trial.lease_id == body.lease_id:
+        if trial.state in ("completed", "paused") and trial.lease_id == body.lease_id:
             raise Conflict(f"trial {trial_id} was already completed with a different report")
         raise _stale(session, trial_id, body.lease_id, "complete")
     if body.curve:
         session.execute(delete(TrialMetric).where(TrialMetric.trial_id == trial_id))
         session.execute(insert(TrialMetric), curve_rows(trial_id, body))
-    keys = artifacts.delete_checkpoint_rows(session, trial_id)
-    ack = TrialAck(id=trial_id, search_id=row.search_id, state="completed", attempts=row.attempts)
+    if body.train_images:
+        session.execute(
+            update(Search)
+            .where(
+                Search.id == row.search_id, Search.train_images.is_distinct_from(body.train_images)
+            )
+            .values(train_images=body.train_images)
+        )
+    keys = artifacts.delete_checkpoint_rows(session, trial_id) if state == "completed" else []
+    ack = TrialAck(id=trial_id, search_id=row.search_id, state=state, attempts=row.attempts)  # type: ignore[arg-type]
     return ack, keys
 
 
@@ -371,6 +428,7 @@ def report_extras(body: TrialReport) -> dict[str, Any] | None:
             ("latency_onnx_device", body.latency_onnx_device),
             ("resumed_from_epoch", body.resumed_from_epoch),
             ("epochs_trained", body.epochs_trained),
+            ("train_images", body.train_images),
         )
         if v is not None
     }

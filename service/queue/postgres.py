@@ -30,11 +30,13 @@ from vitcube.service.queue.orm import (
     CHECKPOINT_COLUMNS,
     OrmTrialQueue,
     curve_rows,
+    median_rule_applies,
     median_rule_may_apply,
     median_verdict,
     metric_row,
     report_digest,
     report_extras,
+    schedule_kind,
     search_stop_reason,
     segment,
 )
@@ -73,7 +75,8 @@ WHERE trials.id = pick.id AND trials.state = 'queued'
 RETURNING trials.id, trials.search_id, trials.kind, trials.r, trials.d_i, trials.d_m, trials.w,
     trials.eff_r, trials.eff_d_i, trials.eff_d_m, trials.eff_w, trials.arch, trials.macs,
     trials.params, trials.attempts, trials.lease_expires_at, pick.dataset, pick.training,
-    pick.seed, ck.epoch, ck.step, ck.bytes, ck.sha256, ck.attempt, ck.created_at
+    pick.seed, trials.to_epoch, ck.epoch, ck.step, ck.bytes, ck.sha256, ck.attempt,
+    ck.created_at
 """
 
 
@@ -88,8 +91,8 @@ async def _lease(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str,
     if row is None:
         return None
     (trial_id, search_id, kind, r, d_i, d_m, w, eff_r, eff_d_i, eff_d_m, eff_w, arch, macs,
-     params, attempts, expires_at, dataset, training, seed) = row[:19]  # fmt: skip
-    checkpoint = dict(zip(CHECKPOINT_COLUMNS, row[19:], strict=True))
+     params, attempts, expires_at, dataset, training, seed, to_epoch) = row[:20]  # fmt: skip
+    checkpoint = dict(zip(CHECKPOINT_COLUMNS, row[20:], strict=True))
     return {
         "id": trial_id,
         "lease_id": lease_id,
@@ -106,7 +109,12 @@ async def _lease(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str,
         "attempts": attempts,
         "lease_expires_at": expires_at,
         "lease_seconds": lease_seconds,
-        **segment(trial_id, training, checkpoint if checkpoint["bytes"] is not None else None),
+        **segment(
+            trial_id,
+            training,
+            to_epoch,
+            checkpoint if checkpoint["bytes"] is not None else None,
+        ),
     }
 
 
@@ -117,7 +125,8 @@ WITH beat AS (
         heartbeat_at = now(), updated_at = now()
     WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
     RETURNING search_id, kind, lease_expires_at,
-        (SELECT s.state FROM searches s WHERE s.id = trials.search_id) AS search_state
+        (SELECT s.state FROM searches s WHERE s.id = trials.search_id) AS search_state,
+        (SELECT s.schedule->>'kind' FROM searches s WHERE s.id = trials.search_id) AS schedule
 ), point AS (
     INSERT INTO trial_metrics (trial_id, epoch, val_top1, val_top5, train_loss, extra, created_at)
     SELECT CAST(%(trial_id)s AS integer), CAST(%(epoch)s AS integer),
@@ -129,7 +138,7 @@ WITH beat AS (
     SET val_top1 = excluded.val_top1, val_top5 = excluded.val_top5,
         train_loss = excluded.train_loss, extra = excluded.extra
 )
-SELECT search_id, kind, lease_expires_at, search_state FROM beat
+SELECT search_id, kind, lease_expires_at, search_state, schedule FROM beat
 """
 _PG_MEDIAN_OTHERS = """
 SELECT m.val_top1 FROM trial_metrics m JOIN trials t ON t.id = m.trial_id
@@ -140,7 +149,8 @@ _PG_BEST_SO_FAR = """
 SELECT max(val_top1) FROM trial_metrics WHERE trial_id = %(trial_id)s AND epoch <= %(epoch)s
 """
 _PG_STOP = """
-UPDATE trials SET state = 'stopped', finished_at = now(), error = %(reason)s, updated_at = now()
+UPDATE trials SET state = 'stopped', finished_at = now(), error = %(reason)s, updated_at = now(),
+    epochs_trained = greatest(epochs_trained, %(epoch)s)
 WHERE id = %(trial_id)s
 """
 
@@ -171,9 +181,9 @@ async def _heartbeat(
     row = await cursor.fetchone()
     if row is None:
         return None
-    search_id, kind, expires_at, state = row
+    search_id, kind, expires_at, state, schedule = row
     reason = search_stop_reason(search_id, state)
-    if reason is None and kind == "search" and median_rule_may_apply(body, warmup_epochs):
+    if reason is None and median_rule_applies(kind, schedule_kind(schedule), body, warmup_epochs):
         await cursor.execute(_PG_MEDIAN_OTHERS, {"search_id": search_id, "epoch": body.epoch})
         others = [v for (v,) in await cursor.fetchall()]
         if len(others) >= min_trials:
@@ -182,30 +192,48 @@ async def _heartbeat(
             reason = median_verdict(others, best_so_far, body.epoch)
     if reason is None:
         return {"action": "continue", "lease_expires_at": expires_at}
-    await cursor.execute(_PG_STOP, {"trial_id": trial_id, "reason": reason})
+    await cursor.execute(_PG_STOP, {"trial_id": trial_id, "reason": reason, "epoch": body.epoch})
     return {"action": "stop", "reason": reason}
 
 
 _PG_COMPLETE = """
-WITH done AS (
+WITH segment AS (
+    -- The segment's end: the trial's to_epoch, or all of training.epochs.
+    SELECT t.id, coalesce(t.to_epoch, (s.training->>'epochs')::integer) AS end_epoch,
+           coalesce(t.to_epoch, (s.training->>'epochs')::integer)
+               >= (s.training->>'epochs')::integer AS last
+    FROM trials t JOIN searches s ON s.id = t.search_id
+    WHERE t.id = %(trial_id)s
+), done AS (
 UPDATE trials
-SET state = 'completed', top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
+SET state = CASE WHEN segment.last THEN 'completed' ELSE 'paused' END,
+    top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
     images_per_s = %(images_per_s)s, surrogate = %(surrogate)s,
     metrics = NULLIF(
         CASE WHEN json_typeof(metrics) = 'object' THEN metrics::jsonb ELSE '{}' END
             || COALESCE(CAST(%(metrics)s AS jsonb), '{}'),
         '{}')::json,
     report_digest = %(digest)s,
-    finished_at = now(), updated_at = now(), error = NULL
-WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
-RETURNING search_id, attempts
+    rung_top1 = (coalesce(rung_top1::jsonb, '{}') || jsonb_build_object(
+        segment.end_epoch::text, CAST(%(top1)s AS double precision)))::json,
+    epochs_trained = segment.end_epoch,
+    finished_at = CASE WHEN segment.last THEN now() END, updated_at = now(), error = NULL
+FROM segment
+WHERE trials.id = segment.id AND trials.lease_id = %(lease_id)s AND trials.state = 'running'
+RETURNING trials.search_id, trials.attempts, trials.state
+), images AS (
+    UPDATE searches SET train_images = CAST(%(train_images)s AS bigint)
+    WHERE id = (SELECT search_id FROM done) AND CAST(%(train_images)s AS bigint) IS NOT NULL
+      AND train_images IS DISTINCT FROM CAST(%(train_images)s AS bigint)
 ), cleared AS (
-    -- A completed trial needs no checkpoint: its row goes in this statement, the object after.
+    -- A completed trial needs no checkpoint (a paused one resumes from it): its row goes in
+    -- this statement, the object after.
     DELETE FROM artifacts
-    WHERE trial_id = %(trial_id)s AND kind = 'checkpoint' AND EXISTS (SELECT 1 FROM done)
+    WHERE trial_id = %(trial_id)s AND kind = 'checkpoint'
+      AND EXISTS (SELECT 1 FROM done WHERE done.state = 'completed')
     RETURNING key
 )
-SELECT search_id, attempts, ARRAY(SELECT key FROM cleared) FROM done
+SELECT search_id, attempts, state, ARRAY(SELECT key FROM cleared) FROM done
 """
 _PG_DELETE_CURVE = "DELETE FROM trial_metrics WHERE trial_id = %(trial_id)s"
 _PG_INSERT_POINT = """
@@ -236,19 +264,20 @@ async def _complete(
             # SQL NULL when there are none: JSON null would make `metrics || null` an array.
             "metrics": None if extras is None else json.dumps(extras),
             "digest": report_digest(body),
+            "train_images": body.train_images,
         },
     )
     row = await cursor.fetchone()
     if row is None:
         return None
-    search_id, attempts, keys = row
+    search_id, attempts, state, keys = row
     if body.curve:
         await cursor.execute(_PG_DELETE_CURVE, {"trial_id": trial_id})
         await cursor.executemany(
             _PG_INSERT_POINT,
             [{**row, "extra": json.dumps(row["extra"])} for row in curve_rows(trial_id, body)],
         )
-    ack = TrialAck(id=trial_id, search_id=search_id, state="completed", attempts=attempts)
+    ack = TrialAck(id=trial_id, search_id=search_id, state=state, attempts=attempts)
     return ack, list(keys or [])
 
 

@@ -33,6 +33,7 @@ def test_create_returns_the_search_with_budget_resolved(client: TestClient) -> N
     assert search["counts"] == {
         "queued": 0,
         "running": 0,
+        "paused": 0,
         "completed": 0,
         "failed": 0,
         "stopped": 0,
@@ -208,6 +209,7 @@ def test_stop_stops_queued_trials_and_tells_running_ones(client: TestClient) -> 
     assert stopped.json()["counts"] == {
         "queued": 0,
         "running": 1,
+        "paused": 0,
         "completed": 0,
         "failed": 0,
         "stopped": 2,
