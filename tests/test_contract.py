@@ -242,7 +242,14 @@ def test_factor_names_and_default_space_match_models_and_search() -> None:
 
 
 def test_states_and_kinds_are_the_documented_ones() -> None:
-    assert contract.TRIAL_STATES == ("queued", "running", "paused", "completed", "failed", "stopped")
+    assert contract.TRIAL_STATES == (
+        "queued",
+        "running",
+        "paused",
+        "completed",
+        "failed",
+        "stopped",
+    )
     assert set(contract.SEARCH_STATES) == {"running", "paused", "completed", "stopped", "failed"}
     assert set(contract.DATASET_CLASSES) < set(contract.DATASETS)
     assert "imagefolder" in contract.DATASETS and "imagefolder" not in contract.DATASET_CLASSES
@@ -252,3 +259,20 @@ def test_importing_the_contract_imports_nothing_heavy_and_nothing_of_ours() -> N
     heavy = ("torch", "numpy", "fastapi", "starlette", "sqlalchemy", "httpx", "sklearn")
     ours = ("vitcube.models", "vitcube.search", "vitcube.service", "vitcube.workers", "vitcube.cli")
     assert modules_loaded_by("import vitcube.contract", (*heavy, *ours)) == []
+
+
+def test_rungs_grow_by_eta_and_end_at_the_full_training() -> None:
+    asha = contract.AshaSchedule(kind="asha", min_epochs=3, eta=3)
+    assert contract.rung_epochs(asha, 100) == (3, 9, 27, 81, 100)
+    assert contract.rung_epochs(asha, 81) == (3, 9, 27, 81)
+    assert contract.rung_epochs(asha, 3) == (3,)
+    assert contract.rung_epochs(contract.FullSchedule(kind="full"), 100) == (100,)
+
+
+def test_the_default_schedule_is_asha_only_when_three_whole_rungs_fit() -> None:
+    assert contract.default_schedule(300) == contract.AshaSchedule(
+        kind="asha", min_epochs=11, eta=3
+    )
+    assert contract.default_schedule(9) == contract.AshaSchedule(kind="asha", min_epochs=1, eta=3)
+    assert contract.default_schedule(8) == contract.FullSchedule(kind="full")
+    assert contract.default_schedule(1) == contract.FullSchedule(kind="full")

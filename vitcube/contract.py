@@ -569,11 +569,14 @@ def rung_epochs(schedule: FullSchedule | AshaSchedule, epochs: int) -> tuple[int
 
 
 def default_schedule(epochs: int) -> FullSchedule | AshaSchedule:
-    """ASHA with eta 3 and min_epochs = epochs // 27 when that makes at least three rungs
-    (epochs >= 9), else `full`: what a search whose body names no schedule runs."""
-    min_epochs = max(1, epochs // DEFAULT_ASHA_ETA ** (DEFAULT_ASHA_RUNGS - 1))
-    asha = AshaSchedule(kind="asha", min_epochs=min_epochs, eta=DEFAULT_ASHA_ETA)
-    return asha if len(rung_epochs(asha, epochs)) >= 3 else FullSchedule(kind="full")
+    """What a search whose body names no schedule runs: ASHA with eta 3 and min_epochs =
+    epochs // 27 (at least 1) when three whole rungs fit (min_epochs · eta² <= epochs, so
+    epochs >= 9), else `full`."""
+    eta = DEFAULT_ASHA_ETA
+    min_epochs = max(1, epochs // eta ** (DEFAULT_ASHA_RUNGS - 1))
+    if min_epochs * eta**2 > epochs:
+        return FullSchedule(kind="full")
+    return AshaSchedule(kind="asha", min_epochs=min_epochs, eta=eta)
 
 
 # -- the worker protocol ----------------------------------------------------------------------

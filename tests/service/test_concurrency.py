@@ -176,3 +176,78 @@ def test_two_server_processes_never_plan_a_search_twice(two_servers: list[str]) 
     finally:
         for client in clients:
             client.close()
+
+
+def test_asha_promotes_each_trial_once_under_concurrent_workers_and_two_planners(
+    two_servers: list[str],
+) -> None:
+    """Eight workers on two server processes, each planning (promoting) under its advisory
+    lock: every segment of every trial is leased exactly once, promotions climb one rung at a
+    time, and the search ends with its rungs accounted for."""
+    epochs, workers = 4, 8
+    body = search_body(
+        max_trials=24,
+        parallelism=6,
+        training={"epochs": epochs, "batch_size": 16},
+        schedule={"kind": "asha", "min_epochs": 1, "eta": 2},
+    )
+    with httpx.Client(base_url=two_servers[0], timeout=30) as admin:
+        search_id = admin.post("/api/searches", json=body, headers=ADMIN).json()["id"]
+    segments: list[tuple[int, int, int]] = []  # (trial, from_epoch, to_epoch)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        with httpx.Client(base_url=two_servers[n % 2], timeout=30) as http:
+            # A safety net only: a worker leaves when the search is over. The servers' first
+            # planning pass imports torch, which takes a while on a busy box.
+            idle_since = time.monotonic()
+            while time.monotonic() - idle_since < 90:
+                response = http.post("/api/trials/lease", json={"worker": f"w{n}"}, headers=WORKER)
+                if response.status_code == 204:
+                    state = http.get(f"/api/searches/{search_id}", headers=VIEWER).json()["state"]
+                    if state != "running":
+                        return
+                    time.sleep(0.02)
+                    continue
+                idle_since = time.monotonic()
+                lease = response.json()
+                with lock:
+                    segments.append((lease["id"], lease["from_epoch"], lease["to_epoch"]))
+                # Results that cross between rungs, a function of the trial and its segment.
+                top1 = round(0.2 + 0.7 * ((lease["id"] * 37 + lease["to_epoch"] * 11) % 97) / 97, 6)
+                report = {"lease_id": lease["lease_id"], "top1": top1, "surrogate": True}
+                done = http.post(f"/api/trials/{lease['id']}/complete", json=report, headers=WORKER)
+                if done.status_code != 200:
+                    with lock:
+                        errors.append(done.text)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert errors == []
+    keys = [(trial, to) for trial, _, to in segments]
+    assert [k for k, n in Counter(keys).items() if n > 1] == []  # each segment leased once
+    by_trial: dict[int, list[int]] = {}
+    for trial, _, to in segments:
+        by_trial.setdefault(trial, []).append(to)
+    rungs = [1, 2, 4]
+    for trial, ends in by_trial.items():
+        assert ends in ([4], rungs[:1], rungs[:2], rungs), (trial, ends)  # one rung at a time
+    with httpx.Client(base_url=two_servers[1], timeout=30) as http:
+        search = wait_for(
+            lambda: (
+                found
+                if (found := http.get(f"/api/searches/{search_id}", headers=VIEWER).json())["state"]
+                == "completed"
+                else None
+            ),
+            timeout_s=30,
+        )
+    assert search["counts"]["paused"] > 0
+    assert sum(search["counts"].values()) == 24
+    promoted = sum(len(ends) - 1 for ends in by_trial.values())
+    assert promoted == sum(r["promoted"] for r in search["rungs"]) > 0
+    assert search["epochs_trained"] == sum(max(ends) for ends in by_trial.values())
