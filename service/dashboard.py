@@ -65,15 +65,26 @@ _env = Environment(
 # --- formatting helpers shared by the templates -----------------------------------------------
 
 
+_MAC_UNITS = (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+
+
 def format_macs(macs: float | int | None) -> str:
-    """`1834000000` -> `"1.83 G"`; MACs are per image."""
+    """`1834000000` -> `"1.83 G"`; per image, or a search's training total (up to `E`)."""
     if macs is None or (isinstance(macs, float) and math.isnan(macs)):
         return "–"
     value = float(macs)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, scale in _MAC_UNITS:
         if abs(value) >= scale:
             return f"{value / scale:.3g} {unit}"
     return f"{value:.0f}"
+
+
+def format_count(value: float | int | None) -> str:
+    """`1234.5` -> `"1,234.5"`, `1000.0` -> `"1,000"`: epochs and other tallies."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    rounded = round(float(value), 1)
+    return f"{rounded:,.0f}" if rounded.is_integer() else f"{rounded:,.1f}"
 
 
 def format_pct(fraction: float | None) -> str:
@@ -104,6 +115,17 @@ def format_bytes(size: int | None) -> str:
     return f"{value:.0f} B"
 
 
+def describe_schedule(search: dict[str, Any]) -> str:
+    """A search's schedule in words: `ASHA, rungs 1 · 3 · 9, η = 3`, or `full training`."""
+    schedule = search.get("schedule") or {"kind": "full"}
+    if schedule.get("kind") != "asha":
+        return "full training"
+    epochs = " · ".join(str(rung["epoch"]) for rung in search.get("rungs") or [])
+    return f"ASHA, rungs {epochs}, η = {schedule.get('eta')}"
+
+
+_env.filters["count"] = format_count
+_env.filters["schedule"] = describe_schedule
 _env.filters["filesize"] = format_bytes
 _env.filters["macs"] = format_macs
 _env.filters["pct"] = format_pct

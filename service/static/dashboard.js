@@ -23,6 +23,8 @@
   const GOOD = "#1f9d55";
   const BAD = "#d64545";
   const ACCENT = "#2f6fdb";
+  const PAUSED = "#b0519f"; // a trial waiting at a rung (its top-1 is partial)
+  const PAUSED_SYMBOLS = ["circle-open", "diamond-open", "square-open", "triangle-up-open"];
   const POLL_MS = 4000;
   const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif';
   const PLOT_CONFIG = {
@@ -61,10 +63,17 @@
   function fmtMacs(macs) {
     if (macs === null || macs === undefined || Number.isNaN(macs)) return "–";
     const v = Number(macs);
-    if (Math.abs(v) >= 1e9) return (v / 1e9).toPrecision(3) + " G";
-    if (Math.abs(v) >= 1e6) return (v / 1e6).toPrecision(3) + " M";
-    if (Math.abs(v) >= 1e3) return (v / 1e3).toPrecision(3) + " k";
+    // Per image up to G; a search's training compute reaches T, P, E.
+    for (const [unit, scale] of [["E", 1e18], ["P", 1e15], ["T", 1e12], ["G", 1e9], ["M", 1e6], ["k", 1e3]]) {
+      if (Math.abs(v) >= scale) return (v / scale).toPrecision(3) + " " + unit;
+    }
     return String(Math.round(v));
+  }
+
+  /** Epochs and other tallies with thousands separators: 1000 -> "1,000", 12.5 -> "12.5". */
+  function fmtTally(n) {
+    if (n === null || n === undefined || Number.isNaN(Number(n))) return "–";
+    return Number(n).toLocaleString("en-US", { maximumFractionDigits: 1 });
   }
 
   function fmtBytes(n) {
@@ -250,6 +259,7 @@
     formula: null,
     lastCompleted: -1,
     sort: { key: "top1", dir: -1 },
+    stateFilter: "", // the trials table shows only this state ("": all)
     timer: null,
   };
 
@@ -257,6 +267,29 @@
     return state.trials.filter(
       (t) => t.state === "completed" && t.top1 !== null && t.top1 !== undefined && t.macs
     );
+  }
+
+  /** Multi-fidelity: trials train in rungs and wait (paused) at each until promoted. */
+  function isAsha() {
+    return Boolean(state.search.schedule && state.search.schedule.kind === "asha");
+  }
+
+  /** The rung epochs, last = training.epochs (one rung, the full training, for `full`). */
+  function rungEpochs() {
+    return (state.search.rungs || []).map((r) => Number(r.epoch));
+  }
+
+  /** Trials waiting at a rung with a (partial) result there. */
+  function pausedTrials() {
+    return state.trials.filter((t) => t.state === "paused" && partialTop1(t) !== null && t.macs);
+  }
+
+  /** A paused trial's top-1 at the rung it waits at (the API's top1 is that result too). */
+  function partialTop1(t) {
+    const atRung = t.rung_top1 && t.to_epoch !== null && t.to_epoch !== undefined
+      ? t.rung_top1[String(t.to_epoch)] : undefined;
+    const value = atRung !== undefined ? atRung : t.top1;
+    return value === null || value === undefined ? null : Number(value);
   }
 
   function bestTrial() {
@@ -294,9 +327,11 @@
 
   function renderPareto() {
     const done = completedTrials();
+    const paused = pausedTrials();
     const search = state.search;
     $("pareto-plot").dataset.points = String(done.length);
-    if (done.length === 0) {
+    $("pareto-plot").dataset.paused = String(paused.length);
+    if (done.length === 0 && paused.length === 0) {
       clearPlot("pareto-plot");
       const failed = (search.counts && search.counts.failed) || 0;
       showMessage(
@@ -308,10 +343,11 @@
       );
       return;
     }
-    showMessage("pareto-empty", "");
+    showMessage("pareto-empty", done.length ? "" :
+      "No trial has trained all its epochs yet: the hollow markers are partial results at a rung, never on the front.");
     const frontIdx = new Set(paretoIndices(done));
     const front = done.filter((t, i) => frontIdx.has(i)).sort((a, b) => a.macs - b.macs);
-    const traces = [
+    const traces = front.length === 0 ? [] : [
       {
         name: "Pareto front",
         x: front.map((t) => t.macs / 1e6),
@@ -345,6 +381,23 @@
         hovertemplate: HOVER,
       });
     }
+    // Paused trials are partial results (top-1 at their rung): never on the front, hollow,
+    // one symbol per rung.
+    const rungs = rungEpochs();
+    for (const epoch of [...new Set(paused.map((t) => t.to_epoch))].sort((a, b) => a - b)) {
+      const members = paused.filter((t) => t.to_epoch === epoch);
+      const symbol = PAUSED_SYMBOLS[Math.max(0, rungs.indexOf(epoch)) % PAUSED_SYMBOLS.length];
+      traces.push({
+        name: `paused at epoch ${epoch} (partial)`,
+        x: members.map((t) => t.macs / 1e6),
+        y: members.map((t) => 100 * partialTop1(t)),
+        customdata: members.map(hoverData),
+        mode: "markers",
+        type: "scatter",
+        marker: { color: PAUSED, symbol, size: 9, line: { color: PAUSED, width: 1.5 } },
+        hovertemplate: HOVER.replace("top-1 <b>", `paused at epoch ${epoch}: partial top-1 <b>`),
+      });
+    }
     const shapes = [];
     const annotations = [];
     if (search.max_macs) {
@@ -362,7 +415,7 @@
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
         line: { color: "#8a94a3", width: 1.5, dash: "dot" } });
     }
-    const surrogate = done.some((t) => t.surrogate);
+    const surrogate = done.concat(paused).some((t) => t.surrogate);
     draw("pareto-plot", traces, baseLayout({
       xaxis: axis("MACs per image (millions)"),
       yaxis: axis("top-1 accuracy (%)"),
@@ -765,12 +818,29 @@
     { key: "kind", label: "kind", value: (t) => t.kind || "search",
       cell: (t) => REFERENCE_STYLE[t.kind] ? el("span", { class: "tag kind-ref", text: REFERENCE_STYLE[t.kind].name }) : document.createTextNode(kindLabel(t.kind)) },
     { key: "state", label: "state", value: (t) => t.state,
-      cell: (t) => el("span", { class: `badge state-${t.state}`, text: t.state }) },
+      cell: (t) => el("span", {
+        class: `badge state-${t.state}`, text: t.state,
+        title: t.state === "paused" ? `waiting at the rung at epoch ${t.to_epoch} for a promotion` : null,
+      }) },
+    // Multi-fidelity searches only: how far each trial has trained, and where its segment ends.
+    { key: "epochs_trained", label: "epochs", num: true, asha: true, value: (t) => t.epochs_trained,
+      cell: (t) => {
+        const trained = fmtTally(t.epochs_trained || 0);
+        const going = (t.state === "queued" || t.state === "running") && t.to_epoch > (t.epochs_trained || 0);
+        return el("span", {
+          title: going ? `trained ${trained} epochs; this segment trains to epoch ${t.to_epoch}` : `trained ${trained} epochs`,
+          text: going ? `${trained} → ${t.to_epoch}` : trained,
+        });
+      } },
     ...FACTORS.map((f) => ({ key: f, label: f, num: true, value: (t) => factorsOf(t)[f], show: (v) => fmtNum(v, 3) })),
     { key: "resolution", label: "px", num: true, value: (t) => t.resolution ?? (t.arch && t.arch.resolution) },
     { key: "macs", label: "MACs", num: true, value: (t) => t.macs, show: fmtMacs },
     { key: "params", label: "params", num: true, value: (t) => t.params, show: fmtCount },
-    { key: "top1", label: "top-1", num: true, value: (t) => t.top1, show: (v) => fmtPct(v, 2) },
+    { key: "top1", label: "top-1", num: true, value: (t) => t.top1,
+      cell: (t) => (t.state === "paused" && t.top1 !== null && t.top1 !== undefined
+        ? el("span", { class: "partial", title: `partial: top-1 at epoch ${t.to_epoch}, the rung it waits at` },
+          [fmtPct(t.top1, 2), el("small", { text: ` @ ${t.to_epoch}` })])
+        : document.createTextNode(fmtPct(t.top1, 2))) },
     { key: "top5", label: "top-5", num: true, value: (t) => t.top5, show: (v) => fmtPct(v, 2) },
     { key: "latency_ms", label: "latency ms", num: true, value: (t) => t.latency_ms, show: (v) => fmtNum(v, 2) },
     { key: "worker", label: "worker", value: (t) => t.worker },
@@ -791,11 +861,16 @@
     return String(a).localeCompare(String(b), undefined, { numeric: true });
   }
 
+  function shownColumns() {
+    return COLUMNS.filter((c) => !c.asha || isAsha());
+  }
+
   function renderTrials() {
     const table = $("trials-table");
     const headRow = table.tHead.rows[0];
+    const columns = shownColumns();
     if (headRow.cells.length === 0) {
-      for (const col of COLUMNS) {
+      for (const col of columns) {
         const th = el("th", { class: col.num ? "num" : "", "data-key": col.key, scope: "col", text: col.label });
         th.addEventListener("click", () => {
           state.sort = { key: col.key, dir: state.sort.key === col.key ? -state.sort.dir : col.num ? -1 : 1 };
@@ -808,8 +883,8 @@
       if (th.dataset.key === state.sort.key) th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
       else th.removeAttribute("aria-sort");
     }
-    const col = COLUMNS.find((c) => c.key === state.sort.key) || COLUMNS[0];
-    const rows = state.trials.slice().sort((a, b) => {
+    const col = columns.find((c) => c.key === state.sort.key) || columns[0];
+    const rows = state.trials.filter((t) => !state.stateFilter || t.state === state.stateFilter).sort((a, b) => {
       const av = col.value(a);
       const bv = col.value(b);
       const nullish = (v) => v === null || v === undefined || v === "";
@@ -825,7 +900,7 @@
         class: [t.state === "failed" ? "row-failed" : "", front.has(t.id) ? "row-front" : ""].join(" ").trim(),
         title: front.has(t.id) ? "on the Pareto front" : null,
       });
-      for (const c of COLUMNS) {
+      for (const c of columns) {
         const v = c.value(t);
         const td = el("td", { class: c.num ? "num" : "" });
         if (c.cell) td.appendChild(c.cell(t, { front }));
@@ -838,8 +913,31 @@
     const counts = state.trials.reduce((acc, t) => ((acc[t.state] = (acc[t.state] || 0) + 1), acc), {});
     $("trials-count").textContent = `— ${state.trials.length} in all` +
       Object.entries(counts).map(([s, n]) => ` · ${n} ${s}`).join("");
+    renderStateFilter(counts);
     showMessage("trials-empty", state.trials.length ? "" : "No trials yet: the planner queues the reference trials first, then the strategy's suggestions.");
     table.parentElement.hidden = state.trials.length === 0;
+  }
+
+  /** The state filter's options: the states present, with their counts (the choice is kept). */
+  function renderStateFilter(counts) {
+    const select = $("trials-filter");
+    if (!select) return;
+    if (!select.dataset.bound) {
+      select.dataset.bound = "1";
+      select.addEventListener("change", () => {
+        state.stateFilter = select.value;
+        renderTrials();
+      });
+    }
+    const signature = JSON.stringify([state.stateFilter, counts]);
+    if (select.dataset.signature === signature) return; // an open list is not rebuilt under the mouse
+    select.dataset.signature = signature;
+    const shown = Object.keys(counts);
+    if (state.stateFilter && !shown.includes(state.stateFilter)) shown.push(state.stateFilter);
+    fill(select,
+      el("option", { value: "", text: `all states (${state.trials.length})` }),
+      ...shown.map((s) => el("option", { value: s, text: `${s} (${counts[s] || 0})` })));
+    select.value = state.stateFilter;
   }
 
   function renderCurves() {
@@ -856,7 +954,9 @@
       .map((t) => {
         const ref = REFERENCE_STYLE[t.kind];
         const isBest = best && t.id === best.id;
-        const pts = t.curve.filter((p) => p.val_top1 !== null && p.val_top1 !== undefined);
+        // A paused trial's curve ends at its rung, where its training stopped.
+        const pts = t.curve.filter((p) => p.val_top1 !== null && p.val_top1 !== undefined &&
+          !(t.state === "paused" && p.epoch > t.to_epoch));
         return {
           name: isBest ? `best (trial ${t.id})` : ref ? ref.name : `trial ${t.id}`,
           x: pts.map((p) => p.epoch),
@@ -871,11 +971,40 @@
           hovertemplate: `trial ${t.id} (${t.state}) · epoch %{x}: %{y:.2f} %<extra></extra>`,
         };
       });
+    const shapes = [];
+    const annotations = [];
+    if (isAsha()) {
+      // Where each paused trial's training stopped: a hollow marker at its curve's end.
+      const ends = withCurves.filter((t) => t.state === "paused").map((t) => {
+        const pts = t.curve.filter((p) => p.val_top1 !== null && p.val_top1 !== undefined && p.epoch <= t.to_epoch);
+        return [t, pts[pts.length - 1]];
+      }).filter(([, end]) => end);
+      if (ends.length) {
+        traces.push({
+          name: "paused at a rung",
+          x: ends.map(([, end]) => end.epoch),
+          y: ends.map(([, end]) => 100 * end.val_top1),
+          text: ends.map(([t]) => String(t.id)),
+          mode: "markers",
+          marker: { color: PAUSED, symbol: "circle-open", size: 8, line: { color: PAUSED, width: 1.5 } },
+          hovertemplate: "trial %{text} paused at epoch %{x}: %{y:.2f} % (partial)<extra></extra>",
+        });
+      }
+      // The rungs: vertical lines where segments end and trials wait for a promotion.
+      for (const [k, epoch] of rungEpochs().entries()) {
+        shapes.push({ type: "line", xref: "x", yref: "paper", x0: epoch, x1: epoch, y0: 0, y1: 1,
+          line: { color: hexA(PAUSED, 0.55), width: 1.5, dash: "dot" }, layer: "below" });
+        annotations.push({ xref: "x", yref: "paper", x: epoch, y: 1, yanchor: "bottom", showarrow: false,
+          text: `rung ${k + 1}`, font: { color: PAUSED, size: 11 } });
+      }
+    }
     draw("curves-plot", traces, baseLayout({
       xaxis: axis("epoch"),
       yaxis: axis("validation top-1 (%)"),
-      legend: { orientation: "h", y: 1.02, yanchor: "bottom", x: 0 },
-      margin: { l: 56, r: 16, t: 30, b: 44 },
+      shapes,
+      annotations,
+      legend: { orientation: "h", y: isAsha() ? 1.1 : 1.02, yanchor: "bottom", x: 0 },
+      margin: { l: 56, r: 16, t: isAsha() ? 48 : 30, b: 44 },
     }));
   }
 
@@ -892,9 +1021,13 @@
     bar.style.width = total ? `${Math.min(100, (100 * done) / total)}%` : "0%";
     bar.className = `progress-fill state-${s.state}`;
     const c = s.counts || {};
+    const pausedBar = $("search-progress-paused");
+    if (pausedBar) pausedBar.style.width = total ? `${Math.min(100, (100 * (c.paused || 0)) / total)}%` : "0%";
     $("search-counts").textContent = `${done} / ${total} trials completed` +
       (c.running ? ` · ${c.running} running` : "") + (c.queued ? ` · ${c.queued} queued` : "") +
+      (c.paused ? ` · ${c.paused} paused at a rung` : "") +
       (c.failed ? ` · ${c.failed} failed` : "");
+    renderCompute();
     $("surrogate-tag").hidden = !state.trials.some((t) => t.surrogate);
     $("artifact-bytes").textContent = fmtBytes(s.artifact_bytes || 0);
     const stop = $("stop-button");
@@ -912,6 +1045,74 @@
     } else if (alert.dataset.kind !== "error") {
       alert.hidden = true;
     }
+  }
+
+  /** Compute spent: epochs trained by all trials (against the budget when there is one). */
+  function renderCompute() {
+    const s = state.search;
+    const epochs = Number(s.epochs_trained || 0);
+    const budget = s.max_train_epochs;
+    $("compute-epochs").textContent = budget
+      ? `${fmtTally(epochs)} / ${fmtTally(budget)} epochs`
+      : `${fmtTally(epochs)} epochs`;
+    $("compute-macs").textContent = s.train_macs
+      ? `${fmtMacs(s.train_macs)}MACs`
+      : epochs ? "MACs not reported" : "0 MACs";
+    const bar = $("compute-progress");
+    if (bar && budget) {
+      bar.style.width = `${Math.min(100, (100 * epochs) / budget)}%`;
+      bar.parentElement.setAttribute("aria-valuenow", String(epochs));
+    }
+  }
+
+  /** The rung view (ASHA only): per rung, trials that reached it, went on, wait there. */
+  function renderRungs() {
+    const table = $("rungs");
+    if (!table || !isAsha()) return;
+    const rungs = state.search.rungs || [];
+    const last = rungs.length - 1;
+    const body = el("tbody");
+    for (const [k, r] of rungs.entries()) {
+      const results = state.trials
+        .map((t) => (t.rung_top1 ? t.rung_top1[String(r.epoch)] : undefined))
+        .filter((v) => v !== null && v !== undefined)
+        .map(Number);
+      const best = results.length ? Math.max(...results) : null;
+      body.appendChild(el("tr", { "data-epoch": r.epoch }, [
+        el("td", { text: k === last ? `${k + 1} (full)` : String(k + 1) }),
+        el("td", { class: "num rung-epoch", text: String(r.epoch) }),
+        el("td", { class: "num rung-reached", text: String(r.reached) }),
+        el("td", { class: "num rung-promoted", text: k === last ? "–" : String(r.promoted) }),
+        el("td", { class: "num rung-paused" + (r.paused ? " waiting" : ""), text: String(r.paused) }),
+        el("td", { class: "num", text: best === null ? "–" : fmtPct(best, 2) }),
+      ]));
+    }
+    table.replaceChild(body, table.tBodies[0]);
+    const waiting = rungs.reduce((n, r) => n + r.paused, 0);
+    const ended = state.search.state !== "running" && state.search.state !== "paused";
+    showMessage("rungs-note", ended && waiting
+      ? `The search is ${state.search.state}: ${waiting === 1 ? "the trial" : `the ${waiting} trials`} still paused at a rung will not be promoted.`
+      : "");
+    const labels = rungs.map((r, k) => `rung ${k + 1} · epoch ${r.epoch}`);
+    // Stacked: of those that reached a rung, promoted + waiting + the rest (finished at the
+    // last rung; stopped or failed before a promotion elsewhere).
+    const rest = rungs.map((r, k) => Math.max(0, r.reached - r.paused - (k === last ? 0 : r.promoted)));
+    draw("rungs-plot", [
+      { type: "bar", orientation: "h", name: "promoted", y: labels, x: rungs.map((r, k) => (k === last ? 0 : r.promoted)),
+        marker: { color: ACCENT }, hovertemplate: "%{y}: %{x} promoted<extra></extra>" },
+      { type: "bar", orientation: "h", name: "waiting (paused)", y: labels, x: rungs.map((r) => r.paused),
+        marker: { color: PAUSED }, hovertemplate: "%{y}: %{x} waiting<extra></extra>" },
+      { type: "bar", orientation: "h", name: "finished (all epochs)", y: labels, x: rest.map((n, k) => (k === last ? n : 0)),
+        marker: { color: GOOD }, hovertemplate: "%{y}: %{x} finished<extra></extra>" },
+      { type: "bar", orientation: "h", name: "went no further", y: labels, x: rest.map((n, k) => (k === last ? 0 : n)),
+        marker: { color: "#a9b4c2" }, hovertemplate: "%{y}: %{x} stopped or failed there<extra></extra>" },
+    ].filter((trace) => trace.x.some((n) => n > 0)), baseLayout({
+      barmode: "stack",
+      xaxis: axis("trials that reached the rung", { rangemode: "tozero", dtick: rungs.some((r) => r.reached > 10) ? null : 1 }),
+      yaxis: axis("", { autorange: "reversed", automargin: true }),
+      legend: { orientation: "h", y: -0.3, yanchor: "top", x: 0 },
+      margin: { l: 10, r: 10, t: 8, b: 40 },
+    }));
   }
 
   function setAlert(text) {
@@ -981,7 +1182,7 @@
 
   function renderAll() {
     renderHeader();
-    const parts = [renderPareto, renderBest, renderImportance, render1d, render2d, renderFormulaPlot, renderCurves, renderTrials];
+    const parts = [renderPareto, renderBest, renderImportance, render1d, render2d, renderFormulaPlot, renderRungs, renderCurves, renderTrials];
     for (const part of parts) {
       try {
         part();

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,9 @@ def _complete_all(server: Server, search_id: Any, n: int, deadline_s: float = 60
             done += 1
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("dashboard")
+@contextmanager
+def _serving(tmp: Path) -> Iterator[Server]:
+    """A uvicorn server (a subprocess) on a fresh SQLite database in `tmp`, stopped afterwards."""
     port = _free_port()
     env = {
         **os.environ,
@@ -153,6 +154,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 pass
             assert time.monotonic() < deadline, "the server did not start:\n" + log.read_text()
             time.sleep(0.2)
+        yield srv
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with _serving(tmp_path_factory.mktemp("dashboard")) as srv:
         with srv.api(ADMIN) as admin:
             created = admin.post(
                 "/api/searches",
@@ -168,12 +181,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             assert fresh.status_code == 201, fresh.text
         srv.searches = {"done": done, "fresh": fresh.json()}
         yield srv
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            process.kill()
 
 
 @dataclass
@@ -428,3 +435,169 @@ def test_a_running_search_fills_in_live_keeps_the_zoom_and_an_admin_can_stop_it(
     # The formula endpoints answer 4xx while too few trials are completed (Chromium logs each
     # failed fetch); the page shows why instead. Nothing else may be logged.
     watch.assert_clean(allowed_errors=("/formula",))
+
+
+# -- multi-fidelity (ASHA) searches: the rung view, paused trials, compute spent -----------------
+
+ASHA_EPOCHS = 9  # rungs 1 · 3 · 9 under min_epochs 1, eta 3
+ASHA_TRIALS = 14  # two reference trials and twelve the schedule trains in rungs
+ASHA_COMPUTE = 100  # max_train_epochs: room for all of them, so the budget bar shows
+DIGITS_TRAIN_IMAGES = 1437
+SCREENS = Path("/tmp/exp/screens")
+
+
+@pytest.fixture(scope="module")
+def asha_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of its own (leases are fair across searches: another search's queued trials
+    would be handed to this worker) with one ASHA search trained until the planner completes it:
+    some trials promoted, some left paused at a rung, some completed."""
+    body = {
+        **_search_body("asha at half budget", max_trials=ASHA_TRIALS, parallelism=3),
+        "training": {"epochs": ASHA_EPOCHS, "batch_size": 64},
+        "schedule": {"kind": "asha", "min_epochs": 1, "eta": 3},
+        "max_train_epochs": ASHA_COMPUTE,
+    }
+    with _serving(tmp_path_factory.mktemp("dashboard-asha")) as srv:
+        with srv.api(ADMIN) as admin:
+            created = admin.post("/api/searches", json=body)
+        assert created.status_code == 201, created.text
+        _train_segments(srv, created.json()["id"])
+        srv.searches = {"asha": created.json()}
+        yield srv
+
+
+def _train_segments(server: Server, search_id: Any, deadline_s: float = 90.0) -> int:
+    """A worker that is only an HTTP client, for a multi-fidelity search: each lease trains to
+    its `to_epoch` (the surrogate curve up to there, its top-1 the rung's result), until the
+    planner completes the search (some trials left paused at a rung). Returns the leases."""
+    from vitcube.models import Arch, count_macs, count_params
+    from vitcube.workers.surrogate import surrogate_curve
+
+    leases = 0
+    deadline = time.monotonic() + deadline_s
+    with server.api(WORKER) as worker, server.api(VIEWER) as viewer:
+        while True:
+            assert time.monotonic() < deadline, f"the search did not complete ({leases} leases)"
+            lease = worker.post("/api/trials/lease", json={"worker": "browser-test:cpu"})
+            if lease.status_code == 204:
+                if viewer.get(f"/api/searches/{search_id}").json()["state"] == "completed":
+                    return leases
+                time.sleep(0.1)  # the planner promotes or queues within a pass (0.2 s)
+                continue
+            assert lease.status_code == 200, lease.text
+            trial = lease.json()
+            assert trial["search_id"] == search_id
+            arch = Arch.from_dict(trial["arch"])
+            values = surrogate_curve(arch, dataset="digits", epochs=ASHA_EPOCHS, seed=trial["seed"])
+            start, end = int(trial["from_epoch"]), int(trial["to_epoch"])
+            curve = [{"epoch": e, "val_top1": float(values[e - 1])} for e in range(1, end + 1)]
+            top1 = max(point["val_top1"] for point in curve)
+            body = {
+                "lease_id": trial["lease_id"],
+                "top1": top1,
+                "top5": min(1.0, top1 + 0.05),
+                "params": count_params(arch),
+                "macs": count_macs(arch),
+                "latency_ms": 1.0 + count_macs(arch) / 1e9,
+                "images_per_s": 1000.0,
+                "surrogate": True,
+                "resumed_from_epoch": start or None,
+                "epochs_trained": float(end - start),
+                "train_images": DIGITS_TRAIN_IMAGES,
+                "curve": curve,
+            }
+            reply = worker.post(f"/api/trials/{trial['id']}/complete", json=body)
+            assert reply.status_code == 200, reply.text
+            leases += 1
+
+
+def test_an_asha_search_shows_its_rungs_paused_trials_and_compute(
+    browser: Any, asha_server: Server, test_output_dir: Path
+) -> None:
+    search_id = asha_server.searches["asha"]["id"]
+    with asha_server.api(VIEWER) as api:
+        search = api.get(f"/api/searches/{search_id}").json()
+        trials = api.get(f"/api/searches/{search_id}/trials").json()
+    rungs = search["rungs"]
+    assert [r["epoch"] for r in rungs] == [1, 3, 9]
+    paused = [t for t in trials if t["state"] == "paused"]
+    completed = [t for t in trials if t["state"] == "completed"]
+    # What the page must show, as the server counts it: all three fates present.
+    assert paused and completed and rungs[0]["promoted"] > 0, rungs
+    assert search["counts"]["paused"] == len(paused)
+
+    page, watch = _page(browser, asha_server, token=VIEWER)
+    page.goto(f"/searches/{search_id}")
+    _wait_drawn(page)
+
+    # The rung view: the schedule in words, and per rung what the server counts.
+    assert "ASHA, rungs 1 · 3 · 9, η = 3" in page.inner_text("#rungs-card h2")
+    shown = page.locator("#rungs tbody tr")
+    assert shown.count() == len(rungs)
+    for k, rung in enumerate(rungs):
+        row = page.locator(f"#rungs tbody tr[data-epoch='{rung['epoch']}']")
+        assert row.locator(".rung-reached").inner_text() == str(rung["reached"])
+        assert row.locator(".rung-paused").inner_text() == str(rung["paused"])
+        promoted = row.locator(".rung-promoted").inner_text()
+        assert promoted == ("–" if k == len(rungs) - 1 else str(rung["promoted"]))
+    assert page.locator("#rungs-plot .barlayer path").count() > 0
+
+    # A paused trial is paused in the table, with its top-1 marked partial (at its rung).
+    trial = paused[0]
+    row = page.locator(f"#trial-{trial['id']}")
+    assert row.locator(".badge").inner_text().lower() == "paused"
+    assert f"@ {trial['to_epoch']}" in row.locator(".partial").inner_text()
+    assert f"{len(paused)} paused at a rung" in page.inner_text("#search-counts")
+    page.select_option("#trials-filter", "paused")  # the table's state filter
+    badges = page.locator("#trials-table tbody .badge").all_inner_texts()
+    assert [b.lower() for b in badges] == ["paused"] * len(paused)
+    page.select_option("#trials-filter", "")
+    assert page.locator("#trials-table tbody tr").count() == len(trials)
+
+    # Compute spent against the budget, and the training MACs in human units.
+    from vitcube.service.dashboard import format_count, format_macs
+
+    epochs = f"{format_count(search['epochs_trained'])} / {ASHA_COMPUTE} epochs"
+    assert page.inner_text("#compute-epochs") == epochs
+    assert search["train_macs"] > 0
+    assert page.inner_text("#compute-macs") == format_macs(search["train_macs"]) + "MACs"
+    share = page.evaluate("document.getElementById('compute-progress').style.width")
+    assert share == f"{100 * search['epochs_trained'] / ASHA_COMPUTE:g}%"
+
+    # The front is drawn from completed trials only; paused ones are hollow and say so.
+    legend = page.locator("#pareto-plot .legend").text_content() or ""
+    assert "paused at epoch" in legend and "(partial)" in legend
+    points = page.locator("#pareto-plot .scatterlayer path.point").count()
+    assert points == len(completed) + len(paused)
+    assert page.get_attribute("#pareto-plot", "data-points") == str(len(completed))
+    # Learning curves: one line per rung, labelled, and a paused trial's curve ends at its rung.
+    labels = page.locator("#curves-plot .annotation").all_text_contents()
+    assert [label for label in labels if label.startswith("rung")] == ["rung 1", "rung 2", "rung 3"]
+    ends = page.evaluate(
+        """id => document.getElementById('curves-plot').data
+             .filter(d => d.name === `trial ${id}`).map(d => Math.max(...d.x))""",
+        trial["id"],
+    )
+    assert ends == [trial["to_epoch"]]
+
+    _assert_no_junk(page)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / "rung_view.png"), full_page=True)
+    page.screenshot(path=str(test_output_dir / "dashboard-asha.png"), full_page=True)
+    # The formula endpoints answer 4xx while too few trials are completed (Chromium logs each
+    # failed fetch); the page says why instead. Nothing else may be logged.
+    watch.assert_clean(allowed_errors=("/formula",))
+
+
+def test_the_list_page_counts_paused_trials_and_compute(browser: Any, asha_server: Server) -> None:
+    with asha_server.api(VIEWER) as api:
+        search = api.get(f"/api/searches/{asha_server.searches['asha']['id']}").json()
+    assert search["counts"]["paused"] > 0
+    page, watch = _page(browser, asha_server, token=VIEWER)
+    page.goto("/")
+    row = page.locator(f"tr[data-search-id='{search['id']}']")
+    text = row.inner_text()
+    assert f"{search['counts']['paused']} paused" in text
+    assert f"/ {ASHA_COMPUTE} epochs" in text
+    assert row.locator(".progress-fill.trial-paused").count() == 1
+    watch.assert_clean()

@@ -183,3 +183,43 @@ def test_open_local_mode_needs_no_login(tmp_path: Path) -> None:
         page = open_client.get(f"/searches/{created.json()['id']}")
         assert page.status_code == 200
         assert 'id="stop-button"' in page.text
+
+
+def test_a_full_search_page_has_no_rung_view(client: TestClient, search: dict[str, Any]) -> None:
+    client.cookies.clear()
+    assert search["schedule"] == {"kind": "full"}
+    page = client.get(f"/searches/{search['id']}", headers=_bearer(VIEWER))
+    assert page.status_code == 200
+    assert 'id="rungs' not in page.text and "ASHA" not in page.text
+    assert 'id="search-progress-paused"' not in page.text  # the trials bar is as it was
+    assert 'id="compute-epochs"' in page.text and 'id="compute-progress"' not in page.text
+
+
+def test_an_asha_search_page_names_its_rungs_and_its_compute_budget(client: TestClient) -> None:
+    client.cookies.clear()
+    body = {
+        **SEARCH,
+        "name": "pages asha",
+        "training": {"epochs": 9, "batch_size": 64},
+        "schedule": {"kind": "asha", "min_epochs": 1, "eta": 3},
+        "max_train_epochs": 1000,
+    }
+    created = client.post("/api/searches", json=body, headers=_bearer(ADMIN))
+    assert created.status_code == 201, created.text
+    search_id = created.json()["id"]
+    page = client.get(f"/searches/{search_id}", headers=_bearer(VIEWER))
+    assert page.status_code == 200
+    assert 'id="rungs"' in page.text
+    assert "ASHA, rungs 1 · 3 · 9, η = 3" in page.text
+    assert "0 / 1,000 epochs" in page.text  # nothing trained yet, against the budget
+    listed = client.get("/", headers=_bearer(VIEWER))
+    assert "0 / 1,000 epochs" in listed.text
+
+
+def test_training_compute_reads_in_human_units() -> None:
+    from vitcube.service.dashboard import format_count, format_macs
+
+    assert format_macs(3.4e15) == "3.4 P" and format_macs(1.23e12) == "1.23 T"
+    assert format_macs(1.834e9) == "1.83 G"  # per image, as before
+    assert format_count(412.0) == "412" and format_count(1000) == "1,000"
+    assert format_count(12.5) == "12.5" and format_count(None) == "–"
