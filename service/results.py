@@ -46,6 +46,8 @@ CSV_COLUMNS = (
     "latency_ms",
     "images_per_s",
     "surrogate",
+    "to_epoch",
+    "epochs_trained",
     "worker",
     "attempts",
     "error",
@@ -108,8 +110,19 @@ class Results:
                 "m0": search.m0,
                 "max_macs": search.max_macs,
                 "min_macs": search.min_macs,
+                "epochs": int(search.training["epochs"]),
             }
         return info, completed, version
+
+    @staticmethod
+    def _fitted_on(info: dict[str, Any], trials: list[Trial]) -> dict[str, Any]:
+        """What a GP view or the formula was fitted on: completed trials only, at the last
+        rung; a paused trial's partial result at an earlier rung is never mixed in."""
+        return {
+            "trials": sum(t.top1 is not None for t in trials),
+            "state": "completed",
+            "epochs": info["epochs"],
+        }
 
     @staticmethod
     def _observations(trials: list[Trial]) -> list[Any]:
@@ -140,7 +153,11 @@ class Results:
                 reference_top1=reference_top1,
                 space=info["space"],
             )
-            return {**result, "reference_top1": reference_top1}
+            return {
+                **result,
+                "reference_top1": reference_top1,
+                "fitted_on": self._fitted_on(info, trials),
+            }
 
         return dict(self._cached((search_id, "analysis", *version), compute))
 
@@ -166,9 +183,10 @@ class Results:
 
     def formula(self, search_id: int, c: float | None) -> dict[str, Any]:
         formula, info = self._formula(search_id)
+        _, trials, _ = self._load(search_id)
         c = info["max_macs"] / info["m0"] if c is None else c
         try:
-            return dict(formula.predict(float(c)))
+            return {**formula.predict(float(c)), "fitted_on": self._fitted_on(info, trials)}
         except ValueError as exc:
             raise InvalidInput(f"c={c}: {exc}") from exc
 
