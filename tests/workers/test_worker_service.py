@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.workers.conftest import wait_for
+
 pytestmark = pytest.mark.slow
 
 
@@ -172,6 +174,36 @@ def test_surrogate_trainer_reports_labelled_results(
         assert trial["surrogate"] is True and trial["latency_ms"] is None
         assert [p["epoch"] for p in trial["curve"]] == list(range(1, 8))
         assert trial["top1"] == max(p["val_top1"] for p in trial["curve"])
+
+
+def test_the_surrogate_trainer_trains_each_asha_segment_and_the_curves_continue(
+    live_server: Any, start_worker: Any
+) -> None:
+    search_id = live_server.create_search(
+        max_trials=6,
+        parallelism=2,
+        training={"epochs": 9, "batch_size": 64},
+        schedule={"kind": "asha", "min_epochs": 1, "eta": 3},
+    )
+    worker = start_worker(live_server, "--trainer", "surrogate", "--max-trials", "40")
+
+    def ended() -> list[dict[str, Any]] | None:
+        search = live_server.http.get(f"/api/searches/{search_id}").json()
+        return live_server.trials(search_id) if search["state"] == "completed" else None
+
+    trials = wait_for(ended, timeout_s=120, what="the asha search to complete")
+    worker.kill()
+    promoted = [t for t in trials if t["kind"] == "search" and len(t["rung_top1"]) > 1]
+    assert promoted, [(t["state"], t["rung_top1"]) for t in trials]
+    for trial in trials:
+        reached = int(trial["epochs_trained"])
+        assert [p["epoch"] for p in trial["curve"]] == list(range(1, reached + 1))
+        for epoch, top1 in trial["rung_top1"].items():  # each rung's result is its curve's
+            assert top1 == max(p["val_top1"] for p in trial["curve"][: int(epoch)])
+    assert any(t["state"] == "paused" for t in trials)
+    search = live_server.http.get(f"/api/searches/{search_id}").json()
+    assert search["epochs_trained"] == sum(t["epochs_trained"] for t in trials) < 9 * len(trials)
+    assert search["train_macs"] == sum(t["epochs_trained"] * t["macs"] * 1437 for t in trials)
 
 
 def test_a_frozen_worker_that_lost_its_lease_abandons_the_trial(
