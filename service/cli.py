@@ -39,9 +39,20 @@ def demo(
     trainer: str = typer.Option(
         "real", help="real: really train; surrogate: the synthetic landscape (no training)."
     ),
+    schedule: str = typer.Option(
+        "auto",
+        help="auto (the server's default: asha from 9 epochs, else full), full, or asha (rungs "
+        "1, 3, 9, … epochs; needs --epochs 2 or more on shapes).",
+    ),
 ) -> None:
     """Run the whole mission on this machine: server, a gp search on shapes, local workers."""
-    from vitcube.service.demo import DEMO_DATASETS, DemoOptions, run_demo
+    from vitcube.service.demo import (
+        DEMO_DATASETS,
+        DEMO_SCHEDULES,
+        DemoOptions,
+        run_demo,
+        search_body,
+    )
 
     if trainer not in ("real", "surrogate"):
         raise typer.BadParameter("must be real or surrogate", param_hint="--trainer")
@@ -49,7 +60,12 @@ def demo(
         raise typer.BadParameter(
             f"must be one of {', '.join(DEMO_DATASETS)}", param_hint="--dataset"
         )
+    if schedule not in DEMO_SCHEDULES:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(DEMO_SCHEDULES)}", param_hint="--schedule"
+        )
     options = DemoOptions(
+        schedule=schedule,
         trials=trials,
         workers=workers,
         port=port,
@@ -61,6 +77,10 @@ def demo(
         c=c,
         trainer=trainer,
     )
+    try:
+        search_body(options)  # a combination the demo cannot run is a usage error, not a crash
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--schedule") from None
     raise typer.Exit(run_demo(options))
 
 

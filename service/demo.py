@@ -104,6 +104,19 @@ def standing(trials: list[dict[str, Any]], noise_points: float | None) -> str | 
     )
 
 
+def compute_summary(search: dict[str, Any]) -> str:
+    """The training the search spent, and for ASHA what each rung kept, in one line."""
+    text = f"trained {search['epochs_trained']:g} epochs, {search['train_macs']:.3g} MACs"
+    schedule = search.get("schedule") or {}
+    if schedule.get("kind") == "asha":
+        rungs = " · ".join(
+            f"epoch {r['epoch']}: {r['reached']} reached, {r['promoted']} promoted"
+            for r in search["rungs"]
+        )
+        text += f" (ASHA, eta {schedule['eta']}: {rungs})"
+    return text
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     """What one demo run does; the CLI's flags map onto these one to one."""
@@ -121,16 +134,34 @@ class DemoOptions:
     formula_c: float = 0.3
     trainer: str = "real"
     strategy: str = "gp"
+    schedule: str = "auto"  # auto: the server's default for the epochs; full; asha
+
+
+# `--schedule asha`: rungs at 1, 3, 9, … epochs (eta 3) up to the recipe's epochs.
+DEMO_ASHA = {"kind": "asha", "min_epochs": 1, "eta": 3}
+DEMO_SCHEDULES = ("auto", "full", "asha")
 
 
 def search_body(options: DemoOptions) -> dict[str, Any]:
     """The create-search body the demo submits (the same JSON a user would POST)."""
     if options.dataset not in DEMO_RECIPES:
         raise ValueError(f"the demo runs on {' or '.join(DEMO_DATASETS)}, not {options.dataset!r}")
+    if options.schedule not in DEMO_SCHEDULES:
+        raise ValueError(f"the demo's schedule is one of {', '.join(DEMO_SCHEDULES)}")
     training = dict(DEMO_RECIPES[options.dataset])
     resolution = options.resolution or DEMO_RESOLUTIONS[options.dataset]
     if options.epochs is not None:
         training["epochs"] = options.epochs
+    extra: dict[str, Any] = {}
+    if options.schedule == "asha":
+        if training["epochs"] < 2:
+            raise ValueError(
+                f"--schedule asha needs at least 2 epochs (rungs 1, 3, …); {options.dataset}'s "
+                f"recipe trains {training['epochs']}: add --epochs 3 (or more)"
+            )
+        extra["schedule"] = dict(DEMO_ASHA)
+    elif options.schedule == "full":
+        extra["schedule"] = {"kind": "full"}
     return {
         "name": f"demo: MobileViT v2-{options.width:g} on {options.dataset} at c = {options.c:g}",
         "base": {
@@ -147,6 +178,7 @@ def search_body(options: DemoOptions) -> dict[str, Any]:
         "parallelism": options.workers,
         "training": training,
         "seed": options.seed,
+        **extra,
     }
 
 
@@ -241,13 +273,14 @@ def _follow(
         while True:
             search = client.get(f"/api/searches/{search_id}").raise_for_status().json()
             counts = search["counts"]
-            done = counts.get("completed", 0) + counts.get("failed", 0) + counts.get("stopped", 0)
+            done = sum(counts.get(s, 0) for s in ("completed", "paused", "failed", "stopped"))
             best = search.get("best")
             best_text = f"best top-1 {best['top1']:.3f}" if best else "no result yet"
+            paused = f", {counts['paused']} paused at a rung" if counts.get("paused") else ""
             progress.update(
                 task,
-                completed=done,
-                status=f"{counts.get('running', 0)} training, {best_text}",
+                completed=min(done, options.trials),
+                status=f"{counts.get('running', 0)} training{paused}, {best_text}",
             )
             if search["state"] != "running":
                 return dict(search)
@@ -264,6 +297,7 @@ def _print_results(
         f"\nsearch {search_id} {search['state']}: m0 = {search['m0'] / 1e6:.1f} M MACs, "
         f"budget {search['max_macs'] / 1e6:.1f} M MACs (c = {options.c:g})"
     )
+    console.print(compute_summary(search))
     if not front:
         console.print("[red]no trial completed: see the worker logs in .vitcube-demo/[/red]")
         return False

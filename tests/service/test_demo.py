@@ -99,3 +99,30 @@ def test_the_demo_searches_shapes_by_default_and_digits_on_request() -> None:
         SearchCreate(**submitted)  # what the server's POST validates
     with pytest.raises(ValueError, match="shapes or digits"):
         search_body(DemoOptions(dataset="cifar10"))
+
+
+def test_the_demo_runs_asha_on_request_and_says_what_it_spent() -> None:
+    from vitcube.service.demo import DemoOptions, compute_summary, search_body
+    from vitcube.service.schemas import SearchCreate
+
+    body = search_body(DemoOptions(schedule="asha", epochs=3))
+    assert body["schedule"] == {"kind": "asha", "min_epochs": 1, "eta": 3}
+    SearchCreate(**body)
+    assert "schedule" not in search_body(DemoOptions())  # auto: the server decides
+    with pytest.raises(ValueError, match="add --epochs 3"):
+        search_body(DemoOptions(schedule="asha"))  # shapes' recipe trains one epoch
+    summary = compute_summary(
+        {
+            "epochs_trained": 14.0,
+            "train_macs": 3.2e12,
+            "schedule": {"kind": "asha", "min_epochs": 1, "eta": 3},
+            "rungs": [
+                {"epoch": 1, "reached": 10, "paused": 7, "promoted": 3},
+                {"epoch": 3, "reached": 5, "paused": 0, "promoted": 0},
+            ],
+        }
+    )
+    assert summary == (
+        "trained 14 epochs, 3.2e+12 MACs (ASHA, eta 3: epoch 1: 10 reached, 3 promoted · "
+        "epoch 3: 5 reached, 0 promoted)"
+    )
