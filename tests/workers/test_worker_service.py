@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +223,21 @@ def test_a_frozen_worker_that_lost_its_lease_abandons_the_trial(
     thief = VitcubeClient(live_server.url, worker_token, worker="thief")
     lease = thief.lease()
     assert lease is not None and lease.id == live_server.trial(search_id)["id"]
+    # The thief holds its 3 s lease as a live worker would, however long the frozen one takes.
+    holding = threading.Event()
+
+    def hold() -> None:
+        while not holding.wait(1.0):
+            thief.heartbeat(lease.id, lease.lease_id, epoch=0)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
     frozen.signal(signal.SIGCONT)
-    assert frozen.wait(60) == 0, frozen.log()
+    try:
+        assert frozen.wait(60) == 0, frozen.log()
+    finally:
+        holding.set()
+        holder.join(timeout=30)
     assert "lease lost" in frozen.log() and "abandoned" in frozen.log()
     trial = live_server.trial(search_id)
     assert trial["state"] == "running" and trial["worker"] == "thief"  # untouched by the old one
