@@ -68,6 +68,7 @@ class Snapshot:
     rungs: tuple[int, ...] = ()
     promotions: list[tuple[int, int, int]] = field(default_factory=list)  # (id, at, to) epochs
     affordable: bool = True  # the compute budget leaves room for one more segment
+    states: dict[str, int] = field(default_factory=dict)  # trials by state, as read
     rows: list[dict[str, Any]] = field(default_factory=list)
     completed: bool = False  # this pass completed the search (retention follows the commit)
 
@@ -332,6 +333,7 @@ class Planner:
             rungs=rungs,
             promotions=promotions,
             affordable=affordable,
+            states=states,
         )
 
     def _strategy(self, search_id: int, search: dict[str, Any]) -> Any:
@@ -474,7 +476,10 @@ class Planner:
             return len(rows) + promoted
         exhausted = snap.deficit > 0 and not snap.rows  # the strategy found nothing new
         spent = not snap.affordable  # the compute budget has no room for another segment
-        if active == 0 and (total >= search.max_trials or exhausted or spent):
+        # Only a pass whose snapshot is still the truth may end the search: a trial that paused
+        # after the snapshot was read may be promotable (its complete wakes another pass).
+        current = states == snap.states
+        if current and active == 0 and (total >= search.max_trials or exhausted or spent):
             search.state = "completed"
             search.finished_at = utcnow()
             snap.completed = True
