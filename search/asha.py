@@ -6,6 +6,10 @@ rung k if its result is among the best 1/eta of *all* results seen at rung k so 
 waiting for the rung to fill. `promotable` is that rule; the service applies it under its
 planning lock (one promotion per trial) and the benchmarks' simulator applies the same function.
 
+`start_rung` is asynchronous Hyperband's hedge (Li et al., 2018; the ASHA paper's brackets): a
+share of the new configurations start at a later rung, in Hyperband's proportions, so a network
+that starts slowly but ends best is not always judged on its first epochs.
+
 `model_rung` is BOHB's choice of evidence for the GP (Falkner et al., 2018): fit on the highest
 rung that holds enough results, so cheap early results steer the search until the expensive
 ones are numerous enough to trust.
@@ -46,3 +50,18 @@ def model_rung(counts: Sequence[int], *, min_points: int) -> int:
         if counts[k] >= min_points:
             return k
     return 0
+
+
+def start_rung(started: Sequence[int], *, eta: int, brackets: int) -> int:
+    """The rung index a new configuration starts at.
+
+    started: how many configurations started at each rung so far (one count per rung, first
+    rung first). Start rung s < min(brackets, len(started)) has Hyperband's weight
+    eta^(n-1-s) / (n-s) for n rungs (bracket s_max - s of Hyperband with s_max = n - 1: every
+    bracket spends about the same epochs); the next configuration goes to the start rung whose
+    count is furthest below its share, ties to the earlier rung. brackets 1: always rung 0.
+    """
+    n = len(started)
+    choices = range(min(max(brackets, 1), n))
+    weights = [eta ** (n - 1 - s) / (n - s) for s in choices]
+    return min(choices, key=lambda s: (started[s] / weights[s], s))

@@ -9,7 +9,8 @@ Schedules (vitcube.contract): under `full` every trial trains all of training.ep
 observations are the completed trials. Under `asha` a free slot first goes to a promotion — a
 trial paused at rung k whose result ranks in the top 1/eta of all results at rung k
 (search.asha.promotable) is queued again with the next rung as its to_epoch — and only then to a
-new configuration at the first rung; the GP fits the results at the highest rung that holds
+new configuration, at the first rung (or, with brackets, at the rung search.asha.start_rung
+picks, in Hyperband's proportions); the GP fits the results at the highest rung that holds
 MODEL_MIN_POINTS of them (BOHB), with every trial lacking a result there as pending. A search's
 optional compute budget (max_train_epochs) bounds what is trained and what the active segments
 will train. Every input is read from the database on each pass, so a restarted server, or
@@ -69,6 +70,9 @@ class Snapshot:
     promotions: list[tuple[int, int, int]] = field(default_factory=list)  # (id, at, to) epochs
     affordable: bool = True  # the compute budget leaves room for one more segment
     states: dict[str, int] = field(default_factory=dict)  # trials by state, as read
+    started: list[int] = field(default_factory=list)  # search trials by start rung (asha)
+    eta: int = 3
+    brackets: int = 1
     rows: list[dict[str, Any]] = field(default_factory=list)
     completed: bool = False  # this pass completed the search (retention follows the commit)
 
@@ -309,6 +313,12 @@ class Planner:
                         continue
                     promotions.append((trial_id, at, to))
                     spent += to - at
+        # Where each search trial started (its first rung): what the brackets balance.
+        started = [0] * len(rungs)
+        for t in trials:
+            if t.kind == "search":
+                first = min([int(e) for e in (t.rung_top1 or {})] + [t.to_epoch or last])
+                started[rungs.index(first) if first in rungs else 0] += 1
         deficit = min(room - len(promotions), search.max_trials - total)
         affordable = budget is None or spent + rungs[0] <= budget
         if budget is not None:
@@ -334,6 +344,9 @@ class Planner:
             promotions=promotions,
             affordable=affordable,
             states=states,
+            started=started,
+            eta=schedule.eta if isinstance(schedule, AshaSchedule) else 3,
+            brackets=schedule.brackets if isinstance(schedule, AshaSchedule) else 1,
         )
 
     def _strategy(self, search_id: int, search: dict[str, Any]) -> Any:
@@ -376,20 +389,25 @@ class Planner:
         """Fill snap.rows with new trial rows (references first, then the strategy's picks).
 
         Reference trials train all of training.epochs in one segment (they are the yardsticks
-        the search must beat, never cut short); the strategy's trials start at the first rung.
+        the search must beat, never cut short); the strategy's trials start at the first rung,
+        or with brackets at the rung `search.asha.start_rung` picks.
         Under a compute budget, a row is added only while its segment still fits in it."""
         if snap.deficit <= 0:
             return
         from vitcube.models import ArchConfig, count_macs, count_params
+        from vitcube.search.asha import start_rung
 
         base = ArchConfig.from_dict(snap.search["base"])
         keys = set(snap.keys)
         budget_left = snap.search.get("budget_left")
-        first, last = snap.rungs[0], snap.rungs[-1]
+        last = snap.rungs[-1]
 
         def build(kind: str, factors: dict[str, float]) -> None:
             nonlocal budget_left
-            to_epoch = first if kind == "search" else last
+            start = 0
+            if kind == "search":
+                start = start_rung(snap.started, eta=snap.eta, brackets=snap.brackets)
+            to_epoch = snap.rungs[start] if kind == "search" else last
             if budget_left is not None and to_epoch > budget_left:
                 return
             arch = base.scale(**{f: float(factors[f]) for f in FACTORS})
@@ -399,6 +417,8 @@ class Planner:
             keys.add(key)
             if budget_left is not None:
                 budget_left -= to_epoch
+            if kind == "search":
+                snap.started[start] += 1
             eff = arch.effective_factors()
             snap.rows.append(
                 {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vitcube.search.asha import model_rung, promotable
+from vitcube.search.asha import model_rung, promotable, start_rung
 
 
 def test_only_the_top_fraction_of_a_rung_is_promoted_and_only_if_it_waits_there() -> None:
@@ -32,3 +32,12 @@ def test_the_model_uses_the_highest_rung_with_enough_results() -> None:
     assert model_rung([20, 7, 6, 2], min_points=6) == 2
     assert model_rung([20, 7, 6, 2], min_points=7) == 1
     assert model_rung([3, 1], min_points=6) == 0  # too few anywhere: the first rung
+
+
+def test_brackets_share_new_configurations_in_hyperbands_proportions() -> None:
+    counts = [0, 0, 0, 0]
+    for _ in range(49):  # Hyperband with 4 rungs, eta 3: brackets of 27, 12, 6 and 4
+        counts[start_rung(counts, eta=3, brackets=4)] += 1
+    assert counts == [27, 12, 6, 4]
+    assert start_rung([5, 0, 0], eta=3, brackets=1) == 0  # plain ASHA
+    assert start_rung([0, 0], eta=3, brackets=9) == 0  # capped by the rungs

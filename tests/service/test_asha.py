@@ -26,7 +26,7 @@ from tests.factories import (
     wait_for,
 )
 from vitcube.contract import AshaSchedule, rung_epochs
-from vitcube.search.asha import promotable
+from vitcube.search.asha import promotable, start_rung
 from vitcube.service.app import create_app
 
 EPOCHS = 4
@@ -52,6 +52,8 @@ class Driver:
         self.results: dict[int, dict[int, float]] = {epoch: {} for epoch in RUNGS}
         self.paused: dict[int, int] = {}  # trial id -> the rung epoch it waits at
         self.segments: list[tuple[int, int]] = []  # (trial id, to_epoch) of every lease
+        self.references: set[int] = set()
+        self.brackets = False  # new configurations may start at a later rung
 
     def state(self) -> str:
         response = self.client.get(f"/api/searches/{self.search_id}", headers=VIEWER)
@@ -94,6 +96,7 @@ class Driver:
         """The lease is what ASHA hands out next, given every result so far."""
         if lease["kind"] != "search":
             assert (lease["from_epoch"], lease["to_epoch"]) == (0, EPOCHS)  # one segment
+            self.references.add(lease["id"])
             return
         wanted = self.promotions()
         if lease["id"] in self.paused:
@@ -101,7 +104,8 @@ class Driver:
             assert lease["to_epoch"] == RUNGS[RUNGS.index(at) + 1]  # the next rung, no skip
             assert lease["id"] in wanted, f"trial {lease['id']} promoted against the rule"
         else:
-            assert lease["to_epoch"] == RUNGS[0]  # a new configuration starts at the first rung
+            if not self.brackets:
+                assert lease["to_epoch"] == RUNGS[0]  # a new configuration: the first rung
             assert wanted == [], f"a new configuration was started while {wanted} were due"
 
     def promotions(self) -> list[int]:
@@ -127,7 +131,7 @@ def test_asha_promotes_exactly_the_trials_the_rule_names_and_ends_with_partial_r
     client: TestClient,
 ) -> None:
     search = _asha_search(client)
-    assert search["schedule"] == ASHA
+    assert search["schedule"] == {**ASHA, "brackets": 1}
     assert [r["epoch"] for r in search["rungs"]] == list(RUNGS)
     driver = Driver(client, search["id"])
     while driver.step():
@@ -181,10 +185,33 @@ def test_a_search_without_a_schedule_gets_asha_when_its_epochs_allow_three_rungs
     client: TestClient,
 ) -> None:
     long = create_search(client, training={"epochs": 81, "batch_size": 16})
-    assert long["schedule"] == {"kind": "asha", "min_epochs": 3, "eta": 3}
+    assert long["schedule"] == {"kind": "asha", "min_epochs": 3, "eta": 3, "brackets": 4}
     assert [r["epoch"] for r in long["rungs"]] == [3, 9, 27, 81]
     short = create_search(client, training={"epochs": 8, "batch_size": 16})
     assert short["schedule"] == {"kind": "full"}
+
+
+def test_brackets_start_new_configurations_at_later_rungs_in_hyperbands_proportions(
+    client: TestClient,
+) -> None:
+    search = _asha_search(client, schedule={**ASHA, "brackets": 3}, max_trials=9)
+    driver = Driver(client, search["id"])
+    starts: list[int] = []
+    while True:
+        before = {t for t, _ in driver.segments}
+        driver.brackets = True
+        if not driver.step():
+            break
+        trial, to_epoch = driver.segments[-1]
+        if trial not in before and trial not in driver.references:
+            starts.append(RUNGS.index(to_epoch))
+    expected: list[int] = []
+    counts = [0, 0, 0]
+    for _ in starts:
+        s = start_rung(counts, eta=2, brackets=3)
+        counts[s] += 1
+        expected.append(s)
+    assert starts == expected and {0, 1, 2} <= set(starts)  # weights 4/3 : 1 : 1
 
 
 def test_the_compute_budget_bounds_what_is_trained(client: TestClient) -> None:
