@@ -271,10 +271,10 @@ def test_rungs_grow_by_eta_and_end_at_the_full_training() -> None:
 
 def test_the_default_schedule_is_asha_only_when_three_whole_rungs_fit() -> None:
     assert contract.default_schedule(300) == contract.AshaSchedule(
-        kind="asha", min_epochs=11, eta=3, brackets=5  # rungs 11, 33, 99, 297, 300
+        kind="asha", min_epochs=11, eta=3, brackets=2
     )
     assert contract.default_schedule(9) == contract.AshaSchedule(
-        kind="asha", min_epochs=1, eta=3, brackets=3
+        kind="asha", min_epochs=1, eta=3, brackets=2
     )
     assert contract.default_schedule(8) == contract.FullSchedule(kind="full")
     assert contract.default_schedule(1) == contract.FullSchedule(kind="full")

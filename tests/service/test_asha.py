@@ -185,7 +185,7 @@ def test_a_search_without_a_schedule_gets_asha_when_its_epochs_allow_three_rungs
     client: TestClient,
 ) -> None:
     long = create_search(client, training={"epochs": 81, "batch_size": 16})
-    assert long["schedule"] == {"kind": "asha", "min_epochs": 3, "eta": 3, "brackets": 4}
+    assert long["schedule"] == {"kind": "asha", "min_epochs": 3, "eta": 3, "brackets": 2}
     assert [r["epoch"] for r in long["rungs"]] == [3, 9, 27, 81]
     short = create_search(client, training={"epochs": 8, "batch_size": 16})
     assert short["schedule"] == {"kind": "full"}
