@@ -116,12 +116,15 @@ def format_bytes(size: int | None) -> str:
 
 
 def describe_schedule(search: dict[str, Any]) -> str:
-    """A search's schedule in words: `ASHA, rungs 1 · 3 · 9, η = 3`, or `full training`."""
+    """A search's schedule in words: `ASHA, rungs 1 · 3 · 9, η = 3` (`, 2 brackets` when new
+    configurations may start past the first rung), or `full training`."""
     schedule = search.get("schedule") or {"kind": "full"}
     if schedule.get("kind") != "asha":
         return "full training"
     epochs = " · ".join(str(rung["epoch"]) for rung in search.get("rungs") or [])
-    return f"ASHA, rungs {epochs}, η = {schedule.get('eta')}"
+    brackets = int(schedule.get("brackets") or 1)
+    hedge = f", {brackets} brackets" if brackets > 1 else ""
+    return f"ASHA, rungs {epochs}, η = {schedule.get('eta')}{hedge}"
 
 
 _env.filters["count"] = format_count

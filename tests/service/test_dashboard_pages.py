@@ -223,3 +223,14 @@ def test_training_compute_reads_in_human_units() -> None:
     assert format_macs(1.834e9) == "1.83 G"  # per image, as before
     assert format_count(412.0) == "412" and format_count(1000) == "1,000"
     assert format_count(12.5) == "12.5" and format_count(None) == "–"
+
+
+def test_the_schedule_in_words_names_its_brackets() -> None:
+    from vitcube.service.dashboard import describe_schedule
+
+    rungs = [{"epoch": 3}, {"epoch": 9}, {"epoch": 27}]
+    hedged = {"schedule": {"kind": "asha", "eta": 3, "brackets": 2}, "rungs": rungs}
+    assert describe_schedule(hedged) == "ASHA, rungs 3 · 9 · 27, η = 3, 2 brackets"
+    plain = {"schedule": {"kind": "asha", "eta": 3, "brackets": 1}, "rungs": rungs}
+    assert describe_schedule(plain) == "ASHA, rungs 3 · 9 · 27, η = 3"
+    assert describe_schedule({"schedule": {"kind": "full"}}) == "full training"
