@@ -146,7 +146,6 @@ def test_asha_promotes_resumes_on_another_worker_and_trains_less_than_full(
     _snapshot(list(after_first.values()), snapshots)
 
     # Phase 2: "b" trains the rest; the curves of waiting trials are read on the way.
-
     def finished() -> dict[str, Any] | None:
         trials = server.trials(search_id)
         _snapshot(trials, snapshots)
@@ -205,7 +204,7 @@ def test_asha_promotes_resumes_on_another_worker_and_trains_less_than_full(
         for epoch in range(1, to_epoch + 1):
             holders = [log for log in everyone if (trial["id"], epoch) in log]
             assert len(holders) == 1, (trial["id"], epoch, everyone)
-        # A rung's result is the best epoch so far: later epochs never rewrite it.
+        # A rung's result is the best epoch up to that rung, as its segment reported it.
         for epoch, top1 in trial["rung_top1"].items():
             best = max(p["val_top1"] for p in trial["curve"][: int(epoch)])
             assert top1 == pytest.approx(best, abs=1e-9), trial
