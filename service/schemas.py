@@ -235,6 +235,11 @@ class TrialPublic(BaseModel):
     # From the completing report (kept in the trial's metrics): the epoch the completing attempt
     # resumed from (None: it started afresh), the epochs it trained, its ONNX Runtime latency.
     resumed_from_epoch: int | None = None
+    attempt_epochs_trained: float | None = Field(
+        default=None,
+        description="Epochs the completing attempt trained (a resumed one trains only what "
+        "was left; its share of steps for a partial epoch).",
+    )
     latency_onnx_ms: float | None = None
     weights_bytes: int | None = Field(
         default=None, description="Size of the final weights (GET …/weights); null: none kept."

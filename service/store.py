@@ -298,6 +298,7 @@ def trial_public(
         finished_at=trial.finished_at,
         lease_expires_at=trial.lease_expires_at if trial.state == "running" else None,
         resumed_from_epoch=metrics.get("resumed_from_epoch"),
+        attempt_epochs_trained=metrics.get("epochs_trained"),
         to_epoch=trial.to_epoch,
         rung=_rung_index(trial.to_epoch, rungs),
         rung_top1=dict(trial.rung_top1 or {}),

@@ -441,6 +441,8 @@ class Worker:
             only=entry,
         )
         what = "stopped early" if outcome.stopped else "completed"
+        if not outcome.stopped and _ends_a_segment(lease):
+            what = f"trained to epoch {lease.to_epoch} of {lease.training.get('epochs')} (a rung)"
         state = "reported" if delivered else f"kept in the spool ({entry.path})"
         self.progress.end_trial(
             f"{what}: top-1 {outcome.top1:.2%} (epoch {outcome.best_epoch}), "

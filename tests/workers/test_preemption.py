@@ -107,7 +107,8 @@ def test_a_killed_workers_trial_resumes_on_another_worker(
     # one epoch more than the recipe's was trained.
     trained_by_second = _epochs_logged(second)
     assert trained_by_second == list(range(trial["resumed_from_epoch"] + 1, EPOCHS + 1))
-    assert trial["epochs_trained"] == EPOCHS - trial["resumed_from_epoch"]
+    assert trial["attempt_epochs_trained"] == EPOCHS - trial["resumed_from_epoch"]
+    assert trial["epochs_trained"] == EPOCHS  # the epoch the trial's training reached
     assert trained_by_first + len(trained_by_second) <= EPOCHS + 1
     assert trial["checkpoint"] is None  # a completed trial keeps its weights, not its checkpoint
     assert trial["weights_bytes"] and trial["weights_bytes"] > 0
@@ -144,7 +145,7 @@ def test_a_worker_sigtermed_mid_epoch_leaves_a_checkpoint_and_the_trial_resumes(
     # in part (a mid-epoch checkpoint carries the steps already done).
     assert _epochs_logged(second) == list(range(checkpoint["epoch"] + 1, EPOCHS + 1))
     remaining = EPOCHS - checkpoint["epoch"] - checkpoint["step"] / STEPS
-    assert trial["epochs_trained"] == pytest.approx(remaining, abs=1e-6)
+    assert trial["attempt_epochs_trained"] == pytest.approx(remaining, abs=1e-6)
 
 
 def test_a_truncated_checkpoint_is_discarded_and_the_trial_restarts_from_zero(
@@ -162,7 +163,7 @@ def test_a_truncated_checkpoint_is_discarded_and_the_trial_restarts_from_zero(
     trial = _completed(server, search_id, second)
     assert second.wait() == 0, second.log()
     assert trial["resumed_from_epoch"] is None
-    assert trial["epochs_trained"] == EPOCHS
+    assert trial["epochs_trained"] == trial["attempt_epochs_trained"] == EPOCHS
     assert _epochs_logged(second) == list(range(1, EPOCHS + 1))
     _assert_whole_curve(trial)
     assert "discard" in second.log().lower(), second.log()[-2000:]

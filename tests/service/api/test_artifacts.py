@@ -191,10 +191,11 @@ def test_a_re_leased_trial_is_told_its_checkpoint_and_completing_deletes_it(
     assert done.status_code == 200, done.text
     trial = _trial(client, lease["id"])
     assert trial["checkpoint"] is None and trial["weights_bytes"] == 30_000
-    # epochs_trained: the epoch the trial's training reached (all 3), not this attempt's 1.
+    # epochs_trained: the epoch the trial's training reached (all 3); this attempt trained 1.
     assert (trial["resumed_from_epoch"], trial["epochs_trained"], trial["latency_onnx_ms"]) == (
         2, 3.0, 1.25,
     )  # fmt: skip
+    assert trial["attempt_epochs_trained"] == 1.0
     missing = client.get(f"/api/trials/{lease['id']}/checkpoint", headers=WORKER)
     assert missing.status_code == 404 and "no checkpoint" in missing.json()["detail"]
     assert [p.name.split("-")[0] for p in _files(tmp_path)] == ["weights"]
