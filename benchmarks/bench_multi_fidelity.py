@@ -24,16 +24,19 @@ median). Every method sees the same surrogate noise per (network, seed): the see
 for the strategy and for every trial's curve.
 
 Methods:
-- ``gp+asha`` (ours): the rule the service's planner applies. Rungs
-  ``contract.rung_epochs(default_schedule(E), E)`` = 3, 9, 27, 81 (eta 3). When a worker frees:
-  promote first (rungs from the highest non-final one down to 0; the first trial
-  ``search.asha.promotable`` names), else a new configuration at rung 0 from
+- ``gp+asha`` (ours): the rule the service's planner applies to a search with the default
+  schedule. Rungs ``contract.rung_epochs(default_schedule(E), E)`` = 3, 9, 27, 81 (eta 3), two
+  brackets. When a worker frees: promote first (rungs from the highest non-final one down to 0;
+  the first trial ``search.asha.promotable`` names), else a new configuration, at the rung
+  ``search.asha.start_rung`` picks (0 for about 7 in 10, 1 for the rest), from
   ``make_strategy("gp")`` fitted on the results at rung ``search.asha.model_rung(counts,
   min_points=6)`` (effective factors, top-1 at that rung, MACs), pending = the requested factors
   of every configuration without a result at that rung. A rung result is
   ``surrogate_curve(...)[rung_epoch - 1]``, the curve of one run of E epochs (its LR schedule
   spans E, as a resumed service segment's does).
-- ``random+asha``: the same rule, new configurations from ``make_strategy("random")``.
+- ``gp+asha1``: the ablation, plain ASHA (one bracket: every configuration starts at rung 0).
+- ``random+asha``: the same rule as ``gp+asha``, new configurations from
+  ``make_strategy("random")``.
 - ``gp-full``, ``random-full`` (the paper's method): every trial trains all E epochs;
   observations = final values of finished trials, pending = running ones.
 - ``optuna-tpe-hb``: Optuna's TPESampler(seed) with HyperbandPruner(min_resource=3,
@@ -85,10 +88,10 @@ torch.set_num_threads(1)
 
 from vitcube.contract import FACTORS, default_schedule, rung_epochs  # noqa: E402
 from vitcube.models import Arch, ArchConfig, count_macs  # noqa: E402
-from vitcube.search.asha import model_rung, promotable  # noqa: E402
+from vitcube.search.asha import model_rung, promotable, start_rung  # noqa: E402
 from vitcube.workers.surrogate import LANDSCAPES, noiseless_top1, surrogate_curve  # noqa: E402
 
-METHODS = ("gp+asha", "random+asha", "gp-full", "random-full", "optuna-tpe-hb")
+METHODS = ("gp+asha", "gp+asha1", "random+asha", "gp-full", "random-full", "optuna-tpe-hb")
 DATASET = "imagefolder"
 TRAIN_IMAGES = 50_000  # per epoch
 TOLERANCE = 0.003  # "reached": within 0.3 points of the best noiseless final top-1
@@ -255,11 +258,16 @@ class FullScheduler:
 class AshaScheduler:
     """The service's ASHA rule: promote first, else a new configuration at rung 0."""
 
-    def __init__(self, problem: Problem, strategy_name: str, seed: int) -> None:
+    def __init__(
+        self, problem: Problem, strategy_name: str, seed: int, *, brackets: int | None = None
+    ) -> None:
         self.new = _NewTrials(problem, strategy_name, seed)
         schedule = default_schedule(problem.epochs)
         self.eta = int(getattr(schedule, "eta", 3))
+        # The default schedule's brackets (the service's default), or the number given.
+        self.brackets = int(getattr(schedule, "brackets", 1)) if brackets is None else brackets
         self.rungs = rung_epochs(schedule, problem.epochs)
+        self.started = [0] * len(self.rungs)  # configurations by start rung
         self.results: list[dict[int, float]] = [{} for _ in self.rungs]  # first seen first
         self.paused: list[list[int]] = [[] for _ in self.rungs]
 
@@ -274,7 +282,11 @@ class AshaScheduler:
         observations = [_observation(trials[i], top1) for i, top1 in self.results[k].items()]
         pending = [t.requested for t in trials if t.id not in self.results[k]]
         trial = self.new.propose(observations, pending)
-        return None if trial is None else (trial, self.rungs[0])
+        if trial is None:
+            return None
+        start = start_rung(self.started, eta=self.eta, brackets=self.brackets)
+        self.started[start] += 1
+        return trial, self.rungs[start]
 
     def finished_segment(self, trial: Trial, to_epoch: int) -> None:
         k = self.rungs.index(to_epoch)
@@ -414,7 +426,9 @@ def _run_task(task: tuple[str, str, int, int, int, float]) -> tuple[str, str, in
     else:
         strategy, kind = method.split("+") if "+" in method else method.split("-")
         scheduler: Scheduler
-        if kind == "asha":
+        if kind == "asha1":  # the ablation: plain ASHA, one bracket
+            scheduler = AshaScheduler(problem, strategy, seed, brackets=1)
+        elif kind == "asha":
             scheduler = AshaScheduler(problem, strategy, seed)
         else:
             scheduler = FullScheduler(problem, strategy, seed)
@@ -532,7 +546,7 @@ def main() -> None:
             }
         ours = medians.get("gp+asha", math.inf)
         ratios = []
-        for peer in ("gp-full", "random-full", "optuna-tpe-hb", "random+asha"):
+        for peer in ("gp-full", "random-full", "optuna-tpe-hb", "random+asha", "gp+asha1"):
             if peer not in medians or math.isinf(ours):
                 continue
             value = medians[peer] / ours
