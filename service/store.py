@@ -184,12 +184,6 @@ def rungs_of(search: Search) -> tuple[int, ...]:
     return rung_epochs(schedule_of(search), int(search.training["epochs"]))
 
 
-def rung_results(trial: Any) -> dict[int, float]:
-    """A trial's top-1 at each rung it reached, by epoch (a completed trial from before
-    schedules: its top-1 at its last epoch, unknown here, so none)."""
-    return {int(epoch): float(top1) for epoch, top1 in (trial.rung_top1 or {}).items()}
-
-
 def get_search(session: Session, search_id: int, *, for_update: bool = False) -> Search:
     query = select(Search).where(Search.id == search_id)
     if for_update:
