@@ -19,12 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-# pyproject's `pythonpath = ["tests"]` puts tests/ ahead of the repository root; there
+from tests.factories import scratch_database
 
 ADMIN_TOKEN = "workers-tests-admin-token-0123456789"
 WORKER_TOKEN = "workers-tests-worker-token-012345678"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VITCUBE = Path(sys.executable).parent / "vitcube"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "VITCUBE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 # MobileViT v2-0.5 without stages 4 and 5 (the small-image variant) at 32 px: ~1-2 M MACs, so
 # a CPU trains a trial in seconds.
@@ -229,11 +232,19 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start a worker process; `own_home=True` gives it a spool (and, beside it, checkpoints)
+    of its own, so that two workers share nothing on disk, as two machines would."""
     started: list[WorkerProcess] = []
 
-    def start(server: LiveServer, *args: str, name: str = "w1") -> WorkerProcess:
+    def start(
+        server: LiveServer, *args: str, name: str = "w1", own_home: bool = False
+    ) -> WorkerProcess:
+        spool = tmp_path / "spool"
+        if own_home:
+            (tmp_path / f"worker-{name}").mkdir()
+            spool = tmp_path / f"worker-{name}" / "spool"
         worker = WorkerProcess(
-            server, tmp_path / "spool", tmp_path / f"worker-{name}.log", [*args, "--name", name]
+            server, spool, tmp_path / f"worker-{name}.log", [*args, "--name", name]
         )
         started.append(worker)
         return worker
@@ -242,3 +253,23 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     for worker in started:
         if worker.process.poll() is None:
             worker.kill()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, server_factory: Callable[..., LiveServer]
+) -> Iterator[LiveServer]:
+    """A live server on each backend (SQLite; a scratch PostgreSQL database), its artifacts in
+    the test's directory; a test module's SERVER_LEASE_SECONDS sets its lease (default 60 s)."""
+    lease_seconds = float(getattr(request.module, "SERVER_LEASE_SECONDS", 60.0))
+    os.environ["VITCUBE_ARTIFACT_URL"] = str(tmp_path / "artifacts")
+    try:
+        if request.param == "sqlite":
+            yield server_factory(lease_seconds=lease_seconds)
+        else:
+            with scratch_database(POSTGRES_ADMIN_URL, "vitcube_workers") as url:
+                live = server_factory(lease_seconds=lease_seconds, database_url=url)
+                yield live
+                live.stop()  # before the database is dropped
+    finally:
+        del os.environ["VITCUBE_ARTIFACT_URL"]

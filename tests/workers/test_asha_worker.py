@@ -13,15 +13,12 @@ Runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.factories import scratch_database
 from tests.workers.conftest import LiveServer, WorkerProcess, wait_for
 from vitcube.search.asha import promotable
 
@@ -36,48 +33,6 @@ MAX_TRIALS = 6
 # The planner's reference trials for conftest's TINY_BASE at c = 0.5 (width-only and compound;
 # the baseline is over the budget). They come first and train all epochs in one segment.
 REFERENCES = 2
-ADMIN_URL = os.environ.get(
-    "VITCUBE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def server(
-    request: pytest.FixtureRequest, tmp_path: Path, server_factory: Callable[..., LiveServer]
-) -> Iterator[LiveServer]:
-    """A live server on the backend, its artifacts (the trials' checkpoints) in the test's
-    directory."""
-    os.environ["VITCUBE_ARTIFACT_URL"] = str(tmp_path / "artifacts")
-    try:
-        if request.param == "sqlite":
-            yield server_factory()
-        else:
-            with scratch_database(ADMIN_URL, "vitcube_asha") as url:
-                live = server_factory(database_url=url)
-                yield live
-                live.stop()  # before the database is dropped
-    finally:
-        del os.environ["VITCUBE_ARTIFACT_URL"]
-
-
-@pytest.fixture
-def start_named_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Workers that share nothing on disk: each its own spool and (beside it) checkpoints."""
-    started: list[WorkerProcess] = []
-
-    def start(server: LiveServer, name: str, *args: str) -> WorkerProcess:
-        home = tmp_path / f"worker-{name}"
-        home.mkdir()
-        worker = WorkerProcess(
-            server, home / "spool", tmp_path / f"worker-{name}.log", [*args, "--name", name]
-        )
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        if worker.process.poll() is None:
-            worker.kill()
 
 
 def _epochs_trained_by(worker: WorkerProcess) -> set[tuple[int, int]]:
@@ -107,7 +62,7 @@ def _snapshot(trials: list[dict[str, Any]], into: dict[tuple[int, float], list[A
 
 
 def test_asha_promotes_resumes_on_another_worker_and_trains_less_than_full(
-    server: LiveServer, start_named_worker: Callable[..., WorkerProcess]
+    server: LiveServer, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     search_id = server.create_search(
         max_trials=MAX_TRIALS, parallelism=2, schedule=SCHEDULE, training=TRAINING, seed=3
@@ -118,13 +73,13 @@ def test_asha_promotes_resumes_on_another_worker_and_trains_less_than_full(
     # Phase 1: "a" trains the references and the first two trials to rung 1 (oldest queued
     # first). "b" starts once "a" holds its last lease (its start-up overlaps that segment): it
     # can only lease trials "a" never touches, until a promotion of one of theirs is queued.
-    first = start_named_worker(server, "a", "--max-trials", str(REFERENCES + 2))
+    first = start_worker(server, "--max-trials", str(REFERENCES + 2), name="a", own_home=True)
     wait_for(
         lambda: len(_leases_of(first)) >= REFERENCES + 2 or first.process.poll() is not None,
         150,
         'worker "a" to lease its last trial',
     )
-    heir = start_named_worker(server, "b")
+    heir = start_worker(server, name="b", own_home=True)
     assert first.wait(timeout_s=150) == 0, first.log()[-3000:]
     trained_by_first = _epochs_trained_by(first)
     after_first = {t["id"]: t for t in server.trials(search_id)}

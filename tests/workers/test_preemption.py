@@ -8,16 +8,14 @@ scenario runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.factories import scratch_database
 from tests.workers.conftest import LiveServer, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
@@ -25,28 +23,9 @@ pytestmark = pytest.mark.slow
 EPOCHS = 6
 # Steps per epoch when a signal must land mid-epoch (an epoch of a second or two here).
 STEPS = 15
-ADMIN_URL = os.environ.get(
-    "VITCUBE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def server(
-    request: pytest.FixtureRequest, tmp_path: Path, server_factory: Callable[..., LiveServer]
-) -> Iterator[LiveServer]:
-    """A live server with short leases (a killed worker's trial is re-leased in seconds) on the
-    backend, its artifacts in the test's directory."""
-    os.environ["VITCUBE_ARTIFACT_URL"] = str(tmp_path / "artifacts")
-    try:
-        if request.param == "sqlite":
-            yield server_factory(lease_seconds=3.0)
-        else:
-            with scratch_database(ADMIN_URL, "vitcube_preempt") as url:
-                live = server_factory(lease_seconds=3.0, database_url=url)
-                yield live
-                live.stop()  # before the database is dropped
-    finally:
-        del os.environ["VITCUBE_ARTIFACT_URL"]
+# conftest's `server` on each backend, with short leases: a killed worker's trial is re-leased
+# in seconds.
+SERVER_LEASE_SECONDS = 3.0
 
 
 def _search(server: LiveServer, steps_per_epoch: int) -> int:
