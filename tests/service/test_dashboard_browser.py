@@ -70,7 +70,7 @@ def _search_body(name: str, *, max_trials: int, parallelism: int) -> dict[str, A
 
 def _complete_all(server: Server, search_id: Any, n: int, deadline_s: float = 60.0) -> None:
     """A worker that is only an HTTP client: lease, compute the surrogate result, complete."""
-    from vitcube.models import Arch, count_macs, count_params
+    from vitcube.models import Arch
     from vitcube.workers.surrogate import surrogate_curve, surrogate_top1
 
     done = 0
@@ -89,16 +89,11 @@ def _complete_all(server: Server, search_id: Any, n: int, deadline_s: float = 60
             epochs = int(trial["training"].get("epochs", 8))
             top1 = surrogate_top1(arch, dataset="digits", epochs=epochs, seed=trial["seed"])
             curve = surrogate_curve(arch, dataset="digits", epochs=epochs, seed=trial["seed"])
-            body = {
-                "lease_id": trial["lease_id"],
-                "top1": top1,
-                "top5": min(1.0, top1 + 0.05),
-                "params": count_params(arch),
-                "macs": count_macs(arch),
-                "latency_ms": 1.0 + count_macs(arch) / 1e9,
-                "images_per_s": 1000.0,
-                "surrogate": True,
-                "curve": [
+            body = _surrogate_report(
+                trial,
+                arch,
+                top1,
+                curve=[
                     {
                         "epoch": e + 1,
                         "val_top1": v,
@@ -107,7 +102,7 @@ def _complete_all(server: Server, search_id: Any, n: int, deadline_s: float = 60
                     }
                     for e, v in enumerate(curve)
                 ],
-            }
+            )
             weights = worker.put(  # final weights, as a real worker uploads them
                 f"/api/trials/{trial['id']}/weights",
                 params={"lease_id": trial["lease_id"]},
@@ -161,6 +156,25 @@ def _serving(tmp: Path) -> Iterator[Server]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover
             process.kill()
+
+
+def _surrogate_report(
+    trial: dict[str, Any], arch: Any, top1: float, **fields: Any
+) -> dict[str, Any]:
+    """A surrogate worker's complete body for a leased trial (the curve and extras in fields)."""
+    from vitcube.models import count_macs, count_params
+
+    return {
+        "lease_id": trial["lease_id"],
+        "top1": top1,
+        "top5": min(1.0, top1 + 0.05),
+        "params": count_params(arch),
+        "macs": count_macs(arch),
+        "latency_ms": 1.0 + count_macs(arch) / 1e9,
+        "images_per_s": 1000.0,
+        "surrogate": True,
+        **fields,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -470,7 +484,7 @@ def _train_segments(server: Server, search_id: Any, deadline_s: float = 90.0) ->
     """A worker that is only an HTTP client, for a multi-fidelity search: each lease trains to
     its `to_epoch` (the surrogate curve up to there, its top-1 the rung's result), until the
     planner completes the search (some trials left paused at a rung). Returns the leases."""
-    from vitcube.models import Arch, count_macs, count_params
+    from vitcube.models import Arch
     from vitcube.workers.surrogate import surrogate_curve
 
     leases = 0
@@ -492,20 +506,15 @@ def _train_segments(server: Server, search_id: Any, deadline_s: float = 90.0) ->
             start, end = int(trial["from_epoch"]), int(trial["to_epoch"])
             curve = [{"epoch": e, "val_top1": float(values[e - 1])} for e in range(1, end + 1)]
             top1 = max(point["val_top1"] for point in curve)
-            body = {
-                "lease_id": trial["lease_id"],
-                "top1": top1,
-                "top5": min(1.0, top1 + 0.05),
-                "params": count_params(arch),
-                "macs": count_macs(arch),
-                "latency_ms": 1.0 + count_macs(arch) / 1e9,
-                "images_per_s": 1000.0,
-                "surrogate": True,
-                "resumed_from_epoch": start or None,
-                "epochs_trained": float(end - start),
-                "train_images": DIGITS_TRAIN_IMAGES,
-                "curve": curve,
-            }
+            body = _surrogate_report(
+                trial,
+                arch,
+                top1,
+                curve=curve,
+                resumed_from_epoch=start or None,
+                epochs_trained=float(end - start),
+                train_images=DIGITS_TRAIN_IMAGES,
+            )
             reply = worker.post(f"/api/trials/{trial['id']}/complete", json=body)
             assert reply.status_code == 200, reply.text
             leases += 1
