@@ -86,8 +86,10 @@ class TrialQueue(ABC):
 
     @abstractmethod
     async def complete(self, trial_id: int, body: TrialReport) -> TrialAck:
-        """running → completed with the report; the same report again is an idempotent no-op,
-        a different one (or a stale lease) raises Conflict."""
+        """running → completed with the report, or → paused when the lease's segment ended
+        before training.epochs (a rung of an ASHA schedule: the checkpoint stays for the
+        promotion); the same report again is an idempotent no-op, a different one (or a stale
+        lease) raises Conflict."""
 
     @abstractmethod
     async def fail(self, trial_id: int, body: TrialFailure) -> TrialAck:
