@@ -715,7 +715,9 @@ class CurvePoint(_Strict):
 
 
 class TrialReport(_Strict):
-    """POST /api/trials/{id}/complete. top1/top5 are fractions in [0, 1]."""
+    """POST /api/trials/{id}/complete. top1/top5 are fractions in [0, 1]: the best epoch's of
+    the run so far, up to the lease's to_epoch (for a segment that ends a rung, the rung's
+    result; for the last segment, the trial's, as a full run reports it)."""
 
     lease_id: LeaseId
     top1: Fraction
