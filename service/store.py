@@ -321,8 +321,9 @@ def trials_public(session: Session, trials: list[Trial]) -> list[TrialPublic]:
     ids = [t.id for t in trials]
     by_trial = curves(session, ids)
     held = artifacts.by_trial(session, ids)
-    searches = {
-        s.id: s
+    # Each search's rungs and images per epoch, once per search rather than once per trial.
+    context = {
+        s.id: (rungs_of(s), s.train_images)
         for s in session.scalars(select(Search).where(Search.id.in_({t.search_id for t in trials})))
     }
     return [
@@ -330,8 +331,8 @@ def trials_public(session: Session, trials: list[Trial]) -> list[TrialPublic]:
             t,
             by_trial.get(t.id, []),
             held.get(t.id),
-            rungs=rungs_of(searches[t.search_id]),
-            train_images=searches[t.search_id].train_images,
+            rungs=context[t.search_id][0],
+            train_images=context[t.search_id][1],
         )
         for t in trials
     ]
@@ -351,9 +352,9 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
     best_public = {p.search_id: p for p in trials_public(session, list(best.values()))}
     held = artifacts.bytes_by_search(session, ids)
     spent = compute_by_search(session, ids)
+    rungs = rung_summaries(session, searches)
     out = []
     for s in searches:
-        rungs = rungs_of(s)
         epochs, epoch_macs = spent.get(s.id, (0.0, 0.0))
         out.append(
             SearchPublic(
@@ -382,7 +383,7 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
                 finished_at=s.finished_at,
                 artifact_bytes=held.get(s.id, 0),
                 schedule=schedule_of(s).model_dump(mode="json"),
-                rungs=rung_summaries(session, s.id, rungs),
+                rungs=rungs[s.id],
                 max_train_epochs=s.max_train_epochs,
                 epochs_trained=epochs,
                 train_macs=epoch_macs * (s.train_images or 0),
@@ -405,18 +406,28 @@ def compute_by_search(session: Session, search_ids: list[int]) -> dict[int, tupl
     return {sid: (float(epochs or 0.0), float(macs or 0.0)) for sid, epochs, macs in rows}
 
 
-def rung_summaries(session: Session, search_id: int, rungs: tuple[int, ...]) -> list[RungSummary]:
-    """How many of the search's trials reached each rung, wait there, went on (one read)."""
-    rows = session.execute(
-        select(Trial.state, Trial.to_epoch, Trial.rung_top1).where(Trial.search_id == search_id)
-    ).all()
-    out = []
-    for k, epoch in enumerate(rungs):
-        reached = [row for row in rows if str(epoch) in (row.rung_top1 or {})]
-        paused = sum(row.state == "paused" and row.to_epoch == epoch for row in reached)
-        later = k + 1 < len(rungs)
-        promoted = sum((row.to_epoch or rungs[-1]) > epoch for row in reached) if later else 0
-        out.append(RungSummary(epoch=epoch, reached=len(reached), paused=paused, promoted=promoted))
+def rung_summaries(session: Session, searches: list[Search]) -> dict[int, list[RungSummary]]:
+    """Per search, how many of its trials reached each rung, wait there, went on (one read for
+    all the searches, as a list page needs)."""
+    rows: dict[int, list[Any]] = defaultdict(list)
+    for row in session.execute(
+        select(Trial.search_id, Trial.state, Trial.to_epoch, Trial.rung_top1).where(
+            Trial.search_id.in_([s.id for s in searches])
+        )
+    ):
+        rows[row.search_id].append(row)
+    out: dict[int, list[RungSummary]] = {}
+    for search in searches:
+        rungs = rungs_of(search)
+        out[search.id] = []
+        for k, epoch in enumerate(rungs):
+            reached = [row for row in rows[search.id] if str(epoch) in (row.rung_top1 or {})]
+            paused = sum(row.state == "paused" and row.to_epoch == epoch for row in reached)
+            later = k + 1 < len(rungs)
+            promoted = sum((row.to_epoch or rungs[-1]) > epoch for row in reached) if later else 0
+            out[search.id].append(
+                RungSummary(epoch=epoch, reached=len(reached), paused=paused, promoted=promoted)
+            )
     return out
 
 
