@@ -1,14 +1,14 @@
 """The web dashboard: server-rendered pages that draw a search with Plotly.js, fed by the JSON API.
 
-Pages (`/`, `/searches/{id}`, `/login`) are Jinja2 templates; a little plain JavaScript
-(static/dashboard.js) fetches the same-origin JSON API and draws with the Plotly.js bundle
-shipped inside the `plotly` Python package, so nothing is fetched from another origin and the
-dashboard works on an air-gapped cluster. The pages read data only through the public REST
-API — by an in-process ASGI call that forwards the visitor's credentials — so the dashboard
-sees exactly what a scripted client with the same token sees; who may see a page is decided
-by service.auth's authenticator, the same one behind the API. The login form stores the
-token in the HttpOnly, SameSite=Strict cookie `vitcube_token`, which service.auth accepts
-besides `Authorization: Bearer`.
+Pages (`/`, `/searches/{id}`, `/compare?ids=…`, `/login`) are Jinja2 templates; a little plain
+JavaScript (static/dashboard.js, static/compare.js) fetches the same-origin JSON API and draws
+with the Plotly.js bundle shipped inside the `plotly` Python package, so nothing is fetched
+from another origin and the dashboard works on an air-gapped cluster. The pages read data only
+through the public REST API — by an in-process ASGI call that forwards the visitor's
+credentials — so the dashboard sees exactly what a scripted client with the same token sees;
+who may see a page is decided by service.auth's authenticator, the same one behind the API.
+The login form stores the token in the HttpOnly, SameSite=Strict cookie `vitcube_token`,
+which service.auth accepts besides `Authorization: Bearer`.
 
 Imports service.auth (the token check) and service.assets; must not import search/, the tables
 or the database session: data comes through the API.
@@ -16,16 +16,18 @@ or the database session: data comes through the API.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx
 import plotly
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -294,6 +296,101 @@ async def search_page(request: Request, search_id: str) -> Response:
             reply = ApiReply(404, {"detail": f"There is no search {search_id!r}."})
         return _error_page(request, reply, role=role)
     return _render(request, "search.html", search=reply.body, role=role)
+
+
+# The compare page overlays this many searches at most: beyond it the colours stop being
+# told apart and the plot turns into noise.
+COMPARE_MIN, COMPARE_MAX = 2, 8
+_SEARCH_ID_MAX = 2_147_483_647  # the API's own bound on a search id
+
+
+def _is_search_id(text: str) -> bool:
+    # isascii: str.isdigit() also accepts digits like "²" that int() refuses.
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= _SEARCH_ID_MAX
+
+
+def parse_compare_ids(values: list[str]) -> list[int] | str:
+    """`["3,1", "2"]` -> `[3, 1, 2]` (order kept, repeats dropped), or what to change in words.
+
+    Accepts the comma-separated `?ids=3,1,2` of a link and the repeated `?ids=3&ids=1` that the
+    searches page's checkboxes submit without JavaScript.
+    """
+    parts = [part.strip() for value in values for part in value.split(",")]
+    parts = [part for part in parts if part]
+    bad = [part for part in parts if not _is_search_id(part)]
+    if bad:
+        shown = ", ".join(repr(part) for part in bad[:3])
+        return (
+            f"{shown} {'is not a search id' if len(bad) == 1 else 'are not search ids'}: "
+            "give positive whole numbers separated by commas, as in /compare?ids=3,1,2."
+        )
+    ids = list(dict.fromkeys(int(part) for part in parts))
+    if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
+        have = f"{len(ids)} search{'es' if len(ids) != 1 else ''}" if ids else "no search"
+        return (
+            f"Name {COMPARE_MIN} to {COMPARE_MAX} different searches to compare (this link "
+            f"names {have}), as in /compare?ids=3,1,2."
+        )
+    return ids
+
+
+def describe_base(base: dict[str, Any] | None) -> str:
+    """A baseline in words: `mobilevit_v2 ×1.0`, `mobilevit_v1 xs`, or its preset's name."""
+    base = base or {}
+    words = str(base.get("preset") or base.get("family") or "?")
+    if not base.get("preset"):
+        if base.get("width") is not None:
+            words += f" ×{base['width']}"
+        if base.get("size"):
+            words += f" {base['size']}"
+    return words
+
+
+def same_baseline_groups(searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Searches with the same baseline and dataset, two or more of them, as compare links:
+    `[{"label": "mobilevit_v2 ×1.0 · digits", "ids": [5, 3, 2]}]` (newest first, at most
+    COMPARE_MAX per link)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for search in searches:
+        dataset = str((search.get("dataset") or {}).get("name") or "?")
+        key = json.dumps([search.get("base") or {}, dataset], sort_keys=True, default=str)
+        label = f"{describe_base(search.get('base'))} · {dataset}"
+        groups.setdefault(key, {"label": label, "ids": []})["ids"].append(search.get("id"))
+    return [
+        {"label": group["label"], "ids": group["ids"][:COMPARE_MAX]}
+        for group in groups.values()
+        if len(group["ids"]) >= COMPARE_MIN
+    ]
+
+
+_env.filters["baseline"] = describe_base
+_env.globals["same_baseline_groups"] = same_baseline_groups
+_env.globals["compare_max"] = COMPARE_MAX
+
+
+@router.get("/compare", response_class=HTMLResponse, response_model=None)
+async def compare_page(
+    request: Request, ids: Annotated[list[str] | None, Query()] = None
+) -> Response:
+    """Several searches' Pareto fronts, budgets and formula recommendations on one plot."""
+    role = await _role_of(request)
+    if role is None:
+        return _login_redirect(request)
+    parsed = parse_compare_ids(ids or [])
+    if isinstance(parsed, str):
+        return _error_page(request, ApiReply(422, {"detail": parsed}), role=role)
+    replies = await asyncio.gather(*(_api_get(request, f"/api/searches/{i}") for i in parsed))
+    missing = [i for i, reply in zip(parsed, replies, strict=True) if reply.status_code == 404]
+    if missing:
+        named = ", ".join(f"#{i}" for i in missing)
+        there = "There is no search" if len(missing) == 1 else "There are no searches"
+        message = f"{there} {named}: take {'it' if len(missing) == 1 else 'them'} out of the ids."
+        return _error_page(request, ApiReply(404, {"detail": message}), role=role)
+    for reply in replies:
+        if reply.status_code != 200:
+            return _error_page(request, reply, role=role)
+    searches = [reply.body for reply in replies]
+    return _render(request, "compare.html", searches=searches, role=role)
 
 
 def _error_page(request: Request, reply: ApiReply, *, role: Role | None) -> HTMLResponse:
