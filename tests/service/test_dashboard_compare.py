@@ -29,8 +29,10 @@ from tests.factories import (
     make_settings,
     report_body,
     surrogate_top1,
+    wait_for,
 )
 from tests.service.conftest import LiveServer
+from vitcube.search.formula import MIN_OBSERVATIONS
 from vitcube.service.app import create_app
 
 # -- the page, without a browser ----------------------------------------------------------------
@@ -158,8 +160,8 @@ def _error_message(html: str) -> str:
 
 BUDGETS = (0.25, 0.5, 0.75)
 # Completed trials per search (the reference trials included): the formula is fitted from
-# five completed trials on, so the first search cannot have one and the others can.
-COMPLETED = (4, 8, 7)
+# MIN_OBSERVATIONS (5) completed trials on, so the first search cannot have one and the others can.
+COMPLETED = (MIN_OBSERVATIONS - 1, 8, 7)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +192,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
                     )
                     assert done.status_code == 200, done.text
                 searches.append(search)
+            # Nothing completes from here on: once each fittable search's formula answers from
+            # its full completed set, the page and this test see the same answers.
+            for search, n in zip(searches, COMPLETED, strict=True):
+                if n >= MIN_OBSERVATIONS:
+                    wait_for(lambda s=search: _formula_is_current(api, s["id"]), timeout_s=60)
         yield server, searches
+
+
+def _formula_is_current(api: httpx.Client, search_id: int) -> bool:
+    reply = api.get(f"/api/searches/{search_id}/formula", headers=VIEWER)
+    return reply.status_code == 200 and not reply.json().get("stale")
 
 
 @pytest.mark.browser
