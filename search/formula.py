@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from vitcube.models import ArchConfig, count_macs, count_params
-from vitcube.search.gp import fit_gp, posterior_mean_std, torch_threads
+from vitcube.search.gp import (
+    fit_gp,
+    hyperparameters,
+    posterior_mean_std,
+    rebuild_gp,
+    torch_threads,
+)
 from vitcube.search.pareto import select_top
 from vitcube.search.space import FACTORS
 from vitcube.search.strategies import Observation, validate_observations
@@ -48,6 +54,42 @@ class Formula:
         self.m0 = count_macs(base)
         self.points = points
         self._models = dict(models)
+
+    def state(self) -> dict[str, Any]:
+        """Everything :meth:`from_state` needs, as plain JSON: the base, the fitted points and
+        each GP's hyperparameters (the GPs are conditioned on the points again, not refitted)."""
+        return {
+            "base": self.base.to_dict(),
+            "points": self.points,
+            "bounds": _bounds([p["c"] for p in self.points]).tolist(),
+            # The fitted parameters; their constraints (with infinite bounds) come with the model.
+            "hyperparameters": {
+                f: {
+                    k: v.tolist()
+                    for k, v in hyperparameters(self._models[f]).items()
+                    if "_constraint" not in k
+                }
+                for f in FACTORS
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Formula:
+        """The formula :meth:`state` describes; the same predictions without a fit."""
+        points = list(state["points"])
+        c = np.array([[p["c"]] for p in points])
+        bounds = np.asarray(state["bounds"], dtype=float)
+        with torch_threads(1):
+            models = {
+                f: rebuild_gp(
+                    c,
+                    np.array([[p[f]] for p in points]),
+                    bounds=bounds,
+                    state=state["hyperparameters"][f],
+                )
+                for f in FACTORS
+            }
+        return cls(base=ArchConfig.from_dict(state["base"]), points=points, models=models)
 
     def _factors(self, cs: Sequence[float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         c = np.asarray(cs, dtype=float)[:, None]
@@ -122,10 +164,7 @@ def fit_formula(
     chosen = select_top(scored, count=min(quota, len(observations)))
     selected = [observations[i] for i in chosen]
     c = np.array([[o.macs / m0] for o in selected])
-    lo, hi = float(c.min()), float(c.max())
-    if hi - lo < 1e-9:
-        lo, hi = lo * 0.9, hi * 1.1
-    bounds = np.array([[lo], [hi]])
+    bounds = _bounds(c[:, 0].tolist())
     with torch_threads(1):
         models = {
             f: fit_gp(c, np.array([[o.factors[f]] for o in selected]), bounds=bounds)
@@ -137,6 +176,14 @@ def fit_formula(
     ]
     points.sort(key=lambda p: p["c"])
     return Formula(base=base, points=points, models=models)
+
+
+def _bounds(cs: Sequence[float]) -> np.ndarray:
+    """``2 x 1`` bounds of c for the GPs' input normalisation."""
+    lo, hi = float(min(cs)), float(max(cs))
+    if hi - lo < 1e-9:
+        lo, hi = lo * 0.9, hi * 1.1
+    return np.array([[lo], [hi]])
 
 
 def _check_c(c: float) -> float:

@@ -16,6 +16,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,6 +123,24 @@ def fit_gp(
 def hyperparameters(model: SingleTaskGP) -> dict[str, Tensor]:
     """The fitted hyperparameters (raw, unconstrained) of ``model``, for a warm start."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if "raw_" in k}
+
+
+def rebuild_gp(
+    X: ArrayLike, Y: ArrayLike, *, bounds: ArrayLike, state: dict[str, list[Any]]
+) -> SingleTaskGP:
+    """The GP that :func:`fit_gp` fitted on ``X``/``Y``, from its :func:`hyperparameters`
+    (as lists, e.g. read back from JSON): conditioned on the data, not fitted again."""
+    X, Y, bounds = as_tensor(X), as_tensor(Y), as_tensor(bounds)
+    if Y.dim() == 1:
+        Y = Y.unsqueeze(-1)
+    model = _make_gp(X, Y, bounds)
+    own = model.state_dict()
+    loaded = {
+        k: torch.as_tensor(v, dtype=own[k].dtype).reshape(own[k].shape) for k, v in state.items()
+    }
+    model.load_state_dict(loaded, strict=False)
+    model.eval()
+    return model
 
 
 def _load(model: SingleTaskGP, state: dict[str, Tensor] | None) -> None:

@@ -21,8 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 
 from vitcube.service import dashboard, docs
+from vitcube.service.analyst import Analyst
 from vitcube.service.api import api_router
 from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.auth import Authenticator
@@ -133,14 +135,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = ArtifactStore.from_settings(settings)  # checkpoints and weights
     queue = make_queue(db, settings, store)  # the worker protocol, shared by routes and sweeper
     planner = Planner(db, settings, queue, store)
+    results = Results(db)
+    analyst = Analyst(results)  # the GP views and the formula, fitted off the request path
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.background:
             planner.start()
+            analyst.start()
         try:
             yield
         finally:
+            analyst.stop()
             planner.stop()
             await db.close_hot()
             db.dispose()
@@ -159,7 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = queue
     app.state.artifacts = store
     app.state.planner = planner
-    app.state.results = Results(db)
+    app.state.results = results
+    app.state.analyst = analyst
     app.state.authenticator = Authenticator(settings, db)
 
     @app.exception_handler(ServiceError)
@@ -188,4 +195,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(docs.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes, exempt=ARTIFACT_UPLOAD)
+    # JSON and pages gzipped for browsers (a 10,000-trial view shrinks ~5x); checkpoints and
+    # weights are not: torch's zip files do not compress, and workers stream them.
+    app.add_middleware(
+        GZipMiddleware,
+        minimum_size=2048,
+        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "application/octet-stream"),
+    )
     return app

@@ -261,6 +261,44 @@ class TrialPublic(BaseModel):
     )
 
 
+COMPACT_COLUMNS = (
+    "id",
+    "kind",
+    "state",
+    "r",
+    "d_i",
+    "d_m",
+    "w",
+    "resolution",
+    "macs",
+    "params",
+    "top1",
+    "top5",
+    "latency_ms",
+    "worker",
+    "attempts",
+    "surrogate",
+    "to_epoch",
+    "epochs_trained",
+    "weights_bytes",
+    "error",
+)
+
+
+class TrialsCompact(BaseModel):
+    """The trials a dashboard shows, as rows of values in `columns` order (r, d_i, d_m and w are
+    the effective factors; `error` is cut to its first 300 characters). With `since`, only the
+    trials changed since that cursor (and a few seconds before it, so that nothing committed
+    late is missed; merge by id)."""
+
+    search_id: int
+    columns: list[str] = Field(default_factory=lambda: list(COMPACT_COLUMNS))
+    rows: list[list[Any]]
+    total: int = Field(description="Trials the search holds in all.")
+    since: datetime | None = Field(description="The cursor asked for; null: every trial.")
+    cursor: datetime = Field(description="Pass as `since` to get what changes from now on.")
+
+
 class RungSummary(BaseModel):
     """One rung of a search's schedule: how many trials reached it and what became of them."""
 
@@ -268,6 +306,7 @@ class RungSummary(BaseModel):
     reached: int = Field(description="Trials with a result at this rung.")
     paused: int = Field(description="Trials waiting here (not promoted, or not yet).")
     promoted: int = Field(description="Trials sent on to the next rung (0 for the last).")
+    best_top1: float | None = Field(default=None, description="The best top-1 at this rung.")
 
 
 class SearchPublic(BaseModel):

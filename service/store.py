@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -46,6 +46,7 @@ from vitcube.service.schemas import (
     SearchCreate,
     SearchPublic,
     TrialPublic,
+    TrialsCompact,
 )
 from vitcube.service.tables import (
     TRIAL_STATES,
@@ -58,6 +59,10 @@ from vitcube.service.tables import (
 )
 
 CURVE_COLUMNS = ("val_top1", "val_top5", "train_loss")
+# A `since` read also returns trials updated this long before its cursor: a transaction that
+# stamped updated_at before the previous read but committed after it is not missed, and
+# replicas' clocks may differ by this much.
+SINCE_OVERLAP_S = 10.0
 
 
 # -- the database clock -----------------------------------------------------------------------
@@ -345,6 +350,57 @@ def list_trials(session: Session, search_id: int) -> list[TrialPublic]:
     return trials_public(session, trials)
 
 
+def list_trials_page(
+    session: Session, search_id: int, *, limit: int | None, offset: int
+) -> tuple[list[TrialPublic], int]:
+    """One page of a search's trials in id order, and how many it holds in all."""
+    total = session.scalar(select(func.count()).where(Trial.search_id == search_id)) or 0
+    query = select(Trial).where(Trial.search_id == search_id).order_by(Trial.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return trials_public(session, list(session.scalars(query))), int(total)
+
+
+def compact_trials(session: Session, search_id: int, since: datetime | None) -> TrialsCompact:
+    """The dashboard's view of a search's trials (schemas.COMPACT_COLUMNS), all of them or
+    those updated after `since` − SINCE_OVERLAP_S."""
+    cursor: datetime = session.execute(select(db_now(session))).scalar_one()
+    eff = (Trial.eff_r, Trial.eff_d_i, Trial.eff_d_m, Trial.eff_w)
+    query = select(
+        Trial.id, Trial.kind, Trial.state, *eff, Trial.resolution, Trial.macs, Trial.params,
+        Trial.top1, Trial.top5, Trial.latency_ms, Trial.worker, Trial.attempts, Trial.surrogate,
+        Trial.to_epoch, Trial.epochs_trained, func.substr(Trial.error, 1, 300),
+    ).where(Trial.search_id == search_id)  # fmt: skip
+    if since is not None:
+        query = query.where(Trial.updated_at > since - timedelta(seconds=SINCE_OVERLAP_S))
+    rows = session.execute(query.order_by(Trial.id)).all()
+    weights = dict(
+        session.execute(
+            select(Artifact.trial_id, Artifact.bytes).where(
+                Artifact.search_id == search_id, Artifact.kind == "weights"
+            )
+        ).all()
+    )
+    total = session.scalar(select(func.count()).where(Trial.search_id == search_id)) or 0
+    return TrialsCompact(
+        search_id=search_id,
+        rows=[[*row[:-1], weights.get(row[0]), row[-1]] for row in rows],
+        total=int(total),
+        since=since,
+        cursor=cursor if cursor.tzinfo else cursor.replace(tzinfo=UTC),
+    )
+
+
+def curves_of(session: Session, search_id: int, trial_ids: list[int]) -> dict[int, Any]:
+    """The learning curves of these trials of the search (others' ids are left out)."""
+    ids = list(
+        session.scalars(
+            select(Trial.id).where(Trial.search_id == search_id, Trial.id.in_(trial_ids))
+        )
+    )
+    return dict(curves(session, ids))
+
+
 def search_public(session: Session, searches: list[Search]) -> list[SearchPublic]:
     ids = [s.id for s in searches]
     counts = counts_by_search(session, ids)
@@ -425,8 +481,16 @@ def rung_summaries(session: Session, searches: list[Search]) -> dict[int, list[R
             paused = sum(row.state == "paused" and row.to_epoch == epoch for row in reached)
             later = k + 1 < len(rungs)
             promoted = sum((row.to_epoch or rungs[-1]) > epoch for row in reached) if later else 0
+            results = [row.rung_top1[str(epoch)] for row in reached]
+            best = max((v for v in results if v is not None), default=None)
             out[search.id].append(
-                RungSummary(epoch=epoch, reached=len(reached), paused=paused, promoted=promoted)
+                RungSummary(
+                    epoch=epoch,
+                    reached=len(reached),
+                    paused=paused,
+                    promoted=promoted,
+                    best_top1=best,
+                )
             )
     return out
 

@@ -127,7 +127,8 @@ def _insert(
     ids: list[int] = []
     for start in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[start : start + INSERT_CHUNK]
-        values, points = [], []
+        values: list[dict[str, Any]] = []
+        points: list[list[float]] = []
         for i, row in enumerate(chunk):
             curve = [float(v) for v in score(row["arch"], epochs, seed)]
             finished = now - timedelta(seconds=len(rows) - start - i)

@@ -156,6 +156,8 @@ class Trial(Base):
         Index("ix_trials_state_search_id_id", "state", "search_id", "id"),
         # Sweeping expired leases.
         Index("ix_trials_state_lease_expires_at", "state", "lease_expires_at"),
+        # A dashboard refresh: a search's trials changed since a cursor.
+        Index("ix_trials_search_id_updated_at", "search_id", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -215,6 +217,28 @@ class Trial(Base):
     @property
     def effective_factors(self) -> dict[str, float]:
         return {"r": self.eff_r, "d_i": self.eff_d_i, "d_m": self.eff_d_m, "w": self.eff_w}
+
+
+class SearchAnalysis(Base):
+    """The GP views and the downsizing formula last computed for a search (service.analyst),
+    stored so that every replica, and a restarted server, answers from it without fitting."""
+
+    __tablename__ = "search_analyses"
+    __table_args__ = (CheckConstraint("trials >= 0", name="trials"),)
+
+    search_id: Mapped[int] = mapped_column(
+        ForeignKey("searches.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str | None] = mapped_column(String(200))  # the completed set fitted on
+    trials: Mapped[int] = mapped_column(Integer, default=0)  # completed trials fitted on
+    analysis: Mapped[dict[str, Any] | None]
+    formula: Mapped[dict[str, Any] | None]  # search.Formula.state(), None when it cannot fit
+    formula_error: Mapped[str | None] = mapped_column(Text)  # why it cannot fit yet
+    took_s: Mapped[float | None] = mapped_column(Float)
+    computed_at: Mapped[datetime | None]
+    # A computation in progress: who claimed it and until when (the claim then lapses).
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_until: Mapped[datetime | None]
 
 
 class TrialMetric(Base):

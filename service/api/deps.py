@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from vitcube.service.analyst import Analyst
 from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.auth import Principal, require_role
 from vitcube.service.db import Database
@@ -47,12 +48,17 @@ async def get_results(request: Request) -> Results:
     return request.app.state.results
 
 
+async def get_analyst(request: Request) -> Analyst:
+    return request.app.state.analyst
+
+
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 QueueDep = Annotated[TrialQueue, Depends(get_queue)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 PlannerDep = Annotated[Planner, Depends(get_planner)]
 ResultsDep = Annotated[Results, Depends(get_results)]
+AnalystDep = Annotated[Analyst, Depends(get_analyst)]
 AdminAuth = Annotated[Principal, Depends(require_role("admin"))]
 WorkerAuth = Annotated[Principal, Depends(require_role("worker"))]
 ViewerAuth = Annotated[Principal, Depends(require_role("viewer"))]

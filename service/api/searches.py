@@ -5,9 +5,10 @@ HTTPException appears only in service/api/; domain errors come from service.stor
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import select
 
 from vitcube.service import artifacts, failfast, store
@@ -20,6 +21,7 @@ from vitcube.service.api.deps import (
     SearchId,
     ViewerAuth,
 )
+from vitcube.service.errors import InvalidInput
 from vitcube.service.results import export_csv
 from vitcube.service.schemas import (
     ArtifactsDeleted,
@@ -27,10 +29,13 @@ from vitcube.service.schemas import (
     SearchCreate,
     SearchPublic,
     TrialPublic,
+    TrialsCompact,
 )
 from vitcube.service.tables import Search
 
 router = APIRouter(prefix="/searches", tags=["searches"])
+MAX_PAGE = 10_000
+MAX_CURVES = 500
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SearchPublic)
@@ -87,11 +92,104 @@ def resume_search(
     return public
 
 
-@router.get("/{search_id}/trials", response_model=list[TrialPublic])
-def list_trials(search_id: SearchId, db: DbDep, _: ViewerAuth) -> list[TrialPublic]:
+@router.get(
+    "/{search_id}/trials",
+    response_model=list[TrialPublic],
+    responses={
+        200: {
+            "headers": {
+                "X-Total-Count": {
+                    "description": "Trials in the search",
+                    "schema": {"type": "integer"},
+                },
+                "Link": {
+                    "description": 'The next page: <url>; rel="next"',
+                    "schema": {"type": "string"},
+                },
+            }
+        }
+    },
+)
+def list_trials(
+    search_id: SearchId,
+    db: DbDep,
+    request: Request,
+    response: Response,
+    _: ViewerAuth,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_PAGE, description="Trials per page (default: all)")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=2_147_483_647, description="Trials to skip")] = 0,
+) -> list[TrialPublic]:
+    """Every trial in full, in id order; `limit`/`offset` page through them (`X-Total-Count`
+    and a `Link: rel="next"` header say what is left). A dashboard wants `/trials/compact`."""
     with db.session() as session:
         store.get_search(session, search_id)
-        return store.list_trials(session, search_id)
+        page, total = store.list_trials_page(session, search_id, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    if limit is not None and offset + limit < total:
+        following = request.url.include_query_params(limit=limit, offset=offset + limit)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return page
+
+
+@router.get("/{search_id}/trials/compact", response_model=TrialsCompact)
+def compact_trials(
+    search_id: SearchId,
+    db: DbDep,
+    _: ViewerAuth,
+    since: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="A `cursor` from an earlier answer: only the trials changed since",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
+) -> TrialsCompact:
+    """The trials as a dashboard shows them: one array per trial, no curves; with `since`,
+    only those that changed, so a refresh of a large search moves a few kilobytes."""
+    cursor = _parse_cursor(since)
+    with db.session() as session:
+        store.get_search(session, search_id)
+        return store.compact_trials(session, search_id, cursor)
+
+
+def _parse_cursor(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        cursor = datetime.fromisoformat(since)
+    except ValueError:
+        cursor = None
+    if cursor is None or cursor.tzinfo is None:
+        raise InvalidInput(
+            f"since must be a `cursor` from an earlier answer: an ISO 8601 time with its zone "
+            f"(e.g. 2026-12-01T21:40:00.123456+00:00), got {since[:64]!r}"
+        )
+    return cursor
+
+
+@router.get("/{search_id}/curves")
+def curves(
+    search_id: SearchId,
+    db: DbDep,
+    _: ViewerAuth,
+    ids: Annotated[str, Query(max_length=8_000, description="Trial ids, comma-separated")],
+) -> dict[str, list[dict[str, Any]]]:
+    """The learning curves of some of the search's trials: {trial id: [{epoch, val_top1, …}]}."""
+    try:
+        wanted = sorted({int(part) for part in ids.split(",") if part.strip()})
+    except ValueError:
+        raise InvalidInput(f"ids must be trial ids separated by commas, got {ids[:80]!r}") from None
+    if len(wanted) > MAX_CURVES:
+        raise InvalidInput(f"ask for at most {MAX_CURVES} curves at a time, not {len(wanted)}")
+    if any(not 1 <= i <= 2_147_483_647 for i in wanted):
+        raise InvalidInput("trial ids are positive 32-bit integers")
+    with db.session() as session:
+        store.get_search(session, search_id)
+        found = store.curves_of(session, search_id, wanted)
+    return {str(i): found.get(i, []) for i in wanted}
 
 
 @router.get("/{search_id}/pareto", response_model=list[TrialPublic])
@@ -100,10 +198,23 @@ def pareto(search_id: SearchId, results: ResultsDep, _: ViewerAuth) -> list[Tria
     return results.pareto(search_id)
 
 
+Fresh = Annotated[
+    bool,
+    Query(
+        description="Wait for a fit of the trials completed now, rather than answer from the "
+        "last stored one (which says `stale` when trials completed since)"
+    ),
+]
+
+
 @router.get("/{search_id}/analysis")
-def analysis(search_id: SearchId, results: ResultsDep, _: ViewerAuth) -> dict[str, Any]:
-    """GP views (search.analyze) plus `reference_top1`, the best reference trial's top-1."""
-    return results.analysis(search_id)
+def analysis(
+    search_id: SearchId, results: ResultsDep, _: ViewerAuth, fresh: Fresh = False
+) -> dict[str, Any]:
+    """GP views (search.analyze) plus `reference_top1`, the best reference trial's top-1, as
+    last computed in the background: `fitted_on` says on how many trials, `stale` whether
+    more have completed since (`current_trials`)."""
+    return results.analysis(search_id, fresh=fresh)
 
 
 @router.get("/{search_id}/formula")
@@ -114,9 +225,10 @@ def formula(
     c: Annotated[
         float | None, Query(gt=0, le=100, allow_inf_nan=False, description="MACs / m0")
     ] = None,
+    fresh: Fresh = False,
 ) -> dict[str, Any]:
     """The downsizing formula at c (default: the search's own c); 409 until it can be fitted."""
-    return results.formula(search_id, c)
+    return results.formula(search_id, c, fresh=fresh)
 
 
 @router.get("/{search_id}/formula/curve")
@@ -127,9 +239,10 @@ def formula_curve(
     c_min: Annotated[float | None, Query(gt=0, le=100, allow_inf_nan=False)] = None,
     c_max: Annotated[float | None, Query(gt=0, le=100, allow_inf_nan=False)] = None,
     points: Annotated[int, Query(ge=2, le=500)] = 50,
+    fresh: Fresh = False,
 ) -> dict[str, Any]:
-    """Formula.curve over `points` values of c (default: the observed range of c)."""
-    return results.formula_curve(search_id, c_min, c_max, points)
+    """Formula.curve over `points` values of c (default: the fitted points' range of c)."""
+    return results.formula_curve(search_id, c_min, c_max, points, fresh=fresh)
 
 
 @router.get(

@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from vitcube.contract import ArtifactKind, preprocessing
 from vitcube.service import artifacts, store
 from vitcube.service.api.deps import (
+    AnalystDep,
     ArtifactsDep,
     DbDep,
     PlannerDep,
@@ -81,10 +82,16 @@ async def heartbeat(
 
 @router.post("/{trial_id}/complete", response_model=TrialAck)
 async def complete(
-    trial_id: TrialId, body: TrialReport, queue: QueueDep, planner: PlannerDep, _: WorkerAuth
+    trial_id: TrialId,
+    body: TrialReport,
+    queue: QueueDep,
+    planner: PlannerDep,
+    analyst: AnalystDep,
+    _: WorkerAuth,
 ) -> TrialAck:
     ack = await queue.complete(trial_id, body)
     planner.wake()
+    analyst.wake()  # the search's GP views are refitted in the background, off this request
     return ack
 
 
