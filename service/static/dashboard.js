@@ -26,6 +26,9 @@
   const PAUSED = "#b0519f"; // a trial waiting at a rung (its top-1 is partial)
   const PAUSED_SYMBOLS = ["circle-open", "diamond-open", "square-open", "triangle-up-open"];
   const POLL_MS = 4000;
+  const GL_POINTS = 1500; // above this many markers a plot draws with WebGL
+  const PAGE_ROWS = 100; // trials per page of the table
+  const CURVES_SHOWN = 40; // learning curves drawn: the best, the references, the running
   const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif';
   const PLOT_CONFIG = {
     displaylogo: false,
@@ -195,20 +198,21 @@
     return window.Plotly.react(node, traces, layout, PLOT_CONFIG);
   }
 
-  /** Indices of the non-dominated points: maximise top-1, minimise MACs. */
-  function paretoIndices(points) {
-    const order = points
-      .map((p, i) => i)
-      .sort((a, b) => points[a].macs - points[b].macs || points[b].top1 - points[a].top1);
-    const front = [];
-    let best = -Infinity;
-    for (const i of order) {
-      if (points[i].top1 > best) {
-        front.push(i);
-        best = points[i].top1;
+  /** WebGL scatter for big point sets (SVG draws ~10,000 markers in seconds), SVG otherwise. */
+  function scatterType(n) {
+    return n > GL_POINTS && hasWebGL() ? "scattergl" : "scatter";
+  }
+
+  let webgl = null;
+  function hasWebGL() {
+    if (webgl === null) {
+      try {
+        webgl = Boolean(document.createElement("canvas").getContext("webgl"));
+      } catch (err) {
+        webgl = false;
       }
     }
-    return front;
+    return webgl;
   }
 
   function factorsOf(trial) {
@@ -250,7 +254,17 @@
   const state = {
     search: null,
     role: null,
-    trials: [],
+    trials: [], // trial objects made from /trials/compact rows, in id order
+    byId: new Map(),
+    cursor: null, // the compact view's cursor: the next refresh asks what changed since
+    front: [], // the server's Pareto front (/pareto), by MACs
+    frontIds: new Set(),
+    curves: new Map(), // trial id -> its learning curve (for the trials the curves plot shows)
+    changed: new Set(), // trials the last refresh brought (their curves may have grown)
+    tablePage: 0,
+    kindFilter: "",
+    brush: null, // {column: [[lo, hi], ...]} from the parallel-coordinates plot
+    analysisState: "loading", // loading | drawn | error
     analysis: null,
     curve: null,
     curveError: null,
@@ -345,8 +359,9 @@
     }
     showMessage("pareto-empty", done.length ? "" :
       "No trial has trained all its epochs yet: the hollow markers are partial results at a rung, never on the front.");
-    const frontIdx = new Set(paretoIndices(done));
-    const front = done.filter((t, i) => frontIdx.has(i)).sort((a, b) => a.macs - b.macs);
+    // The server's front (GET /pareto): one definition of "non-dominated", ties included.
+    const onFront = state.frontIds;
+    const front = done.filter((t) => onFront.has(t.id)).sort((a, b) => a.macs - b.macs);
     const traces = front.length === 0 ? [] : [
       {
         name: "Pareto front",
@@ -358,9 +373,9 @@
       },
     ];
     const groups = [
-      { name: "trial", test: (t, i) => !REFERENCE_STYLE[t.kind] && !frontIdx.has(i),
-        marker: { color: "rgba(120, 144, 178, 0.75)", size: 8, line: { color: "#fff", width: 1 } } },
-      { name: "trial on the front", test: (t, i) => !REFERENCE_STYLE[t.kind] && frontIdx.has(i),
+      { name: "trial", test: (t) => !REFERENCE_STYLE[t.kind] && !onFront.has(t.id), many: true,
+        marker: { color: "rgba(120, 144, 178, 0.75)", size: done.length > GL_POINTS ? 5 : 8, line: { color: "#fff", width: done.length > GL_POINTS ? 0 : 1 } } },
+      { name: "trial on the front", test: (t) => !REFERENCE_STYLE[t.kind] && onFront.has(t.id),
         marker: { color: ACCENT, size: 12, line: { color: "#fff", width: 1.5 } } },
     ];
     for (const [kind, style] of Object.entries(REFERENCE_STYLE)) {
@@ -376,7 +391,7 @@
         y: members.map((t) => 100 * t.top1),
         customdata: members.map(hoverData),
         mode: "markers",
-        type: "scatter",
+        type: g.many ? scatterType(members.length) : "scatter",
         marker: g.marker,
         hovertemplate: HOVER,
       });
@@ -393,7 +408,7 @@
         y: members.map((t) => 100 * partialTop1(t)),
         customdata: members.map(hoverData),
         mode: "markers",
-        type: "scatter",
+        type: scatterType(members.length),
         marker: { color: PAUSED, symbol, size: 9, line: { color: PAUSED, width: 1.5 } },
         hovertemplate: HOVER.replace("top-1 <b>", `paused at epoch ${epoch}: partial top-1 <b>`),
       });
@@ -588,10 +603,10 @@
         { x: v.x, y: v.mean.map((y) => 100 * y), mode: "lines", line: { color, width: 2.5 },
           name: "GP mean", showlegend: false,
           hovertemplate: `${f} %{x:.2f}: %{y:.2f} %<extra>GP mean</extra>` },
-        { x: better.map((o) => o.x), y: better.map((o) => 100 * o.top1), mode: "markers",
+        { type: scatterType(obs.length), x: better.map((o) => o.x), y: better.map((o) => 100 * o.top1), mode: "markers",
           marker: { color: GOOD, size: 7, line: { color: "#fff", width: 1 } }, name: "better than reference",
           showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>better</extra>` },
-        { x: worse.map((o) => o.x), y: worse.map((o) => 100 * o.top1), mode: "markers",
+        { type: scatterType(obs.length), x: worse.map((o) => o.x), y: worse.map((o) => 100 * o.top1), mode: "markers",
           marker: { color: BAD, size: 7, line: { color: "#fff", width: 1 } }, name: "worse than reference",
           showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>not better</extra>` },
       ];
@@ -666,7 +681,7 @@
           hovertemplate: `${fx} %{x:.2f}, ${fy} %{y:.2f}: %{z:.2f} %<extra>${stat}</extra>`,
         },
         {
-          type: "scatter",
+          type: scatterType(done.length),
           mode: "markers",
           x: done.map((t) => factorsOf(t)[fx]),
           y: done.map((t) => factorsOf(t)[fy]),
@@ -865,6 +880,38 @@
     return COLUMNS.filter((c) => !c.asha || isAsha());
   }
 
+  /** The trials the table lists: state and kind filters, and the parallel-coordinates brush. */
+  function tableTrials() {
+    const brushed = brushFilter();
+    return state.trials.filter((t) =>
+      (!state.stateFilter || t.state === state.stateFilter) &&
+      (!state.kindFilter || kindGroup(t.kind) === state.kindFilter) &&
+      (!brushed || brushed(t)));
+  }
+
+  function kindGroup(kind) {
+    return REFERENCE_STYLE[kind] ? "reference" : "search";
+  }
+
+  // Sorting 10,000 rows is kept until the data, the order or a filter changes: a page turn
+  // only draws the next PAGE_ROWS rows.
+  let sorted = { key: null, rows: [] };
+
+  function sortedTrials(columns) {
+    const key = JSON.stringify([state.sort, state.stateFilter, state.kindFilter, state.brush, state.version]);
+    if (sorted.key === key) return sorted.rows;
+    const col = columns.find((c) => c.key === state.sort.key) || columns[0];
+    const rows = tableTrials().sort((a, b) => {
+      const av = col.value(a);
+      const bv = col.value(b);
+      const nullish = (v) => v === null || v === undefined || v === "";
+      if (nullish(av) || nullish(bv)) return compareValues(av, bv); // empty cells last either way
+      return state.sort.dir * compareValues(av, bv) || compareValues(a.id, b.id);
+    });
+    sorted = { key, rows };
+    return rows;
+  }
+
   function renderTrials() {
     const table = $("trials-table");
     const headRow = table.tHead.rows[0];
@@ -874,6 +921,7 @@
         const th = el("th", { class: col.num ? "num" : "", "data-key": col.key, scope: "col", text: col.label });
         th.addEventListener("click", () => {
           state.sort = { key: col.key, dir: state.sort.key === col.key ? -state.sort.dir : col.num ? -1 : 1 };
+          state.tablePage = 0;
           renderTrials();
         });
         headRow.appendChild(th);
@@ -883,18 +931,13 @@
       if (th.dataset.key === state.sort.key) th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
       else th.removeAttribute("aria-sort");
     }
-    const col = columns.find((c) => c.key === state.sort.key) || columns[0];
-    const rows = state.trials.filter((t) => !state.stateFilter || t.state === state.stateFilter).sort((a, b) => {
-      const av = col.value(a);
-      const bv = col.value(b);
-      const nullish = (v) => v === null || v === undefined || v === "";
-      if (nullish(av) || nullish(bv)) return compareValues(av, bv); // empty cells last either way
-      return state.sort.dir * compareValues(av, bv) || compareValues(a.id, b.id);
-    });
-    const done = completedTrials();
-    const front = new Set(paretoIndices(done).map((i) => done[i].id));
+    const rows = sortedTrials(columns);
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+    state.tablePage = Math.min(Math.max(0, state.tablePage), pages - 1);
+    const first = state.tablePage * PAGE_ROWS;
+    const front = state.frontIds;
     const body = el("tbody");
-    for (const t of rows) {
+    for (const t of rows.slice(first, first + PAGE_ROWS)) {
       const tr = el("tr", {
         id: "trial-" + t.id,
         class: [t.state === "failed" ? "row-failed" : "", front.has(t.id) ? "row-front" : ""].join(" ").trim(),
@@ -910,12 +953,67 @@
       body.appendChild(tr);
     }
     table.replaceChild(body, table.tBodies[0]);
+    renderPager(rows.length, first, pages);
     const counts = state.trials.reduce((acc, t) => ((acc[t.state] = (acc[t.state] || 0) + 1), acc), {});
     $("trials-count").textContent = `— ${state.trials.length} in all` +
       Object.entries(counts).map(([s, n]) => ` · ${n} ${s}`).join("");
     renderStateFilter(counts);
-    showMessage("trials-empty", state.trials.length ? "" : "No trials yet: the planner queues the reference trials first, then the strategy's suggestions.");
-    table.parentElement.hidden = state.trials.length === 0;
+    renderKindFilter();
+    showMessage("trials-empty", state.trials.length ? (rows.length ? "" : "No trial matches the filters.") :
+      "No trials yet: the planner queues the reference trials first, then the strategy's suggestions.");
+    table.parentElement.hidden = rows.length === 0;
+  }
+
+  /** "rows 101–200 of 9,812" and the page buttons (hidden when one page holds every row). */
+  function renderPager(total, first, pages) {
+    const pager = $("trials-pager");
+    if (!pager) return;
+    pager.hidden = pages <= 1;
+    if (!pager.dataset.bound) {
+      pager.dataset.bound = "1";
+      const turn = (delta) => () => {
+        state.tablePage += delta;
+        renderTrials();
+      };
+      $("trials-prev").addEventListener("click", turn(-1));
+      $("trials-next").addEventListener("click", turn(1));
+      $("trials-first").addEventListener("click", () => { state.tablePage = 0; renderTrials(); });
+      $("trials-last").addEventListener("click", () => { state.tablePage = 1e9; renderTrials(); });
+    }
+    $("trials-range").textContent = total
+      ? `rows ${fmtTally(first + 1)}–${fmtTally(Math.min(total, first + PAGE_ROWS))} of ${fmtTally(total)} · page ${state.tablePage + 1} of ${fmtTally(pages)}`
+      : "";
+    $("trials-prev").disabled = $("trials-first").disabled = state.tablePage === 0;
+    $("trials-next").disabled = $("trials-last").disabled = state.tablePage >= pages - 1;
+  }
+
+  /** Show one trial's row: turn to its page (a link to #trial-N from the best-so-far card). */
+  function showTrial(id) {
+    state.stateFilter = "";
+    state.kindFilter = "";
+    const rows = sortedTrials(shownColumns());
+    let index = rows.findIndex((t) => t.id === id);
+    if (index < 0) {
+      state.brush = null;
+      clearBrush();
+      index = sortedTrials(shownColumns()).findIndex((t) => t.id === id);
+    }
+    if (index < 0) return;
+    state.tablePage = Math.floor(index / PAGE_ROWS);
+    renderTrials();
+    const row = $("trial-" + id);
+    if (row) row.scrollIntoView({ block: "center" });
+  }
+
+  function renderKindFilter() {
+    const select = $("trials-kind");
+    if (!select || select.dataset.bound) return;
+    select.dataset.bound = "1";
+    select.addEventListener("change", () => {
+      state.kindFilter = select.value;
+      state.tablePage = 0;
+      renderTrials();
+    });
   }
 
   /** The state filter's options: the states present, with their counts (the choice is kept). */
@@ -926,6 +1024,7 @@
       select.dataset.bound = "1";
       select.addEventListener("change", () => {
         state.stateFilter = select.value;
+        state.tablePage = 0;
         renderTrials();
       });
     }
@@ -940,8 +1039,37 @@
     select.value = state.stateFilter;
   }
 
+  /** The trials whose learning curves are drawn: the best completed ones, the references,
+   * and those training or waiting at a rung now (CURVES_SHOWN at most). */
+  function curveTrials() {
+    const refs = state.trials.filter((t) => REFERENCE_STYLE[t.kind]);
+    const live = state.trials.filter((t) => t.state === "running" || t.state === "paused")
+      .sort((a, b) => (b.top1 ?? -1) - (a.top1 ?? -1));
+    const best = completedTrials().filter((t) => !REFERENCE_STYLE[t.kind])
+      .sort((a, b) => b.top1 - a.top1);
+    const chosen = new Map();
+    for (const t of refs.concat(live, best)) {
+      if (chosen.size >= CURVES_SHOWN) break;
+      chosen.set(t.id, t);
+    }
+    return [...chosen.values()];
+  }
+
+  /** Fetch the curves the plot needs that are missing or may have grown, then draw them. */
+  async function loadCurves() {
+    const wanted = curveTrials().filter((t) => t.state !== "queued" &&
+      (!state.curves.has(t.id) || state.changed.has(t.id)));
+    if (wanted.length) {
+      const ids = wanted.map((t) => t.id).join(",");
+      const reply = await getJSON(`/api/searches/${encodeURIComponent(state.search.id)}/curves?ids=${ids}`);
+      if (reply.ok) for (const [id, curve] of Object.entries(reply.body)) state.curves.set(Number(id), curve);
+    }
+    renderCurves();
+  }
+
   function renderCurves() {
-    const withCurves = state.trials.filter((t) => Array.isArray(t.curve) && t.curve.length > 0);
+    const withCurves = curveTrials().map((t) => ({ ...t, curve: state.curves.get(t.id) || [] }))
+      .filter((t) => t.curve.length > 0);
     if (withCurves.length === 0) {
       clearPlot("curves-plot");
       showMessage("curves-empty", "No learning curves yet: they appear as trials report epochs.");
@@ -1006,6 +1134,121 @@
       legend: { orientation: "h", y: isAsha() ? 1.1 : 1.02, yanchor: "bottom", x: 0 },
       margin: { l: 56, r: 16, t: isAsha() ? 48 : 30, b: 44 },
     }));
+  }
+
+  // --- parallel coordinates -----------------------------------------------------------------
+
+  // The axes, left to right: the four factors (effective), then what they cost and gave.
+  const PARCOORDS = [
+    ...FACTORS.map((f) => ({ key: f, label: f, value: (t) => factorsOf(t)[f] })),
+    { key: "macs", label: "MMACs", value: (t) => t.macs / 1e6 },
+    { key: "top1", label: "top-1 %", value: (t) => 100 * t.top1 },
+  ];
+
+  /** A test for the brushed ranges (a trial outside any brushed axis fails), or null. */
+  function brushFilter() {
+    const brush = state.brush;
+    if (!brush || Object.keys(brush).length === 0) return null;
+    const axes = PARCOORDS.filter((d) => brush[d.key]);
+    return (t) => {
+      if (t.state !== "completed" || t.top1 === null || t.top1 === undefined) return false;
+      return axes.every((d) => {
+        const v = d.value(t);
+        return brush[d.key].some(([lo, hi]) => v >= lo && v <= hi);
+      });
+    };
+  }
+
+  /** Brushed ranges as the plot holds them: one [lo, hi] or a list of them per axis. */
+  function readBrush(node) {
+    const dims = (node.data && node.data[0] && node.data[0].dimensions) || [];
+    const brush = {};
+    dims.forEach((dim, i) => {
+      const range = dim.constraintrange;
+      if (!range || !range.length) return;
+      const ranges = Array.isArray(range[0]) ? range : [range];
+      brush[PARCOORDS[i].key] = ranges.map((r) => [Number(r[0]), Number(r[1])]);
+    });
+    return Object.keys(brush).length ? brush : null;
+  }
+
+  function clearBrush() {
+    state.brush = null;
+    const node = $("parcoords-plot");
+    if (node && node.data && node.data.length) {
+      const update = {};
+      PARCOORDS.forEach((_, i) => (update[`dimensions[${i}].constraintrange`] = null));
+      window.Plotly.restyle(node, update);
+    }
+    renderBrushNote();
+  }
+
+  function renderBrushNote() {
+    const note = $("parcoords-note");
+    if (!note) return;
+    const brushed = brushFilter();
+    if (!brushed) {
+      note.replaceChildren(document.createTextNode("Drag along an axis to keep a range; the trials table then lists only the trials inside every range."));
+      note.dataset.brushed = "0";
+      return;
+    }
+    const done = completedTrials();
+    const inside = done.filter(brushed).length;
+    const ranges = PARCOORDS.filter((d) => state.brush[d.key])
+      .map((d) => `${d.label} ${state.brush[d.key].map(([lo, hi]) => `${fmtNum(lo, 2)}–${fmtNum(hi, 2)}`).join(" or ")}`);
+    const clear = el("button", { type: "button", class: "button small", id: "parcoords-clear", text: "Clear" });
+    clear.addEventListener("click", () => {
+      clearBrush();
+      state.tablePage = 0;
+      renderTrials();
+    });
+    note.dataset.brushed = String(inside);
+    note.replaceChildren(
+      el("strong", { id: "parcoords-count", text: `${fmtTally(inside)} of ${fmtTally(done.length)}` }),
+      ` completed trials within ${ranges.join(", ")} — the table lists them. `,
+      clear);
+  }
+
+  function renderParcoords() {
+    const node = $("parcoords-plot");
+    if (!node) return;
+    const done = completedTrials();
+    if (done.length < 2) {
+      clearPlot("parcoords-plot");
+      showMessage("parcoords-empty", "Drawn once two trials have completed.");
+      renderBrushNote();
+      return;
+    }
+    showMessage("parcoords-empty", "");
+    const brush = state.brush || {};
+    const dimensions = PARCOORDS.map((d) => {
+      const values = done.map(d.value);
+      const dim = { label: d.label, values };
+      if (brush[d.key]) dim.constraintrange = brush[d.key].length === 1 ? brush[d.key][0] : brush[d.key];
+      if (d.key === "macs" && state.search.max_macs) {
+        const hi = Math.max(state.search.max_macs / 1e6, ...values);
+        dim.range = [Math.min(...values), hi];
+      }
+      return dim;
+    });
+    const top1 = done.map((t) => 100 * t.top1);
+    draw("parcoords-plot", [{
+      type: "parcoords",
+      dimensions,
+      line: { color: top1, colorscale: "Viridis", showscale: true,
+        colorbar: { title: { text: "top-1 %", side: "right" }, thickness: 10 } },
+      labelfont: { size: 12 }, tickfont: { size: 10 },
+    }], baseLayout({ margin: { l: 40, r: 60, t: 36, b: 20 } }));
+    if (!node.dataset.bound && typeof node.on === "function") {
+      node.dataset.bound = "1";
+      node.on("plotly_restyle", () => {
+        state.brush = readBrush(node);
+        state.tablePage = 0;
+        renderBrushNote();
+        renderTrials();
+      });
+    }
+    renderBrushNote();
   }
 
   // --- header, polling, stop ----------------------------------------------------------------
@@ -1073,11 +1316,7 @@
     const last = rungs.length - 1;
     const body = el("tbody");
     for (const [k, r] of rungs.entries()) {
-      const results = state.trials
-        .map((t) => (t.rung_top1 ? t.rung_top1[String(r.epoch)] : undefined))
-        .filter((v) => v !== null && v !== undefined)
-        .map(Number);
-      const best = results.length ? Math.max(...results) : null;
+      const best = r.best_top1 === null || r.best_top1 === undefined ? null : Number(r.best_top1);
       body.appendChild(el("tr", { "data-epoch": r.epoch }, [
         el("td", { text: k === last ? `${k + 1} (full)` : String(k + 1) }),
         el("td", { class: "num rung-epoch", text: String(r.epoch) }),
@@ -1132,44 +1371,138 @@
     return `c_min=${low.toFixed(4)}&c_max=${Math.max(c, asked).toFixed(4)}`;
   }
 
+  /** The GP views and the formula curve: asked for after the front and the table are drawn,
+   * each drawn when its answer arrives (the server answers from its last stored fit). */
   async function loadAnalysis(id) {
-    const [analysis, curve] = await Promise.all([
-      getJSON(`/api/searches/${id}/analysis`),
-      getJSON(`/api/searches/${id}/formula/curve?${curveRange()}`),
-    ]);
-    state.analysis = analysis.ok ? analysis.body : { fitted: false, error: "The GP views could not be loaded: " + errorText(analysis) };
-    if (curve.ok) {
-      state.curve = curve.body;
-      state.curveError = null;
-    } else {
-      state.curve = null;
-      state.curveError = "The downsizing formula is not available yet: " + errorText(curve);
+    state.analysisState = "loading";
+    const analysisDone = getJSON(`/api/searches/${id}/analysis`).then((analysis) => {
+      state.analysis = analysis.ok
+        ? analysis.body
+        : { fitted: false, error: "The GP views could not be loaded: " + errorText(analysis) };
+      state.analysisState = analysis.ok ? "drawn" : "error";
+      state.analysisStale = Boolean(analysis.ok && analysis.body.stale);
+      drawParts([renderImportance, render1d, render2d]);
+      renderAnalysisNote();
+    });
+    const curveDone = getJSON(`/api/searches/${id}/formula/curve?${curveRange()}`).then((curve) => {
+      if (curve.ok) {
+        state.curve = curve.body;
+        state.curveError = null;
+      } else {
+        state.curve = null;
+        state.curveError = "The downsizing formula is not available yet: " + errorText(curve);
+      }
+      drawParts([renderFormulaPlot]);
+    });
+    // Re-ask with whatever was asked last: an answer (or a "too few trials") may change.
+    const formulaDone = state.formulaAsked !== null ? runFormula(state.formulaAsked) : null;
+    await Promise.all([analysisDone, curveDone, formulaDone]);
+  }
+
+  /** While the GP views are on their way (or stale), say so where they will be drawn. */
+  function showAnalysisLoading() {
+    const text = "Loading the GP views…";
+    for (const id of ["gp-empty", "gp2d-empty", "importance-empty"]) {
+      const node = $(id);
+      if (node && (node.hidden || node.classList.contains("loading"))) {
+        showMessage(id, text);
+        node.classList.add("loading");
+      }
     }
+    if (!state.curve && !state.curveError) {
+      showMessage("formula-empty", "Loading the downsizing formula…");
+      $("formula-empty").classList.add("loading");
+    }
+    document.body.dataset.analysis = "loading";
+  }
+
+  function renderAnalysisNote() {
+    for (const id of ["gp-empty", "gp2d-empty", "importance-empty", "formula-empty"]) {
+      const node = $(id);
+      if (node) node.classList.remove("loading");
+    }
+    document.body.dataset.analysis = state.analysisState;
+    const note = $("analysis-note");
+    if (!note) return;
+    const a = state.analysis;
+    if (!a || !a.fitted_on) {
+      note.textContent = "";
+      return;
+    }
+    const sampled = a.modelled_on && a.n && a.modelled_on < a.n
+      ? ` (the GPs condition on ${fmtTally(a.modelled_on)} of them: the best quarter and a random rest; ${fmtTally(a.observations_shown)} are drawn as dots)`
+      : "";
+    const on = `Fitted on ${fmtTally(a.fitted_on.trials)} completed trials${sampled}`;
+    note.textContent = a.stale
+      ? `${on}; ${fmtTally(a.current_trials)} have completed now — a refit is under way and is drawn when it is stored.`
+      : `${on}, the search's completed set as of now.`;
+  }
+
+  /** Merge a compact view (all trials, or those changed since the cursor) into state.trials. */
+  function mergeTrials(body) {
+    const columns = body.columns;
+    state.changed = new Set();
+    if (body.since === null || body.since === undefined) state.byId = new Map();
+    for (const row of body.rows) {
+      const t = {};
+      for (let i = 0; i < columns.length; i++) t[columns[i]] = row[i];
+      t.effective_factors = { r: t.r, d_i: t.d_i, d_m: t.d_m, w: t.w };
+      state.byId.set(t.id, t);
+      state.changed.add(t.id);
+    }
+    state.cursor = body.cursor;
+    if (body.rows.length || !state.trials.length) {
+      state.trials = [...state.byId.values()].sort((a, b) => a.id - b.id);
+      state.version = (state.version || 0) + 1;
+    }
+  }
+
+  async function loadFront(id) {
+    const reply = await getJSON(`/api/searches/${id}/pareto`);
+    if (!reply.ok) return reply;
+    state.front = asList(reply.body);
+    state.frontIds = new Set(state.front.map((t) => t.id));
+    // The front's members in full (their weights links are drawn in the table).
+    for (const t of state.front) {
+      const known = state.byId.get(t.id);
+      if (known) known.weights_bytes = t.weights_bytes;
+    }
+    return reply;
   }
 
   async function refresh(first) {
     const id = encodeURIComponent(state.search.id);
-    const [search, trials] = await Promise.all([
-      getJSON(`/api/searches/${id}`),
-      getJSON(`/api/searches/${id}/trials`),
-    ]);
+    const since = state.cursor ? `?since=${encodeURIComponent(state.cursor)}` : "";
+    const requests = [getJSON(`/api/searches/${id}`), getJSON(`/api/searches/${id}/trials/compact${since}`)];
+    if (first) requests.push(loadFront(id)); // the first paint needs the front: ask at once
+    const [search, trials, frontReply] = await Promise.all(requests);
     if (search.status === 401 || trials.status === 401) {
       setAlert("Your session has ended: log in again to keep watching this search.");
       $("refresh-note").replaceChildren(el("a", { href: `/login?next=${encodeURIComponent(location.pathname)}`, text: "Log in" }));
       return;
     }
     if (search.ok) state.search = search.body;
-    if (trials.ok) state.trials = asList(trials.body);
-    if (!search.ok || !trials.ok) setAlert("Could not refresh: " + errorText(search.ok ? trials : search));
+    if (trials.ok) mergeTrials(trials.body);
+    const failed = [search, trials, frontReply].find((r) => r && !r.ok);
+    if (failed) setAlert("Could not refresh: " + errorText(failed));
     else setAlert("");
-    const completed = completedTrials().length;
-    if (first || completed !== state.lastCompleted) {
-      await loadAnalysis(id);
-      state.lastCompleted = completed;
-      // Re-ask with whatever was asked last: an answer (or a "too few trials") may change.
-      if (state.formulaAsked !== null) await runFormula(state.formulaAsked);
+    const completed = (state.search.counts && state.search.counts.completed) ?? completedTrials().length;
+    const newResults = first || completed !== state.lastCompleted;
+    if (newResults && !first) {
+      const reply = await loadFront(id);
+      if (!reply.ok) setAlert("Could not refresh the Pareto front: " + errorText(reply));
     }
-    renderAll();
+    // First what the page can draw from what it has: the header, the front, the table.
+    drawParts(newResults ? [renderHeader, renderPareto, renderBest, renderRungs, renderParcoords, renderTrials]
+      : [renderHeader, renderPareto, renderBest, renderRungs, renderTrials]);
+    if (first) document.body.dataset.firstPaint = String(Math.round(performance.now()));
+    const curvesDone = loadCurves().catch((err) => setAlert("The learning curves could not be drawn: " + err.message));
+    if (newResults || state.analysisStale) {
+      state.lastCompleted = completed;
+      if (first) showAnalysisLoading();
+      state.analysisLoad = loadAnalysis(id);
+    }
+    if (first) await curvesDone;
     // A paused search still has running trials, and an admin may resume it: keep watching.
     const running = state.search.state === "running" || state.search.state === "paused";
     const now = new Date().toLocaleTimeString();
@@ -1180,14 +1513,12 @@
     else state.timer = null;
   }
 
-  function renderAll() {
-    renderHeader();
-    const parts = [renderPareto, renderBest, renderImportance, render1d, render2d, renderFormulaPlot, renderRungs, renderCurves, renderTrials];
+  /** Draw each part on its own: one broken view must not take the others down. */
+  function drawParts(parts) {
     for (const part of parts) {
       try {
         part();
       } catch (err) {
-        // One broken view must not take the others down; say so instead of a blank page.
         setAlert(`Part of this page could not be drawn (${part.name}): ${err.message}`);
         if (window.console) console.warn(err);
       }
@@ -1237,8 +1568,15 @@
     if (stop) stop.addEventListener("click", stopSearch);
     const resume = $("resume-button");
     if (resume) resume.addEventListener("click", resumeSearch);
+    document.addEventListener("click", (event) => {
+      const link = event.target.closest("a[href^='#trial-']");
+      if (!link) return;
+      event.preventDefault();
+      showTrial(Number(link.getAttribute("href").slice("#trial-".length)));
+    });
+    state.formulaAsked = Number($("formula-c").value);
     await refresh(true);
-    await runFormula(Number($("formula-c").value));
+    await state.analysisLoad; // the GP views, the formula curve and the recommendation
     markReady();
   }
 
