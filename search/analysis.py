@@ -8,7 +8,11 @@
 - ``importance``: normalised inverse ARD lengthscales of the 4-D GP (on inputs scaled to
   the space), summing to 1: a short lengthscale means top-1 moves fast with that factor.
 
-Axes span the search space and every observation (reference trials may lie outside).
+Axes span the search space and every observation (reference trials may lie outside). Past
+:data:`MAX_MODEL_POINTS` observations the views' GPs are conditioned on a subsample (the best
+quarter by top-1 and a seeded random rest; ``modelled_on`` says how many): an exact GP on 10,000
+points costs minutes for a picture that 2,000 already draw. The 1-D views list at most
+:data:`MAX_SHOWN_OBSERVATIONS` of them as dots (``observations_shown`` of ``n``).
 Imports search.gp (torch, botorch) and search.space/strategies.
 """
 
@@ -28,6 +32,19 @@ MIN_OBSERVATIONS = 3
 PAIRS = (("r", "w"), ("r", "d_m"))
 MAX_GRID_1D = 2000
 MAX_GRID_2D = 500
+MAX_MODEL_POINTS = 2000
+MAX_SHOWN_OBSERVATIONS = 1000
+
+
+def _subsample(Y: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``limit`` rows: the best ``limit // 4`` by Y, then random."""
+    n = Y.shape[0]
+    if n <= limit:
+        return np.arange(n)
+    order = np.argsort(-Y[:, 0], kind="stable")
+    best = order[: limit // 4]
+    rest = np.random.default_rng(seed).permutation(order[limit // 4 :])[: limit - len(best)]
+    return np.sort(np.concatenate([best, rest]))
 
 
 def analyze(
@@ -66,12 +83,18 @@ def analyze(
         f: (min(bounds[f][0], float(X[:, j].min())), max(bounds[f][1], float(X[:, j].max())))
         for j, f in enumerate(FACTORS)
     }
+    keep = _subsample(Y, MAX_MODEL_POINTS)
+    X, Y = X[keep], Y[keep]
+    shown_in_kept = np.zeros(len(keep), dtype=bool)
+    shown_in_kept[_subsample(Y, MAX_SHOWN_OBSERVATIONS, seed=1)] = True
     with torch_threads(1):
         return {
             "fitted": True,
             "n": n,
+            "modelled_on": len(keep),
+            "observations_shown": int(shown_in_kept.sum()),
             "one_d": {
-                f: _one_d(X[:, j], Y, axes[f], grid_1d, reference_top1)
+                f: _one_d(X[:, j], Y, axes[f], grid_1d, reference_top1, shown_in_kept)
                 for j, f in enumerate(FACTORS)
             },
             "two_d": {f"{a}-{b}": _two_d(X, Y, a, b, axes, grid_2d) for a, b in PAIRS},
@@ -85,6 +108,7 @@ def _one_d(
     axis: tuple[float, float],
     size: int,
     reference_top1: float | None,
+    shown: np.ndarray,
 ) -> dict[str, Any]:
     model = fit_gp(x[:, None], Y, bounds=np.array([[axis[0]], [axis[1]]]))
     grid = np.linspace(axis[0], axis[1], size)
@@ -101,7 +125,7 @@ def _one_d(
                 "top1": float(yi),
                 "better": bool(reference_top1 is not None and yi > reference_top1),
             }
-            for xi, yi in zip(x, Y[:, 0], strict=True)
+            for xi, yi in zip(x[shown], Y[shown, 0], strict=True)
         ],
     }
 

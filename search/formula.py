@@ -1,7 +1,8 @@
 """The downsizing formula (paper §4.4): which (r, d_i, d_m, w) for c × m0 MACs?
 
 :func:`fit_formula` takes the top 20 % of the observed models by non-dominated rank on
-(top-1, MACs) (:func:`search.pareto.select_top`; at least :data:`MIN_SELECTED`), and fits one
+(top-1, MACs) (:func:`search.pareto.select_top`; at least :data:`MIN_SELECTED`, at most
+:data:`MAX_SELECTED`), and fits one
 GP per factor against ``c = MACs / m0`` (each effective factor as a function of c, as the
 paper's Fig. 8). :meth:`Formula.predict` evaluates the four GPs at ``c``, builds the
 network and, when rounding makes it overshoot ``c · m0``, *repairs* it: width is shrunk first
@@ -34,6 +35,7 @@ from vitcube.search.strategies import Observation, validate_observations
 
 MIN_OBSERVATIONS = 5
 MIN_SELECTED = 4
+MAX_SELECTED = 400  # past this, more points of the front only slow the four 1-D GPs down
 SELECT_FRACTION = 0.2
 # Repair order and the smallest value each factor may be shrunk to.
 REPAIR_ORDER = ("w", "r", "d_m", "d_i")
@@ -160,7 +162,7 @@ def fit_formula(
         )
     m0 = count_macs(base)
     scored = [(o.top1, o.macs) for o in observations]
-    quota = max(MIN_SELECTED, math.ceil(SELECT_FRACTION * len(observations)))
+    quota = min(MAX_SELECTED, max(MIN_SELECTED, math.ceil(SELECT_FRACTION * len(observations))))
     chosen = select_top(scored, count=min(quota, len(observations)))
     selected = [observations[i] for i in chosen]
     c = np.array([[o.macs / m0] for o in selected])
