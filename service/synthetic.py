@@ -47,7 +47,7 @@ def fill_search(
     drawn again. `curves` also writes one learning-curve point per epoch. Returns the new
     trials' ids. Raises NotEnoughNetworksError when the lattice runs out first.
     """
-    from vitcube.models import ArchConfig, count_params
+    from vitcube.models import ArchConfig
     from vitcube.search.space import Space
 
     if n < 0:
@@ -62,17 +62,48 @@ def fill_search(
         low, high = search.min_macs or 0, search.max_macs
         taken = set(session.scalars(select(Trial.arch_key).where(Trial.search_id == search_id)))
     rng = np.random.default_rng(seed)
-    rows: list[dict[str, Any]] = []
-    tries = 0
-    while len(rows) < n:
-        tries += 1
-        if tries > 50:
+    ids: list[int] = []
+    while len(ids) < n:
+        rows = _draw(base, space, n - len(ids), low=low, high=high, taken=taken, rng=rng)
+        if not rows:
             raise NotEnoughNetworksError(
-                f"the space of search {search_id} holds only {len(rows)} more distinct networks "
+                f"the space of search {search_id} holds only {len(ids)} more distinct networks "
                 f"within its budget; ask for fewer than {n} or widen the space"
             )
+        # Fewer may be written than drawn: the planner may have queued one of them meanwhile.
+        ids.extend(
+            _insert(
+                db,
+                search_id,
+                rows,
+                epochs=epochs,
+                score=score,
+                seed=seed,
+                curves=curves,
+                images_per_s=images_per_s,
+            )
+        )
+    return ids
+
+
+def _draw(
+    base: Any,
+    space: Any,
+    n: int,
+    *,
+    low: int,
+    high: int,
+    taken: set[str],
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """Up to `n` networks not in `taken` (which they join), fewer only when the lattice is spent."""
+    from vitcube.models import count_params
+
+    rows: list[dict[str, Any]] = []
+    tries = 0
+    while len(rows) < n and tries < 50:
+        tries += 1
         batch = space.from_unit_points(rng.random((max(256, 2 * (n - len(rows))), 4)))
-        fresh = 0
         for j in rng.permutation(len(batch)).tolist():
             macs = int(batch.macs[j])
             if not low <= macs <= high:
@@ -83,12 +114,11 @@ def fill_search(
             if key in taken:
                 continue
             taken.add(key)
-            fresh += 1
-            eff = arch.effective_factors()
+            tries = 0
             rows.append(
                 {
                     "requested": requested,
-                    "eff": eff,
+                    "eff": arch.effective_factors(),
                     "arch": arch.to_dict(),
                     "key": key,
                     "macs": macs,
@@ -98,18 +128,7 @@ def fill_search(
             )
             if len(rows) == n:
                 break
-        if fresh:
-            tries = 0
-    return _insert(
-        db,
-        search_id,
-        rows,
-        epochs=epochs,
-        score=score,
-        seed=seed,
-        curves=curves,
-        images_per_s=images_per_s,
-    )
+    return rows
 
 
 def _insert(
@@ -160,6 +179,19 @@ def _insert(
             )
             points.append(curve)
         with db.session(write=True) as session:
+            held = set(
+                session.scalars(
+                    select(Trial.arch_key).where(
+                        Trial.search_id == search_id,
+                        Trial.arch_key.in_([v["arch_key"] for v in values]),
+                    )
+                )
+            )
+            kept = [i for i, v in enumerate(values) if v["arch_key"] not in held]
+            values = [values[i] for i in kept]
+            points = [points[i] for i in kept]
+            if not values:
+                continue
             new = list(
                 session.scalars(
                     insert(Trial).returning(Trial.id, sort_by_parameter_order=True), values

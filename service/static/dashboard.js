@@ -26,7 +26,8 @@
   const PAUSED = "#b0519f"; // a trial waiting at a rung (its top-1 is partial)
   const PAUSED_SYMBOLS = ["circle-open", "diamond-open", "square-open", "triangle-up-open"];
   const POLL_MS = 4000;
-  const GL_POINTS = 1500; // above this many markers a plot draws with WebGL
+  const MANY_POINTS = 1500; // past this many markers, smaller ones without outlines
+  const MAX_DOTS = 1000; // trials drawn as dots over the 2-D GP views
   const PAGE_ROWS = 100; // trials per page of the table
   const CURVES_SHOWN = 40; // learning curves drawn: the best, the references, the running
   const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif';
@@ -198,21 +199,15 @@
     return window.Plotly.react(node, traces, layout, PLOT_CONFIG);
   }
 
-  /** WebGL scatter for big point sets (SVG draws ~10,000 markers in seconds), SVG otherwise. */
-  function scatterType(n) {
-    return n > GL_POINTS && hasWebGL() ? "scattergl" : "scatter";
-  }
-
-  let webgl = null;
-  function hasWebGL() {
-    if (webgl === null) {
-      try {
-        webgl = Boolean(document.createElement("canvas").getContext("webgl"));
-      } catch (err) {
-        webgl = false;
-      }
-    }
-    return webgl;
+  /** At most `limit` trials: the best quarter by top-1, then every k-th of the rest. */
+  function sampleTrials(trials, limit) {
+    if (trials.length <= limit) return trials;
+    const ranked = [...trials].sort((a, b) => b.top1 - a.top1);
+    const best = ranked.slice(0, Math.floor(limit / 4));
+    const rest = ranked.slice(best.length);
+    const step = rest.length / (limit - best.length);
+    for (let i = 0; i < limit - best.length; i++) best.push(rest[Math.floor(i * step)]);
+    return best;
   }
 
   function factorsOf(trial) {
@@ -373,8 +368,8 @@
       },
     ];
     const groups = [
-      { name: "trial", test: (t) => !REFERENCE_STYLE[t.kind] && !onFront.has(t.id), many: true,
-        marker: { color: "rgba(120, 144, 178, 0.75)", size: done.length > GL_POINTS ? 5 : 8, line: { color: "#fff", width: done.length > GL_POINTS ? 0 : 1 } } },
+      { name: "trial", test: (t) => !REFERENCE_STYLE[t.kind] && !onFront.has(t.id),
+        marker: { color: "rgba(120, 144, 178, 0.75)", size: done.length > MANY_POINTS ? 5 : 8, line: { color: "#fff", width: done.length > MANY_POINTS ? 0 : 1 } } },
       { name: "trial on the front", test: (t) => !REFERENCE_STYLE[t.kind] && onFront.has(t.id),
         marker: { color: ACCENT, size: 12, line: { color: "#fff", width: 1.5 } } },
     ];
@@ -391,7 +386,7 @@
         y: members.map((t) => 100 * t.top1),
         customdata: members.map(hoverData),
         mode: "markers",
-        type: g.many ? scatterType(members.length) : "scatter",
+        type: "scatter",
         marker: g.marker,
         hovertemplate: HOVER,
       });
@@ -408,7 +403,7 @@
         y: members.map((t) => 100 * partialTop1(t)),
         customdata: members.map(hoverData),
         mode: "markers",
-        type: scatterType(members.length),
+        type: "scatter",
         marker: { color: PAUSED, symbol, size: 9, line: { color: PAUSED, width: 1.5 } },
         hovertemplate: HOVER.replace("top-1 <b>", `paused at epoch ${epoch}: partial top-1 <b>`),
       });
@@ -603,10 +598,10 @@
         { x: v.x, y: v.mean.map((y) => 100 * y), mode: "lines", line: { color, width: 2.5 },
           name: "GP mean", showlegend: false,
           hovertemplate: `${f} %{x:.2f}: %{y:.2f} %<extra>GP mean</extra>` },
-        { type: scatterType(obs.length), x: better.map((o) => o.x), y: better.map((o) => 100 * o.top1), mode: "markers",
+        { x: better.map((o) => o.x), y: better.map((o) => 100 * o.top1), mode: "markers",
           marker: { color: GOOD, size: 7, line: { color: "#fff", width: 1 } }, name: "better than reference",
           showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>better</extra>` },
-        { type: scatterType(obs.length), x: worse.map((o) => o.x), y: worse.map((o) => 100 * o.top1), mode: "markers",
+        { x: worse.map((o) => o.x), y: worse.map((o) => 100 * o.top1), mode: "markers",
           marker: { color: BAD, size: 7, line: { color: "#fff", width: 1 } }, name: "worse than reference",
           showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>not better</extra>` },
       ];
@@ -655,7 +650,8 @@
       return;
     }
     showMessage("gp2d-empty", "");
-    const done = completedTrials();
+    // At most MAX_DOTS dots: each is an SVG element, and four plots draw them.
+    const dots = sampleTrials(completedTrials(), MAX_DOTS);
     const best = bestTrial();
     for (const [pair, stat] of ids) {
       const id = `gp2d-${pair}-${stat}`;
@@ -681,13 +677,13 @@
           hovertemplate: `${fx} %{x:.2f}, ${fy} %{y:.2f}: %{z:.2f} %<extra>${stat}</extra>`,
         },
         {
-          type: scatterType(done.length),
+          type: "scatter",
           mode: "markers",
-          x: done.map((t) => factorsOf(t)[fx]),
-          y: done.map((t) => factorsOf(t)[fy]),
+          x: dots.map((t) => factorsOf(t)[fx]),
+          y: dots.map((t) => factorsOf(t)[fy]),
           marker: { color: "rgba(255,255,255,0.9)", size: 6, line: { color: "#1d2633", width: 1 } },
           hovertemplate: `trial %{text}<extra></extra>`,
-          text: done.map((t) => String(t.id)),
+          text: dots.map((t) => String(t.id)),
           showlegend: false,
         },
       ];
@@ -1137,13 +1133,30 @@
   }
 
   // --- parallel coordinates -----------------------------------------------------------------
+  //
+  // Drawn on a 2-D canvas by this file, not with Plotly's parcoords: that trace needs WebGL
+  // compiled through `new Function`, which this page's Content-Security-Policy (script-src
+  // 'self', no 'unsafe-eval') forbids. A canvas draws 10,000 polylines in a few milliseconds.
 
   // The axes, left to right: the four factors (effective), then what they cost and gave.
   const PARCOORDS = [
-    ...FACTORS.map((f) => ({ key: f, label: f, value: (t) => factorsOf(t)[f] })),
-    { key: "macs", label: "MMACs", value: (t) => t.macs / 1e6 },
-    { key: "top1", label: "top-1 %", value: (t) => 100 * t.top1 },
+    ...FACTORS.map((f) => ({ key: f, label: f, value: (t) => factorsOf(t)[f], digits: 2 })),
+    { key: "macs", label: "MMACs", value: (t) => t.macs / 1e6, digits: 0 },
+    { key: "top1", label: "top-1 %", value: (t) => 100 * t.top1, digits: 1 },
   ];
+  const PC_MARGIN = { l: 36, r: 84, t: 34, b: 26 };
+  const PC_HEIGHT = 380;
+  // Viridis at five stops, for the top-1 colour of each line.
+  const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const pc = { geometry: null, drag: null, frame: 0 };
+
+  function viridis(u) {
+    const x = Math.min(1, Math.max(0, u)) * (VIRIDIS.length - 1);
+    const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
+    const f = x - i;
+    const c = VIRIDIS[i].map((v, k) => Math.round(v + f * (VIRIDIS[i + 1][k] - v)));
+    return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
+  }
 
   /** A test for the brushed ranges (a trial outside any brushed axis fails), or null. */
   function brushFilter() {
@@ -1159,43 +1172,26 @@
     };
   }
 
-  /** Brushed ranges as the plot holds them: one [lo, hi] or a list of them per axis. */
-  function readBrush(node) {
-    const dims = (node.data && node.data[0] && node.data[0].dimensions) || [];
-    const brush = {};
-    dims.forEach((dim, i) => {
-      const range = dim.constraintrange;
-      if (!range || !range.length) return;
-      const ranges = Array.isArray(range[0]) ? range : [range];
-      brush[PARCOORDS[i].key] = ranges.map((r) => [Number(r[0]), Number(r[1])]);
-    });
-    return Object.keys(brush).length ? brush : null;
-  }
-
   function clearBrush() {
     state.brush = null;
-    const node = $("parcoords-plot");
-    if (node && node.data && node.data.length) {
-      const update = {};
-      PARCOORDS.forEach((_, i) => (update[`dimensions[${i}].constraintrange`] = null));
-      window.Plotly.restyle(node, update);
-    }
+    drawParcoords();
     renderBrushNote();
   }
 
   function renderBrushNote() {
     const note = $("parcoords-note");
     if (!note) return;
+    $("parcoords-plot").dataset.brush = JSON.stringify(state.brush || {});
     const brushed = brushFilter();
     if (!brushed) {
-      note.replaceChildren(document.createTextNode("Drag along an axis to keep a range; the trials table then lists only the trials inside every range."));
+      note.replaceChildren(document.createTextNode("Drag along an axis to keep a range (drag again to change it, click the axis to drop it); the trials table then lists only the trials inside every range."));
       note.dataset.brushed = "0";
       return;
     }
     const done = completedTrials();
     const inside = done.filter(brushed).length;
     const ranges = PARCOORDS.filter((d) => state.brush[d.key])
-      .map((d) => `${d.label} ${state.brush[d.key].map(([lo, hi]) => `${fmtNum(lo, 2)}–${fmtNum(hi, 2)}`).join(" or ")}`);
+      .map((d) => `${d.label} ${state.brush[d.key].map(([lo, hi]) => `${fmtNum(lo, d.digits + 1)}–${fmtNum(hi, d.digits + 1)}`).join(" or ")}`);
     const clear = el("button", { type: "button", class: "button small", id: "parcoords-clear", text: "Clear" });
     clear.addEventListener("click", () => {
       clearBrush();
@@ -1214,41 +1210,184 @@
     if (!node) return;
     const done = completedTrials();
     if (done.length < 2) {
-      clearPlot("parcoords-plot");
+      node.hidden = true;
       showMessage("parcoords-empty", "Drawn once two trials have completed.");
       renderBrushNote();
       return;
     }
+    node.hidden = false;
     showMessage("parcoords-empty", "");
-    const brush = state.brush || {};
-    const dimensions = PARCOORDS.map((d) => {
-      const values = done.map(d.value);
-      const dim = { label: d.label, values };
-      if (brush[d.key]) dim.constraintrange = brush[d.key].length === 1 ? brush[d.key][0] : brush[d.key];
-      if (d.key === "macs" && state.search.max_macs) {
-        const hi = Math.max(state.search.max_macs / 1e6, ...values);
-        dim.range = [Math.min(...values), hi];
+    // Lines drawn worst first, so the best lie on top.
+    const trials = [...done].sort((a, b) => a.top1 - b.top1);
+    const columns = PARCOORDS.map((d) => trials.map(d.value));
+    const ranges = columns.map((values, k) => {
+      let lo = Math.min(...values);
+      let hi = Math.max(...values);
+      if (PARCOORDS[k].key === "macs" && state.search.max_macs) hi = Math.max(hi, state.search.max_macs / 1e6);
+      if (hi - lo < 1e-9) {
+        lo -= 0.5;
+        hi += 0.5;
       }
-      return dim;
+      return [lo, hi];
     });
-    const top1 = done.map((t) => 100 * t.top1);
-    draw("parcoords-plot", [{
-      type: "parcoords",
-      dimensions,
-      line: { color: top1, colorscale: "Viridis", showscale: true,
-        colorbar: { title: { text: "top-1 %", side: "right" }, thickness: 10 } },
-      labelfont: { size: 12 }, tickfont: { size: 10 },
-    }], baseLayout({ margin: { l: 40, r: 60, t: 36, b: 20 } }));
-    if (!node.dataset.bound && typeof node.on === "function") {
-      node.dataset.bound = "1";
-      node.on("plotly_restyle", () => {
-        state.brush = readBrush(node);
-        state.tablePage = 0;
-        renderBrushNote();
-        renderTrials();
-      });
-    }
+    pc.data = { trials, columns, ranges };
+    bindParcoords(node);
+    drawParcoords();
     renderBrushNote();
+  }
+
+  function drawParcoords() {
+    const node = $("parcoords-plot");
+    const canvas = $("parcoords-canvas");
+    if (!node || !canvas || !pc.data || node.hidden) return;
+    const width = Math.max(320, node.clientWidth);
+    const ratio = window.devicePixelRatio || 1;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(PC_HEIGHT * ratio);
+    canvas.style.width = `${width}px`;
+    canvas.style.height = `${PC_HEIGHT}px`;
+    const g = canvas.getContext("2d");
+    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    g.clearRect(0, 0, width, PC_HEIGHT);
+    const top = PC_MARGIN.t;
+    const bottom = PC_HEIGHT - PC_MARGIN.b;
+    const span = (width - PC_MARGIN.l - PC_MARGIN.r) / (PARCOORDS.length - 1);
+    const xs = PARCOORDS.map((_, k) => PC_MARGIN.l + k * span);
+    const { trials, columns, ranges } = pc.data;
+    const y = (k, v) => bottom - ((v - ranges[k][0]) / (ranges[k][1] - ranges[k][0])) * (bottom - top);
+    pc.geometry = { xs, top, bottom, ranges };
+    node.dataset.axes = JSON.stringify(PARCOORDS.map((d) => d.label));
+    node.dataset.axisX = JSON.stringify(xs.map((x) => Math.round(x)));
+    node.dataset.axisTop = String(top);
+    node.dataset.axisBottom = String(bottom);
+    node.dataset.lines = String(trials.length);
+    const inside = brushFilter();
+    const top1 = ranges[PARCOORDS.length - 1];
+    const alpha = trials.length > 2000 ? 0.22 : trials.length > 300 ? 0.45 : 0.85;
+    const line = (i) => {
+      g.beginPath();
+      for (let k = 0; k < xs.length; k++) {
+        const py = y(k, columns[k][i]);
+        if (k === 0) g.moveTo(xs[k], py);
+        else g.lineTo(xs[k], py);
+      }
+      g.stroke();
+    };
+    g.lineWidth = 1;
+    if (inside) {
+      // Outside the brush: faint grey; inside: coloured by top-1 on top of them.
+      g.globalAlpha = Math.min(0.25, alpha);
+      g.strokeStyle = "#b7c0cc";
+      trials.forEach((t, i) => { if (!inside(t)) line(i); });
+    }
+    g.globalAlpha = alpha;
+    trials.forEach((t, i) => {
+      if (inside && !inside(t)) return;
+      g.strokeStyle = viridis((columns[PARCOORDS.length - 1][i] - top1[0]) / (top1[1] - top1[0]));
+      line(i);
+    });
+    g.globalAlpha = 1;
+    // Axes, their labels and ticks, and the brushed ranges.
+    g.font = `12px ${FONT}`;
+    g.textAlign = "center";
+    for (const [k, d] of PARCOORDS.entries()) {
+      const x = xs[k];
+      g.strokeStyle = "#1d2633";
+      g.lineWidth = 1.2;
+      g.beginPath();
+      g.moveTo(x, top);
+      g.lineTo(x, bottom);
+      g.stroke();
+      g.fillStyle = "#1d2633";
+      g.font = `bold 12px ${FONT}`;
+      g.fillText(d.label, x, top - 16);
+      g.font = `10px ${FONT}`;
+      g.fillStyle = "#5f6b7a";
+      g.textAlign = "left";
+      for (let j = 0; j <= 4; j++) {
+        const v = ranges[k][0] + (j / 4) * (ranges[k][1] - ranges[k][0]);
+        const py = y(k, v);
+        g.fillRect(x - 3, py, 6, 1);
+        g.fillText(fmtNum(v, d.digits), x + 5, py + 3);
+      }
+      g.textAlign = "center";
+      const chosen = (state.brush && state.brush[d.key]) || [];
+      const live = pc.drag && pc.drag.axis === k ? [[pc.drag.lo, pc.drag.hi]] : [];
+      for (const [lo, hi] of live.length ? live : chosen) {
+        g.fillStyle = "rgba(47, 111, 219, 0.22)";
+        g.strokeStyle = ACCENT;
+        const y0 = y(k, Math.min(hi, ranges[k][1]));
+        const y1 = y(k, Math.max(lo, ranges[k][0]));
+        g.fillRect(x - 7, y0, 14, y1 - y0);
+        g.strokeRect(x - 7, y0, 14, y1 - y0);
+      }
+    }
+    // The colour scale of top-1.
+    const barX = width - PC_MARGIN.r + 34;
+    for (let py = top; py <= bottom; py++) {
+      g.fillStyle = viridis((bottom - py) / (bottom - top));
+      g.fillRect(barX, py, 12, 1);
+    }
+    g.fillStyle = "#5f6b7a";
+    g.textAlign = "left";
+    g.fillText(`${fmtNum(top1[1], 1)} %`, barX - 4, top - 4);
+    g.fillText(`${fmtNum(top1[0], 1)} %`, barX - 4, bottom + 14);
+  }
+
+  /** Brushing: press on an axis, drag along it, let go; a click without a drag drops it. */
+  function bindParcoords(node) {
+    const canvas = $("parcoords-canvas");
+    if (!canvas || canvas.dataset.bound) return;
+    canvas.dataset.bound = "1";
+    const at = (event) => {
+      const box = canvas.getBoundingClientRect();
+      return [event.clientX - box.left, event.clientY - box.top];
+    };
+    const value = (k, py) => {
+      const { top, bottom, ranges } = pc.geometry;
+      const u = (bottom - Math.min(bottom, Math.max(top, py))) / (bottom - top);
+      return ranges[k][0] + u * (ranges[k][1] - ranges[k][0]);
+    };
+    canvas.addEventListener("pointerdown", (event) => {
+      if (!pc.geometry) return;
+      const [px, py] = at(event);
+      const k = pc.geometry.xs.findIndex((x) => Math.abs(x - px) <= 12);
+      if (k < 0) return;
+      event.preventDefault();
+      canvas.setPointerCapture(event.pointerId);
+      const v = value(k, py);
+      pc.drag = { axis: k, start: py, from: v, lo: v, hi: v, moved: false };
+    });
+    canvas.addEventListener("pointermove", (event) => {
+      const [px, py] = at(event);
+      if (!pc.drag) {
+        const near = pc.geometry && pc.geometry.xs.some((x) => Math.abs(x - px) <= 12);
+        canvas.style.cursor = near ? "ns-resize" : "default";
+        return;
+      }
+      const v = value(pc.drag.axis, py);
+      pc.drag.lo = Math.min(pc.drag.from, v);
+      pc.drag.hi = Math.max(pc.drag.from, v);
+      pc.drag.moved = pc.drag.moved || Math.abs(py - pc.drag.start) > 3;
+      if (!pc.frame) pc.frame = requestAnimationFrame(() => { pc.frame = 0; drawParcoords(); });
+    });
+    const finish = () => {
+      if (!pc.drag) return;
+      const { axis, lo, hi, moved } = pc.drag;
+      pc.drag = null;
+      const key = PARCOORDS[axis].key;
+      const brush = { ...(state.brush || {}) };
+      if (moved) brush[key] = [[lo, hi]];
+      else delete brush[key];
+      state.brush = Object.keys(brush).length ? brush : null;
+      state.tablePage = 0;
+      drawParcoords();
+      renderBrushNote();
+      renderTrials();
+    };
+    canvas.addEventListener("pointerup", finish);
+    canvas.addEventListener("pointercancel", finish);
+    window.addEventListener("resize", () => drawParcoords());
   }
 
   // --- header, polling, stop ----------------------------------------------------------------

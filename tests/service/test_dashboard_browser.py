@@ -188,6 +188,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             assert created.status_code == 201, created.text
             done = created.json()
             _complete_all(srv, done["id"], SEEDED_TRIALS)
+            # The GP views and the formula of all of them, stored before any page asks.
+            fitted = admin.get(f"/api/searches/{done['id']}/analysis", params={"fresh": True})
+            assert fitted.json()["fitted_on"]["trials"] == SEEDED_TRIALS, fitted.text
             # A second search that stays running with nothing completed: the early states.
             fresh = admin.post(
                 "/api/searches", json=_search_body("still empty", max_trials=30, parallelism=1)
@@ -400,8 +403,13 @@ def test_a_running_search_fills_in_live_keeps_the_zoom_and_an_admin_can_stop_it(
     page.wait_for_function(POINTS_JS, arg=1, timeout=15_000)
     assert page.locator("#pareto-empty").is_hidden()
     assert "not fitted" in page.inner_text("#gp-empty")  # one trial is too few for a GP
-    # The formula is asked again when a trial completes ("too few trials" has a new count).
-    assert page.inner_text("#formula-error") != formula_answer_at_zero
+    # The formula is asked again when a trial completes ("too few trials" has a new count);
+    # the front is drawn first, the formula's answer when it arrives.
+    page.wait_for_function(
+        "before => document.getElementById('formula-error').innerText !== before",
+        arg=formula_answer_at_zero,
+        timeout=15_000,
+    )
     _assert_no_junk(page)
     page.screenshot(path=str(test_output_dir / "dashboard-early.png"), full_page=True)
 
