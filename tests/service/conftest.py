@@ -28,7 +28,7 @@ from vitcube.service.app import create_app
 from vitcube.service.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-TABLES = ("artifacts", "trial_metrics", "trials", "searches", "api_tokens")
+TABLES = ("search_analyses", "artifacts", "trial_metrics", "trials", "searches", "api_tokens")
 
 
 def _admin_url() -> str:
