@@ -40,13 +40,15 @@ lint: install-dev
 	$(BIN)/lint-imports
 
 # The suite on TEST_PROCESSES processes (pytest-xdist), one test file per process at a time so a
-# file's module fixtures (servers, databases) are built once; TEST_PROCESSES=0 runs it in one.
+# file's module fixtures (servers, databases) are built once (tests/conftest.py hands the slowest
+# files out first and splits three by backend); TEST_PROCESSES=0 runs it in one. The 25 slowest
+# tests are listed at the end.
 # The schemathesis fuzz runs in its own pass, without -n: its 26 cases (one per operation) share
 # one node id, and xdist, which schedules by id, ran one of them and silently dropped 25.
 TEST_PROCESSES ?= 2
 FUZZ_TESTS := tests/service/test_fuzz.py
 test: install-dev browser lint
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --ignore $(FUZZ_TESTS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --durations 25 --ignore $(FUZZ_TESTS)
 	$(BIN)/pytest $(FUZZ_TESTS)
 
 # Quick runs of every benchmark (see benchmarks/README.md for the full ones).
