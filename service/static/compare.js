@@ -9,6 +9,7 @@
 "use strict";
 
 (function () {
+  const { $, el, fmtMacs, fmtNum, errorText, getJSON, markReady } = window.vitcube;
   // One colour per search slot (at most 8 searches); colour-blind-safe where it matters most.
   const PALETTE = ["#2f6fdb", "#d1495b", "#1f9d55", "#c77c02", "#8e44ad", "#138d90", "#5f6b7a", "#b0519f"];
   const FACTORS = ["r", "d_i", "d_m", "w"];
@@ -20,76 +21,19 @@
     modeBarButtonsToRemove: ["lasso2d", "select2d", "autoScale2d"],
   };
 
-  // --- small helpers (the same as dashboard.js's, which keeps its own private) -------------
+  // --- small helpers (the shared ones come from common.js) -----------------------------------
 
-  function $(id) {
-    return document.getElementById(id);
-  }
 
-  function el(tag, attrs, children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "text") node.textContent = value;
-      else if (key === "class") node.className = value;
-      else node.setAttribute(key, value === true ? "" : String(value));
-    }
-    for (const child of children || []) {
-      if (child === null || child === undefined) continue;
-      node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
-    }
-    return node;
-  }
 
-  function fmtMacs(macs) {
-    if (macs === null || macs === undefined || Number.isNaN(Number(macs))) return "–";
-    const v = Number(macs);
-    for (const [unit, scale] of [["T", 1e12], ["G", 1e9], ["M", 1e6], ["k", 1e3]]) {
-      if (Math.abs(v) >= scale) return (v / scale).toPrecision(3) + " " + unit;
-    }
-    return String(Math.round(v));
-  }
 
-  function fmtNum(x, digits) {
-    if (x === null || x === undefined || Number.isNaN(Number(x))) return "–";
-    return Number(x).toFixed(digits === undefined ? 2 : digits);
-  }
 
-  function errorText(reply) {
-    const body = reply.body;
-    if (body && body.detail !== undefined) {
-      if (Array.isArray(body.detail)) {
-        return body.detail.map((d) => (d && d.msg ? d.msg : JSON.stringify(d))).join("; ");
-      }
-      return String(body.detail);
-    }
-    return "the server answered HTTP " + reply.status;
-  }
 
-  async function getJSON(path) {
-    let response;
-    try {
-      response = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
-    } catch (err) {
-      return { ok: false, status: 0, body: { detail: "the server could not be reached" } };
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (err) {
-      body = null;
-    }
-    return { ok: response.ok, status: response.status, body };
-  }
 
   /** Plotly reads trace names and hover text as a little HTML; a search's name is plain text. */
   function plotText(text) {
     return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   }
 
-  function markReady() {
-    document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
-  }
 
   // --- the compare page ---------------------------------------------------------------------
 

@@ -6,6 +6,7 @@
 "use strict";
 
 (function () {
+  const { $, el, fill, fmtMacs, fmtTally, fmtBytes, fmtCount, fmtPct, fmtNum, errorText, getJSON, markReady } = window.vitcube;
   const FACTORS = ["r", "d_i", "d_m", "w"];
   const FACTOR_TITLE = {
     r: "r · resolution",
@@ -39,55 +40,11 @@
 
   // --- small helpers ------------------------------------------------------------------------
 
-  function $(id) {
-    return document.getElementById(id);
-  }
 
-  function el(tag, attrs, children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "text") node.textContent = value;
-      else if (key === "class") node.className = value;
-      else if (key === "style") node.setAttribute("style", value);
-      else node.setAttribute(key, value === true ? "" : String(value));
-    }
-    for (const child of children || []) {
-      if (child === null || child === undefined) continue;
-      node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
-    }
-    return node;
-  }
 
-  /** replaceChildren without the nulls (which the DOM would print as "null"). */
-  function fill(node, ...children) {
-    node.replaceChildren(...children.filter((c) => c !== null && c !== undefined));
-  }
 
-  function fmtMacs(macs) {
-    if (macs === null || macs === undefined || Number.isNaN(macs)) return "–";
-    const v = Number(macs);
-    // Per image up to G; a search's training compute reaches T, P, E.
-    for (const [unit, scale] of [["E", 1e18], ["P", 1e15], ["T", 1e12], ["G", 1e9], ["M", 1e6], ["k", 1e3]]) {
-      if (Math.abs(v) >= scale) return (v / scale).toPrecision(3) + " " + unit;
-    }
-    return String(Math.round(v));
-  }
 
-  /** Epochs and other tallies with thousands separators: 1000 -> "1,000", 12.5 -> "12.5". */
-  function fmtTally(n) {
-    if (n === null || n === undefined || Number.isNaN(Number(n))) return "–";
-    return Number(n).toLocaleString("en-US", { maximumFractionDigits: 1 });
-  }
 
-  function fmtBytes(n) {
-    if (n === null || n === undefined) return "–";
-    const v = Number(n);
-    for (const [unit, scale] of [["GB", 1e9], ["MB", 1e6], ["kB", 1e3]]) {
-      if (Math.abs(v) >= scale) return (v / scale).toPrecision(3) + " " + unit;
-    }
-    return `${v} B`;
-  }
 
   /** A download link to a trial's final weights, or null when the server keeps none. */
   function weightsLink(t) {
@@ -99,55 +56,10 @@
     });
   }
 
-  function fmtCount(n) {
-    if (n === null || n === undefined) return "–";
-    const v = Number(n);
-    if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(2) + " M";
-    if (Math.abs(v) >= 1e3) return (v / 1e3).toFixed(1) + " k";
-    return String(v);
-  }
 
-  function fmtPct(fraction, digits) {
-    if (fraction === null || fraction === undefined) return "–";
-    return (100 * Number(fraction)).toFixed(digits === undefined ? 1 : digits) + " %";
-  }
 
-  function fmtNum(x, digits) {
-    if (x === null || x === undefined || Number.isNaN(Number(x))) return "–";
-    return Number(x).toFixed(digits === undefined ? 2 : digits);
-  }
 
-  function errorText(reply) {
-    const body = reply.body;
-    if (body && body.detail !== undefined) {
-      if (Array.isArray(body.detail)) {
-        return body.detail.map((d) => (d && d.msg ? d.msg : JSON.stringify(d))).join("; ");
-      }
-      return String(body.detail);
-    }
-    if (body && body.reason) return String(body.reason);
-    return "the server answered HTTP " + reply.status;
-  }
 
-  async function getJSON(path, options) {
-    let response;
-    try {
-      response = await fetch(path, {
-        credentials: "same-origin",
-        headers: { Accept: "application/json" },
-        ...(options || {}),
-      });
-    } catch (err) {
-      return { ok: false, status: 0, body: { detail: "the server could not be reached" } };
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (err) {
-      body = null;
-    }
-    return { ok: response.ok, status: response.status, body };
-  }
 
   function asList(body) {
     if (Array.isArray(body)) return body;
@@ -1719,9 +1631,6 @@
     markReady();
   }
 
-  function markReady() {
-    document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
-  }
 
   document.addEventListener("DOMContentLoaded", () => {
     const page = document.body.dataset.page;
