@@ -23,6 +23,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Interval,
+    and_,
+    case,
     func,
     literal,
     select,
@@ -486,33 +488,43 @@ def compute_by_search(session: Session, search_ids: list[int]) -> dict[int, tupl
 
 
 def rung_summaries(session: Session, searches: list[Search]) -> dict[int, list[RungSummary]]:
-    """Per search, how many of its trials reached each rung, wait there, went on (one read for
-    all the searches, as a list page needs)."""
-    rows: dict[int, list[Any]] = defaultdict(list)
-    for row in session.execute(
-        select(Trial.search_id, Trial.state, Trial.to_epoch, Trial.rung_top1).where(
-            Trial.search_id.in_([s.id for s in searches])
+    """Per search, how many of its trials reached each rung, wait there, went on, and the best
+    result there: counted in the database, one query per distinct rung epoch of these searches
+    (a page of a 10,000-trial search must not read every trial's rung results)."""
+    by_search = {s.id: rungs_of(s) for s in searches}
+    counted: dict[tuple[int, int], Any] = {}
+    for epoch in sorted({e for rungs in by_search.values() for e in rungs}):
+        ids = [sid for sid, rungs in by_search.items() if epoch in rungs]
+        result = Trial.rung_top1[str(epoch)].as_float()
+        rows = session.execute(
+            select(
+                Trial.search_id,
+                func.count(),
+                func.max(result),
+                func.count(case((and_(Trial.state == "paused", Trial.to_epoch == epoch), 1))),
+                func.count(case((Trial.to_epoch > epoch, 1))),
+                func.count(case((Trial.to_epoch.is_(None), 1))),
+            )
+            .where(Trial.search_id.in_(ids), result.is_not(None))
+            .group_by(Trial.search_id)
         )
-    ):
-        rows[row.search_id].append(row)
+        for sid, reached, best, paused, later, unknown in rows:
+            counted[(sid, epoch)] = (reached, best, paused, later, unknown)
     out: dict[int, list[RungSummary]] = {}
-    for search in searches:
-        rungs = rungs_of(search)
-        out[search.id] = []
+    for sid, rungs in by_search.items():
+        out[sid] = []
         for k, epoch in enumerate(rungs):
-            reached = [row for row in rows[search.id] if str(epoch) in (row.rung_top1 or {})]
-            paused = sum(row.state == "paused" and row.to_epoch == epoch for row in reached)
-            later = k + 1 < len(rungs)
-            promoted = sum((row.to_epoch or rungs[-1]) > epoch for row in reached) if later else 0
-            results = [row.rung_top1[str(epoch)] for row in reached]
-            best = max((v for v in results if v is not None), default=None)
-            out[search.id].append(
+            reached, best, paused, later, unknown = counted.get((sid, epoch), (0, None, 0, 0, 0))
+            last = k + 1 == len(rungs)
+            # A trial without a segment end (older rows) is at the last rung.
+            promoted = 0 if last else later + unknown
+            out[sid].append(
                 RungSummary(
                     epoch=epoch,
-                    reached=len(reached),
+                    reached=reached,
                     paused=paused,
                     promoted=promoted,
-                    best_top1=best,
+                    best_top1=None if best is None else float(best),
                 )
             )
     return out

@@ -29,6 +29,7 @@
   const POLL_MS = 4000;
   const MANY_POINTS = 1500; // past this many markers, smaller ones without outlines
   const MAX_DOTS = 1000; // trials drawn as dots over the 2-D GP views
+  const MAX_CLOUD = 2000; // dominated trials drawn on the accuracy-MACs plot
   const PAGE_ROWS = 100; // trials per page of the table
   const CURVES_SHOWN = 40; // learning curves drawn: the best, the references, the running
   const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif';
@@ -280,7 +281,7 @@
       },
     ];
     const groups = [
-      { name: "trial", test: (t) => !REFERENCE_STYLE[t.kind] && !onFront.has(t.id),
+      { name: "trial", test: (t) => !REFERENCE_STYLE[t.kind] && !onFront.has(t.id), cloud: true,
         marker: { color: "rgba(120, 144, 178, 0.75)", size: done.length > MANY_POINTS ? 5 : 8, line: { color: "#fff", width: done.length > MANY_POINTS ? 0 : 1 } } },
       { name: "trial on the front", test: (t) => !REFERENCE_STYLE[t.kind] && onFront.has(t.id),
         marker: { color: ACCENT, size: 12, line: { color: "#fff", width: 1.5 } } },
@@ -289,11 +290,18 @@
       groups.push({ name: style.name, test: (t) => t.kind === kind,
         marker: { color: style.color, symbol: style.symbol, size: 15, line: { color: "#1d2633", width: 1 } } });
     }
+    let drawn = 0;
     for (const g of groups) {
-      const members = done.filter(g.test);
-      if (members.length === 0) continue;
+      const all = done.filter(g.test);
+      if (all.length === 0) continue;
+      // Past MAX_CLOUD dominated trials, a sample is drawn (each marker is an SVG element, and
+      // WebGL is not allowed here); the table and the parallel coordinates hold them all.
+      const members = g.cloud ? sampleTrials(all, MAX_CLOUD) : all;
+      drawn += members.length;
       traces.push({
-        name: g.name,
+        name: members.length < all.length
+          ? `${g.name} (${fmtTally(members.length)} of ${fmtTally(all.length)} drawn: the best quarter, every k-th of the rest)`
+          : g.name,
         x: members.map((t) => t.macs / 1e6),
         y: members.map((t) => 100 * t.top1),
         customdata: members.map(hoverData),
@@ -303,6 +311,7 @@
         hovertemplate: HOVER,
       });
     }
+    $("pareto-plot").dataset.drawn = String(drawn);
     // Paused trials are partial results (top-1 at their rung): never on the front, hollow,
     // one symbol per rung.
     const rungs = rungEpochs();
@@ -1527,6 +1536,7 @@
     const requests = [getJSON(`/api/searches/${id}`), getJSON(`/api/searches/${id}/trials/compact${since}`)];
     if (first) requests.push(loadFront(id)); // the first paint needs the front: ask at once
     const [search, trials, frontReply] = await Promise.all(requests);
+    if (first) performance.mark("vitcube:data");
     if (search.status === 401 || trials.status === 401) {
       setAlert("Your session has ended: log in again to keep watching this search.");
       $("refresh-note").replaceChildren(el("a", { href: `/login?next=${encodeURIComponent(location.pathname)}`, text: "Log in" }));
@@ -1543,9 +1553,12 @@
       const reply = await loadFront(id);
       if (!reply.ok) setAlert("Could not refresh the Pareto front: " + errorText(reply));
     }
-    // First what the page can draw from what it has: the header, the front, the table.
-    drawParts(newResults ? [renderHeader, renderPareto, renderBest, renderRungs, renderParcoords, renderTrials]
-      : [renderHeader, renderPareto, renderBest, renderRungs, renderTrials]);
+    // First what the page can draw from what it has: the header, the table, then (once
+    // Plotly has run) the front.
+    drawParts(newResults ? [renderHeader, renderBest, renderParcoords, renderTrials]
+      : [renderHeader, renderBest, renderTrials]);
+    await state.plotly;
+    drawParts([renderPareto, renderRungs]);
     if (first) document.body.dataset.firstPaint = String(Math.round(performance.now()));
     const curvesDone = loadCurves().catch((err) => setAlert("The learning curves could not be drawn: " + err.message));
     if (newResults || state.analysisStale) {
@@ -1564,11 +1577,14 @@
     else state.timer = null;
   }
 
-  /** Draw each part on its own: one broken view must not take the others down. */
+  /** Draw each part on its own: one broken view must not take the others down. Each part's
+   * drawing time is a performance measure ("vitcube:renderPareto", …) in the browser's tools. */
   function drawParts(parts) {
     for (const part of parts) {
       try {
+        const start = performance.now();
         part();
+        performance.measure(`vitcube:${part.name}`, { start, end: performance.now() });
       } catch (err) {
         setAlert(`Part of this page could not be drawn (${part.name}): ${err.message}`);
         if (window.console) console.warn(err);
@@ -1603,13 +1619,30 @@
     await refresh(false);
   }
 
+  /** Resolves once Plotly has run (its script comes after this one); without it, the tables
+   * still work and the page says why the plots are missing. */
+  function plotlyLoaded() {
+    return new Promise((resolve) => {
+      const fallback = () => {
+        if (!window.Plotly) {
+          setAlert("The plotting library did not load (/static/plotly.min.js); the tables still work.");
+          window.Plotly = { react: () => Promise.resolve(), purge: () => {}, restyle: () => {} };
+        }
+        resolve();
+      };
+      const script = $("plotly-js");
+      if (window.Plotly || !script) fallback();
+      else {
+        script.addEventListener("load", fallback);
+        script.addEventListener("error", fallback);
+      }
+    });
+  }
+
   async function initSearchPage() {
     state.search = JSON.parse($("search-data").textContent);
     state.role = JSON.parse($("viewer-data").textContent).role;
-    if (!window.Plotly) {
-      setAlert("The plotting library did not load (/static/plotly.min.js); the tables still work.");
-      window.Plotly = { react: () => Promise.resolve(), purge: () => {} };
-    }
+    state.plotly = plotlyLoaded();
     $("formula-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const c = Number($("formula-c").value);
@@ -1632,7 +1665,7 @@
   }
 
 
-  document.addEventListener("DOMContentLoaded", () => {
+  function start() {
     const page = document.body.dataset.page;
     if (page === "searches") initSearchList();
     if (page === "search") {
@@ -1641,5 +1674,10 @@
         markReady();
       });
     }
-  });
+  }
+
+  // A deferred script runs once the document is parsed: start at once (the search page's
+  // requests then overlap Plotly's start-up), or on DOMContentLoaded if loaded otherwise.
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();
