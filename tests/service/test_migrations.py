@@ -49,7 +49,12 @@ def test_empty_to_head_round_trip_and_no_drift(empty_url: str) -> None:
     service_db.upgrade(empty_url)
     assert service_db.current_revision(empty_url) == "0005"
     assert _tables(empty_url) >= {
-        "searches", "trials", "trial_metrics", "artifacts", "api_tokens", "search_analyses"
+        "searches",
+        "trials",
+        "trial_metrics",
+        "artifacts",
+        "api_tokens",
+        "search_analyses",
     }
     assert _drift(empty_url) == []  # the tables module and the migrations agree
     service_db.downgrade(empty_url, "base")
