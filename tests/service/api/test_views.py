@@ -51,6 +51,8 @@ def test_the_compact_view_has_every_trial_and_since_only_those_that_changed(
     search = create_search(client, parallelism=3, max_trials=12)
     base = f"/api/searches/{search['id']}"
     _complete(client, 3)
+    # Three completed and three queued in their place, once the planner has topped it up.
+    wait_for(lambda: len(client.get(f"{base}/trials", headers=VIEWER).json()) == 6)
     full = client.get(f"{base}/trials/compact", headers=VIEWER).json()
     trials = client.get(f"{base}/trials", headers=VIEWER).json()
     assert full["columns"] == list(COMPACT_COLUMNS) and full["since"] is None
