@@ -118,8 +118,9 @@
     const ranked = [...trials].sort((a, b) => b.top1 - a.top1);
     const best = ranked.slice(0, Math.floor(limit / 4));
     const rest = ranked.slice(best.length);
-    const step = rest.length / (limit - best.length);
-    for (let i = 0; i < limit - best.length; i++) best.push(rest[Math.floor(i * step)]);
+    const wanted = limit - best.length;
+    const step = rest.length / wanted;
+    for (let i = 0; i < wanted; i++) best.push(rest[Math.floor(i * step)]);
     return best;
   }
 

@@ -117,6 +117,8 @@ def test_the_front_and_the_table_draw_while_the_analysis_is_held_back(
 
     assert len(held) == 1, "the page asks for the analysis once, and it is still held"
     assert page.get_attribute("#pareto-plot", "data-points") == str(TRIALS)
+    # A sample of the dominated trials (2,000), the front and nothing else: no reference fits.
+    assert page.get_attribute("#pareto-plot", "data-drawn") == str(2000 + len(front))
     drawn_front = page.evaluate(
         "document.getElementById('pareto-plot').data.find(d => d.name === 'Pareto front').x"
     )
