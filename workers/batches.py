@@ -221,6 +221,13 @@ class BatchLoader:
                     labels.to(self.device, non_blocking=non_blocking),
                 )
             finished = True
+        except (ConnectionError, EOFError) as error:
+            # A loader process killed while it hands a batch over (the batch's shared-memory file
+            # descriptor goes through a socket) surfaces as a reset connection, not as torch's
+            # "DataLoader worker is killed": the same host fault, said so.
+            raise RuntimeError(
+                f"lost a DataLoader worker mid-batch ({type(error).__name__}: {error})"
+            ) from error
         finally:
             if not finished:
                 # Stopped or failed mid-epoch: shut the processes down now, not whenever the

@@ -37,6 +37,7 @@ STICKY_CUDA = re.compile(
 HOST_FAULT = re.compile(
     r"CUBLAS_STATUS_\w+|CUDNN_STATUS_\w+"
     r"|DataLoader worker \(pids?(?:\(s\))? [^)]*\) (?:is killed|exited unexpectedly)"
+    r"|lost a DataLoader worker"
     r"|\bbus error\b|insufficient shared memory",
     re.IGNORECASE,
 )

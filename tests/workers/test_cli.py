@@ -97,6 +97,13 @@ def test_failures_that_a_retry_cannot_fix_are_final() -> None:
         (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), "host"),
         (RuntimeError("DataLoader worker (pid 4242) is killed by signal: Bus error. "), "host"),
         (RuntimeError("DataLoader worker (pid(s) 17, 18) exited unexpectedly"), "host"),
+        (
+            RuntimeError(
+                "lost a DataLoader worker mid-batch (ConnectionResetError: [Errno 104] "
+                "Connection reset by peer)"
+            ),
+            "host",
+        ),
     ],
 )
 def test_a_broken_gpu_or_loader_is_a_worker_fault_not_the_trials(
