@@ -373,15 +373,16 @@ class Planner:
         refs = self._references.get(search_id)
         if refs is None:
             from vitcube.models import ArchConfig
-            from vitcube.search import reference_trials
 
-            base = ArchConfig.from_dict(search["base"])
-            m0, max_macs, min_macs = search["m0"], search["max_macs"], search["min_macs"]
-            refs = []
-            if m0 <= max_macs and (min_macs is None or m0 >= min_macs):
-                refs.append(("reference:baseline", {"r": 1.0, "d_i": 1.0, "d_m": 1.0, "w": 1.0}))
-            for ref in reference_trials(base, int(max_macs)):
-                refs.append((f"reference:{ref.name}", dict(ref.factors)))
+            refs = [
+                (str(kind), factors)
+                for kind, factors in store.reference_factors(
+                    ArchConfig.from_dict(search["base"]),
+                    m0=search["m0"],
+                    max_macs=search["max_macs"],
+                    min_macs=search["min_macs"],
+                )
+            ]
             self._references[search_id] = refs
         return refs
 

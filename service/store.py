@@ -38,6 +38,7 @@ from vitcube.contract import (
     AshaSchedule,
     FullSchedule,
     InvalidRecipeError,
+    TrialKind,
     default_schedule,
     rung_epochs,
 )
@@ -47,8 +48,10 @@ from vitcube.service.schemas import (
     COMPACT_COLUMNS,
     CheckpointSummary,
     Counts,
+    ReferencePlan,
     RungSummary,
     SearchCreate,
+    SearchPlan,
     SearchPublic,
     TrialPublic,
     TrialsCompact,
@@ -179,6 +182,73 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         "schedule": schedule.model_dump(mode="json"),
         "max_train_epochs": body.max_train_epochs,
     }, strategy
+
+
+def reference_factors(
+    base: Any, *, m0: int, max_macs: int, min_macs: int | None
+) -> list[tuple[TrialKind, dict[str, float]]]:
+    """The reference trials a search starts with, as (kind, factors): the baseline itself when
+    it is inside the budget, then the width-only and compound shrinks (search.reference_trials).
+    `base` is the search's ArchConfig."""
+    from vitcube.search import reference_trials
+
+    refs: list[tuple[TrialKind, dict[str, float]]] = []
+    if m0 <= max_macs and (min_macs is None or m0 >= min_macs):
+        refs.append(("reference:baseline", {"r": 1.0, "d_i": 1.0, "d_m": 1.0, "w": 1.0}))
+    for ref in reference_trials(base, int(max_macs)):
+        kind: TrialKind = (
+            "reference:width_only" if ref.name == "width_only" else "reference:compound"
+        )
+        refs.append((kind, dict(ref.factors)))
+    return refs
+
+
+def plan_search(body: SearchCreate) -> SearchPlan:
+    """What `body` would create (POST /api/searches/validate), validated as create does and
+    nothing written: m0, the budget in MACs, the reference networks, the space's extremes."""
+    from vitcube.models import ArchConfig, count_macs, count_params
+    from vitcube.search.space import max_reachable_macs, min_reachable_macs
+
+    columns, _ = resolve_search(body)
+    base = ArchConfig.from_dict(columns["base"])
+    references = []
+    for kind, factors in reference_factors(
+        base, m0=columns["m0"], max_macs=columns["max_macs"], min_macs=columns["min_macs"]
+    ):
+        arch = base.scale(**factors)
+        references.append(
+            ReferencePlan(
+                kind=kind,
+                factors=factors,
+                resolution=arch.resolution,
+                macs=count_macs(arch),
+                params=count_params(arch),
+            )
+        )
+    return SearchPlan(
+        **{
+            key: columns[key]
+            for key in (
+                "name",
+                "base",
+                "dataset",
+                "m0",
+                "max_macs",
+                "min_macs",
+                "space",
+                "objective",
+                "strategy",
+                "max_trials",
+                "parallelism",
+                "schedule",
+                "training",
+            )
+        },
+        c=columns["max_macs"] / columns["m0"],
+        references=references,
+        smallest_macs=min_reachable_macs(base, columns["space"]),
+        largest_macs=max_reachable_macs(base, columns["space"]),
+    )
 
 
 def schedule_of(search: Search) -> FullSchedule | AshaSchedule:
@@ -356,11 +426,20 @@ def list_trials(session: Session, search_id: int) -> list[TrialPublic]:
 
 
 def list_trials_page(
-    session: Session, search_id: int, *, limit: int | None, offset: int
+    session: Session,
+    search_id: int,
+    *,
+    limit: int | None,
+    offset: int,
+    states: Sequence[str] | None = None,
 ) -> tuple[list[TrialPublic], int]:
-    """One page of a search's trials in id order, and how many it holds in all."""
-    total = session.scalar(select(func.count()).where(Trial.search_id == search_id)) or 0
-    query = select(Trial).where(Trial.search_id == search_id).order_by(Trial.id).offset(offset)
+    """One page of a search's trials in id order (only those in `states`, if given), and how
+    many there are in all."""
+    where = [Trial.search_id == search_id]
+    if states:
+        where.append(Trial.state.in_(list(states)))
+    total = session.scalar(select(func.count()).where(*where)) or 0
+    query = select(Trial).where(*where).order_by(Trial.id).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     return trials_public(session, list(session.scalars(query))), int(total)

@@ -2,7 +2,8 @@
 
 The factor names and the default space, the trial and search states, the dataset names, the
 training recipe (`TrainingRecipe`), the lease a worker receives (`TrialLease`) and the reports
-it sends back (`TrialHeartbeat`, `TrialReport`, `TrialFailure`) with the server's replies. The
+it sends back (`TrialHeartbeat`, `TrialReport`, `TrialFailure`) with the server's replies, and
+the views every reader gets (`SearchPublic`, `TrialPublic`, `SearchPlan`, `FormulaPublic`). The
 server validates request bodies with these classes and the worker builds its requests and
 parses its leases with the same ones, so the server refuses at `POST` exactly what a worker
 would refuse, and every default lives here (Vizier's shared `study.proto` plays this role).
@@ -775,3 +776,269 @@ class TrialAck(BaseModel):
     search_id: int
     state: TrialState
     attempts: int
+
+
+# -- what readers see: the server's answers that vitcube.client parses -------------------------
+
+
+class Counts(BaseModel):
+    queued: int = 0
+    running: int = 0
+    paused: int = 0
+    completed: int = 0
+    failed: int = 0
+    stopped: int = 0
+
+
+class CheckpointSummary(BaseModel):
+    """A trial's latest checkpoint, as its public view shows it."""
+
+    epoch: int | None
+    step: int
+    bytes: int
+
+
+class TrialPublic(BaseModel):
+    """A trial as every reader sees it (API, dashboard, export)."""
+
+    id: int
+    search_id: int
+    state: TrialState
+    kind: TrialKind
+    factors: dict[str, float]
+    effective_factors: dict[str, float]
+    arch: dict[str, Any]
+    resolution: int
+    macs: int
+    params: int
+    top1: float | None
+    top5: float | None
+    latency_ms: float | None
+    images_per_s: float | None
+    worker: str | None
+    attempts: int
+    error: str | None
+    surrogate: bool
+    curve: list[dict[str, Any]]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    # From the completing report (kept in the trial's metrics): the epoch the completing attempt
+    # resumed from (None: it started afresh), the epochs it trained, its ONNX Runtime latency.
+    resumed_from_epoch: int | None = None
+    attempt_epochs_trained: float | None = Field(
+        default=None,
+        description="Epochs the completing attempt trained (a resumed one trains only what "
+        "was left; its share of steps for a partial epoch).",
+    )
+    latency_onnx_ms: float | None = None
+    weights_bytes: int | None = Field(
+        default=None, description="Size of the final weights (GET …/weights); null: none kept."
+    )
+    checkpoint: CheckpointSummary | None = None
+    # The schedule's view: the epoch the current (or next) segment trains to, the index of the
+    # last rung reported and the top-1 at each rung reached; a paused trial's top1 is its result
+    # at its rung (partial), a completed trial's the result of its full training.
+    to_epoch: int | None = None
+    rung: int | None = Field(default=None, description="Index of the rung to_epoch ends.")
+    rung_top1: dict[str, float] = Field(
+        default_factory=dict, description="Top-1 at each rung reached: epoch (as text) → top-1."
+    )
+    epochs_trained: float = Field(
+        default=0.0, description="The epoch the trial's training has reached, all segments."
+    )
+    train_macs: float = Field(
+        default=0.0, description="epochs_trained × MACs per image × training images."
+    )
+
+
+COMPACT_COLUMNS = (
+    "id",
+    "kind",
+    "state",
+    "r",
+    "d_i",
+    "d_m",
+    "w",
+    "resolution",
+    "macs",
+    "params",
+    "top1",
+    "top5",
+    "latency_ms",
+    "worker",
+    "attempts",
+    "surrogate",
+    "to_epoch",
+    "epochs_trained",
+    "weights_bytes",
+    "error",
+)
+
+
+class TrialsCompact(BaseModel):
+    """The trials a dashboard shows, as rows of values in `columns` order (r, d_i, d_m and w are
+    the effective factors; `error` is cut to its first 300 characters). With `since`, only the
+    trials changed since that cursor (and a few seconds before it, so that nothing committed
+    late is missed; merge by id)."""
+
+    search_id: int
+    columns: list[str] = Field(default_factory=lambda: list(COMPACT_COLUMNS))
+    rows: list[list[Any]]
+    total: int = Field(description="Trials the search holds in all.")
+    since: datetime | None = Field(description="The cursor asked for; null: every trial.")
+    cursor: datetime = Field(description="Pass as `since` to get what changes from now on.")
+
+
+class RungSummary(BaseModel):
+    """One rung of a search's schedule: how many trials reached it and what became of them."""
+
+    epoch: int
+    reached: int = Field(description="Trials with a result at this rung.")
+    paused: int = Field(description="Trials waiting here (not promoted, or not yet).")
+    promoted: int = Field(description="Trials sent on to the next rung (0 for the last).")
+    best_top1: float | None = Field(default=None, description="The best top-1 at this rung.")
+
+
+class SearchPublic(BaseModel):
+    id: int
+    name: str
+    state: SearchState
+    base: dict[str, Any]
+    dataset: dict[str, Any]
+    budget: dict[str, Any]
+    m0: int
+    max_macs: int
+    min_macs: int | None
+    c: float
+    space: dict[str, tuple[float, float]]
+    objective: str
+    strategy: str
+    max_trials: int
+    parallelism: int
+    training: dict[str, Any]
+    seed: int
+    extra: dict[str, Any]
+    counts: Counts
+    best: TrialPublic | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    artifact_bytes: int = Field(
+        default=0, description="Bytes of checkpoints and weights the search holds in the store."
+    )
+    schedule: dict[str, Any] = Field(default_factory=lambda: {"kind": "full"})
+    rungs: list[RungSummary] = Field(default_factory=list)
+    max_train_epochs: int | None = None
+    epochs_trained: float = Field(default=0.0, description="Epochs trained by all trials.")
+    train_macs: float = Field(
+        default=0.0, description="Σ epochs × MACs per image × training images, all trials."
+    )
+
+
+# -- a search's artifacts, a trial's architecture, the workers ------------------------------------
+
+
+class SearchArtifacts(BaseModel):
+    """GET /api/searches/{id}/artifacts."""
+
+    search_id: int
+    bytes: int
+    artifacts: list[ArtifactPublic]
+
+
+class ArtifactsDeleted(BaseModel):
+    """What a delete of artifacts removed."""
+
+    deleted: int
+    bytes: int | None = None
+
+
+class ArchitecturePublic(BaseModel):
+    """GET /api/trials/{id}/architecture: what rebuilds the trial's network and feeds it.
+
+    `vitcube.models.build_model(Arch.from_dict(arch))` builds it; `preprocessing` is how its
+    input must be prepared (vitcube.contract.preprocessing)."""
+
+    trial_id: int
+    search_id: int
+    arch: dict[str, Any]
+    resolution: int
+    macs: int
+    params: int
+    num_classes: int | None
+    dataset: str
+    preprocessing: dict[str, Any]
+    top1: float | None
+
+
+class WorkerPublic(BaseModel):
+    worker: str
+    running: int
+    completed: int
+    failed: int
+    last_seen_at: datetime | None
+    running_trials: list[int]
+
+
+# -- a search planned, not created; the downsizing formula's answer ---------------------------
+
+
+class ReferencePlan(BaseModel):
+    """One reference trial a search would start with: the rule, its factors and its network."""
+
+    kind: TrialKind
+    factors: dict[str, float]
+    resolution: int
+    macs: int
+    params: int
+
+
+class SearchPlan(BaseModel):
+    """POST /api/searches/validate: what a create body would make, nothing written.
+
+    The body as the server resolves it (the family's and dataset's recipe defaults filled in,
+    the default schedule chosen), m0, the budget in MACs, the reference networks and the
+    smallest and largest networks the space can build."""
+
+    name: str
+    base: dict[str, Any]
+    dataset: dict[str, Any]
+    m0: int
+    max_macs: int
+    min_macs: int | None
+    c: float = Field(description="max_macs / m0.")
+    space: dict[str, tuple[float, float]]
+    objective: str
+    strategy: str
+    max_trials: int
+    parallelism: int
+    schedule: dict[str, Any]
+    training: dict[str, Any]
+    references: list[ReferencePlan]
+    smallest_macs: int = Field(description="MACs of the space's smallest network (lower bounds).")
+    largest_macs: int = Field(description="MACs of the space's largest network (upper bounds).")
+
+
+class FactorEstimate(BaseModel):
+    mean: float
+    std: float
+
+
+class FormulaPublic(BaseModel):
+    """GET /api/searches/{id}/formula: factors ± std for c, the network built from them (repaired
+    to fit c · m0 if needed), and the fit it comes from."""
+
+    model_config = ConfigDict(extra="allow")
+
+    c: float
+    factors: dict[str, FactorEstimate]
+    scale: dict[str, float] = Field(description="The factors the network is built with.")
+    arch: dict[str, Any]
+    macs: int
+    params: int
+    max_macs: int
+    fitted_on: dict[str, Any] = Field(default_factory=dict)
+    computed_at: datetime | None = None
+    stale: bool = False

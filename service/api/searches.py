@@ -27,9 +27,11 @@ from vitcube.service.schemas import (
     ArtifactsDeleted,
     SearchArtifacts,
     SearchCreate,
+    SearchPlan,
     SearchPublic,
     TrialPublic,
     TrialsCompact,
+    TrialState,
 )
 from vitcube.service.tables import Search
 
@@ -50,6 +52,14 @@ def create_search(body: SearchCreate, db: DbDep, planner: PlannerDep, _: AdminAu
     planner.remember(public.id, strategy)
     planner.wake()
     return public
+
+
+@router.post("/validate", response_model=SearchPlan)
+def validate_search(body: SearchCreate, _: ViewerAuth) -> SearchPlan:
+    """Validate a create body as POST /api/searches does, writing nothing: what it would create
+    (m0, the budget in MACs, the reference networks, the space's smallest and largest networks)
+    or the same 422 that create would answer. `vitcube search create --dry-run` calls this."""
+    return store.plan_search(body)
 
 
 @router.get("", response_model=list[SearchPublic])
@@ -120,12 +130,19 @@ def list_trials(
         int | None, Query(ge=1, le=MAX_PAGE, description="Trials per page (default: all)")
     ] = None,
     offset: Annotated[int, Query(ge=0, le=2_147_483_647, description="Trials to skip")] = 0,
+    state: Annotated[
+        list[TrialState] | None,
+        Query(description="Only trials in these states (repeat the parameter for several)"),
+    ] = None,
 ) -> list[TrialPublic]:
     """Every trial in full, in id order; `limit`/`offset` page through them (`X-Total-Count`
-    and a `Link: rel="next"` header say what is left). A dashboard wants `/trials/compact`."""
+    and a `Link: rel="next"` header say what is left); `state` keeps only those states. A
+    dashboard wants `/trials/compact`."""
     with db.session() as session:
         store.get_search(session, search_id)
-        page, total = store.list_trials_page(session, search_id, limit=limit, offset=offset)
+        page, total = store.list_trials_page(
+            session, search_id, limit=limit, offset=offset, states=state
+        )
     response.headers["X-Total-Count"] = str(total)
     if limit is not None and offset + limit < total:
         following = request.url.include_query_params(limit=limit, offset=offset + limit)
