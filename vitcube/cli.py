@@ -1,4 +1,5 @@
-"""The `vitcube` command: the server's commands (serve, db, token, demo), `worker`, and `export`.
+"""The `vitcube` command: the server's commands (serve, db, token, demo), `worker`, `export`, and
+the client's (`search …`, `login`).
 
 The two sides are joined here, one level above both, so that service/ never imports workers/
 and workers/ never imports service/. Every command imports what it needs lazily: `vitcube
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import typer
 
+from vitcube.client.cli import login, search_app
 from vitcube.export import export_command
 from vitcube.service import cli as service_cli
 from vitcube.workers.cli import worker_command
@@ -25,3 +27,5 @@ app.add_typer(service_cli.db_app, name="db")
 app.add_typer(service_cli.token_app, name="token")
 app.command("worker")(worker_command)
 app.command("export")(export_command)
+app.add_typer(search_app, name="search")
+app.command("login")(login)
