@@ -8,32 +8,37 @@ description beside it (`FILE.json`: architecture, preprocessing, factors, MACs, 
 top-1, where it came from). An ONNX file is checked against ONNX Runtime (max |Δlogit| on
 random inputs) and timed under it (batch 1, CPU).
 
-A client of the server's viewer API: imports typer at module level, httpx, torch and the
-models only inside the command (vitcube/cli.py registers it, and `vitcube --help` stays light),
-and never the server or the workers.
+A client of the server's viewer API through `vitcube.client.Client` (the server and token
+from the flags, the environment or `vitcube login`'s profile): imports typer at module level,
+the client, torch and the models only inside the command (vitcube/cli.py registers it, and
+`vitcube --help` stays light), and never the server or the workers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
-    import httpx
     from torch import nn
+
+    from vitcube.client import Client
+
+Answer = TypeVar("Answer")
 
 FORMATS = ("onnx", "torchscript", "state_dict")
 ONNX_EXPORTERS = ("dynamo", "torchscript")
 WEIGHTS_FORMAT = "vitcube-weights/1"
 DESCRIPTION_FORMAT = "vitcube-export/1"
 PARITY_ATOL = 1e-4
+RETRY_FOR_S = 5.0  # an unreachable server is said within seconds, not after minutes
 
 
 class ExportFailed(Exception):
@@ -41,13 +46,24 @@ class ExportFailed(Exception):
 
 
 def export_command(
-    server: str = typer.Option(
-        ..., envvar="VITCUBE_SERVER", help="vitcube server URL, e.g. http://127.0.0.1:8000"
+    server: str | None = typer.Option(
+        None,
+        envvar="VITCUBE_SERVER",
+        help="vitcube server URL, e.g. http://127.0.0.1:8000 [default: the profile's "
+        "(vitcube login)]",
+        show_default=False,
     ),
-    token: str = typer.Option(
-        ...,
+    token: str | None = typer.Option(
+        None,
         envvar=["VITCUBE_TOKEN", "VITCUBE_VIEWER_TOKEN"],
-        help="A viewer (or admin) token of that server.",
+        help="A viewer (or admin) token of that server [default: the profile's].",
+        show_default=False,
+    ),
+    profile: str | None = typer.Option(
+        None,
+        envvar="VITCUBE_PROFILE",
+        help="The profile of vitcube login to use.",
+        show_default=False,
     ),
     search: int = typer.Option(..., min=1, help="The search the network was found by."),
     trial: str = typer.Option(
@@ -82,10 +98,16 @@ def export_command(
         trial_id = int(trial)
     if out.is_dir():
         raise typer.BadParameter(f"{out} is a directory; give a file name", param_hint="--out")
+    from vitcube.client.profiles import ProfileError, resolve
+
+    try:
+        connection = resolve(server, token, profile)
+    except ProfileError as error:
+        raise typer.BadParameter(str(error), param_hint="--profile") from None
     try:
         export_trial(
-            server=server,
-            token=token,
+            server=connection.server,
+            token=connection.token,
             search_id=search,
             trial_id=trial_id,
             file_format=format,
@@ -99,7 +121,7 @@ def export_command(
 def export_trial(
     *,
     server: str,
-    token: str,
+    token: str | None,
     search_id: int,
     trial_id: int | None,
     file_format: str,
@@ -110,24 +132,27 @@ def export_trial(
     returns the description written to `out`.json. Raises ExportFailed saying what to fix."""
     with _Server(server, token) as api:
         if trial_id is None:
-            best = api.get_json(f"/api/searches/{search_id}", what=f"search {search_id}")["best"]
-            if best is None:
+            search = api.call(f"search {search_id}", lambda c: c.get_search(search_id))
+            if search.best is None:
                 raise ExportFailed(
                     f"search {search_id} has no completed trial yet; wait for one, or name "
                     "a trial with --trial ID"
                 )
-            trial = best
+            found = search.best
         else:
-            trial = api.get_json(f"/api/trials/{trial_id}", what=f"trial {trial_id}")
-            if trial["search_id"] != search_id:
+            found = api.call(f"trial {trial_id}", lambda c: c.trial(trial_id))
+            if found.search_id != search_id:
                 raise ExportFailed(
-                    f"trial {trial_id} belongs to search {trial['search_id']}, not {search_id}"
+                    f"trial {trial_id} belongs to search {found.search_id}, not {search_id}"
                 )
-        tid = int(trial["id"])
-        architecture = api.get_json(f"/api/trials/{tid}/architecture", what=f"trial {tid}")
+        trial = found.model_dump(mode="json")
+        tid = found.id
+        architecture = api.call(
+            f"trial {tid}", lambda c: c.architecture(tid).model_dump(mode="json")
+        )
         with tempfile.TemporaryDirectory(prefix="vitcube-export-") as scratch:
             weights_path = Path(scratch) / "weights.pt"
-            api.download(f"/api/trials/{tid}/weights", weights_path, what=f"trial {tid}'s weights")
+            api.call(f"trial {tid}'s weights", lambda c: c.download_weights(tid, weights_path))
             print(
                 f"trial {tid} of search {search_id}: top-1 {_pct(architecture.get('top1'))}, "
                 f"{architecture['macs'] / 1e6:.1f} M MACs, {architecture['params'] / 1e6:.2f} M "
@@ -275,98 +300,58 @@ def _description(
 
 
 class _Server:
-    """The few viewer calls the export needs; every failure becomes one ExportFailed line."""
+    """The export's calls through `vitcube.client.Client`; every failure becomes one
+    ExportFailed line that says what to fix."""
 
-    def __init__(self, url: str, token: str) -> None:
-        import httpx
+    def __init__(self, url: str, token: str | None) -> None:
+        from vitcube.client import Client
 
         self._url = url.rstrip("/")
         try:
-            self._http = httpx.Client(
-                base_url=self._url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=httpx.Timeout(60.0, connect=10.0),
-            )
-        except (httpx.InvalidURL, ValueError) as error:
-            raise ExportFailed(f"--server {url!r} is not a URL: {error}") from error
+            self._client = Client(self._url, token, timeout_s=60.0, retry_for_s=RETRY_FOR_S)
+        except ValueError as error:
+            raise ExportFailed(f"--server {url!r} needs http:// or https://") from error
 
     def __enter__(self) -> _Server:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._http.close()
+        self._client.close()
 
-    def get_json(self, path: str, *, what: str) -> Any:
-        response = self._send("GET", path, what=what)
-        try:
-            return response.json()
-        except ValueError as error:
-            raise ExportFailed(
-                f"{self._url}{path} did not answer JSON: is {self._url} a vitcube server?"
-            ) from error
-
-    def download(self, path: str, target: Path, *, what: str) -> None:
-        """Stream the body to `target`; checks its sha256 when the server sends one."""
-        import httpx
-
-        digest = hashlib.sha256()
-        try:
-            with self._http.stream("GET", path) as response:
-                if response.status_code != 200:
-                    response.read()
-                    self._raise(response, what)
-                with target.open("wb") as sink:
-                    for chunk in response.iter_bytes():
-                        digest.update(chunk)
-                        sink.write(chunk)
-                expected = response.headers.get("X-Vitcube-Sha256")
-        except httpx.HTTPError as error:
-            raise self._transport_error(error) from error
-        if expected and expected != digest.hexdigest():
-            raise ExportFailed(
-                f"{what} arrived corrupted (sha256 {digest.hexdigest()[:12]}…, the server says "
-                f"{expected[:12]}…); run the export again"
-            )
-
-    def _send(self, method: str, path: str, *, what: str) -> httpx.Response:
-        import httpx
+    def call(self, what: str, request: Callable[[Client], Answer]) -> Answer:
+        from vitcube.client import (
+            ArtifactCorrupt,
+            AuthError,
+            NotFound,
+            ServerRefused,
+            ServerUnavailable,
+        )
 
         try:
-            response = self._http.request(method, path)
-        except httpx.HTTPError as error:
-            raise self._transport_error(error) from error
-        if response.status_code != 200:
-            self._raise(response, what)
-        return response
-
-    def _transport_error(self, error: httpx.HTTPError) -> ExportFailed:
-        import httpx
-
-        if isinstance(error, httpx.UnsupportedProtocol):
-            return ExportFailed(f"--server {self._url!r} needs http:// or https://")
-        return ExportFailed(f"cannot reach the vitcube server at {self._url}: {_first_line(error)}")
-
-    def _raise(self, response: httpx.Response, what: str) -> NoReturn:
-        detail = _detail(response)
-        status = response.status_code
-        if status == 401:
-            raise ExportFailed(f"the server refused the token (401: {detail}); check --token")
-        if status == 403:
+            return request(self._client)
+        except AuthError as error:
+            if error.status == 403:
+                raise ExportFailed(
+                    f"the token may not read {what} (403: {error.detail}); use a viewer or admin "
+                    "token"
+                ) from None
             raise ExportFailed(
-                f"the token may not read {what} (403: {detail}); use a viewer or admin token"
-            )
-        if status == 404:  # the server's message names what is missing and why
-            raise ExportFailed(detail or f"{what} not found (404)")
-        raise ExportFailed(f"the server answered {status} for {what}: {detail}")
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    return detail if isinstance(detail, str) else json.dumps(detail)[:300]
+                f"the server refused the token (401: {error.detail}); check --token"
+            ) from None
+        except NotFound as error:  # the server's message names what is missing and why
+            raise ExportFailed(error.detail or f"{what} not found (404)") from None
+        except ServerRefused as error:
+            raise ExportFailed(
+                f"the server answered {error.status} for {what}: {error.detail}"
+            ) from None
+        except ServerUnavailable as error:
+            raise ExportFailed(
+                f"cannot reach the vitcube server at {self._url}: {_first_line(error)}"
+            ) from None
+        except ArtifactCorrupt as error:
+            raise ExportFailed(
+                f"{what} arrived corrupted ({error}); run the export again"
+            ) from None
 
 
 def _pct(value: float | None) -> str:

@@ -152,7 +152,9 @@ def best_line(search: SearchPublic) -> Text:
     return Text.assemble(
         ("best: ", "bold"),
         f"trial {best.id} ({best.kind}) top-1 {percent(best.top1)} at {macs(best.macs)}MACs, "
-        f"{best.resolution} px, {factors}",
+        f"{best.resolution} px, {factors}\n",
+        ("deploy it: ", "bold"),
+        f"vitcube export --search {search.id} --trial {best.id} --out best.onnx",
     )
 
 
