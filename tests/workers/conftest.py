@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.factories import scratch_database
+from vitcube.client import Client
 
 ADMIN_TOKEN = "workers-tests-admin-token-0123456789"
 WORKER_TOKEN = "workers-tests-worker-token-012345678"
@@ -100,6 +101,9 @@ class LiveServer:
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.url, headers=ADMIN, timeout=30)
+        # What the tests read and create through: the user's client (retrying only while the
+        # server restarts, within a test's patience).
+        self.client = Client(self.url, ADMIN_TOKEN, retry_for_s=20.0)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -140,14 +144,10 @@ class LiveServer:
             "training": {"epochs": 2, "batch_size": 64, "max_steps_per_epoch": 4},
         }
         body.update(overrides)
-        response = self.http.post("/api/searches", json=body)
-        assert response.status_code == 201, response.text
-        return int(response.json()["id"])
+        return self.client.create_search(body).id
 
     def trials(self, search_id: int) -> list[dict[str, Any]]:
-        response = self.http.get(f"/api/searches/{search_id}/trials")
-        response.raise_for_status()
-        return list(response.json())
+        return [trial.model_dump(mode="json") for trial in self.client.trials(search_id)]
 
     def trial(self, search_id: int) -> dict[str, Any]:
         """The search's one trial (a placeholder until the planner has created it)."""
@@ -172,6 +172,7 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     for server in servers:
         server.stop()
         server.http.close()
+        server.client.close()
 
 
 @pytest.fixture

@@ -632,7 +632,7 @@ def _problem(item: Any) -> str:
     if not isinstance(item, dict):
         return str(item)
     where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-    message = str(item.get("msg", item))
+    message = str(item.get("msg", item)).removeprefix("Value error, ")  # pydantic's validators
     return f"{where}: {message}" if where else message
 
 

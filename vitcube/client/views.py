@@ -47,6 +47,10 @@ def short_kind(kind: str) -> str:
     return kind.removeprefix("reference:")
 
 
+def plural(count: Any, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
 
@@ -129,7 +133,7 @@ def search_header(search: SearchPublic) -> Table:
     grid.add_row(
         "strategy",
         f"{search.strategy}, {search.objective}, schedule {search.schedule.get('kind')}, "
-        f"{search.max_trials} trials × {search.training.get('epochs')} epochs, "
+        f"{plural(search.max_trials, 'trial')} × {plural(search.training.get('epochs'), 'epoch')}, "
         f"parallelism {search.parallelism}",
     )
     grid.add_row("trials", counts_line(search))
@@ -219,8 +223,8 @@ def plan_view(plan: SearchPlan) -> RenderableType:
     )
     grid.add_row(
         "search",
-        f"{plan.strategy}, {plan.objective}, {plan.max_trials} trials, parallelism "
-        f"{plan.parallelism}, {plan.training.get('epochs')} epochs at batch "
+        f"{plan.strategy}, {plan.objective}, {plural(plan.max_trials, 'trial')}, parallelism "
+        f"{plan.parallelism}, {plural(plan.training.get('epochs'), 'epoch')} at batch "
         f"{plan.training.get('batch_size')}",
     )
     refs = Table(title="reference networks", title_justify="left", box=None, header_style="bold")
