@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -81,8 +82,11 @@ def _surrogate_worker(server: LiveServer, tmp_path: Path) -> subprocess.Popen[by
     )
 
 
-def _watch_in_a_terminal(env: dict[str, str], search_id: int, timeout_s: float) -> tuple[int, str]:
-    """Run `vitcube search watch` with a pseudo-terminal as its stdin/stdout (120 × 40)."""
+def _watch_in_a_terminal(
+    env: dict[str, str], search_id: int, timeout_s: float, *, interrupt_after: str | None = None
+) -> tuple[int, str]:
+    """Run `vitcube search watch` with a pseudo-terminal as its stdin/stdout (120 × 40); with
+    `interrupt_after`, press Ctrl-C (SIGINT) once that text has been drawn."""
     primary, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     terminal_env = {k: v for k, v in env.items() if k not in ("NO_COLOR", "COLUMNS")}
@@ -109,6 +113,9 @@ def _watch_in_a_terminal(env: dict[str, str], search_id: int, timeout_s: float) 
                 if not data:
                     break
                 chunks.append(data)
+                if interrupt_after and interrupt_after in ANSI.sub("", b"".join(chunks).decode()):
+                    process.send_signal(signal.SIGINT)
+                    interrupt_after = None
             elif process.poll() is not None:
                 break
         code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -172,6 +179,19 @@ def test_a_search_is_created_watched_read_and_asked_from_the_command_line(
     table = vitcube(env, "search", "formula", "1", "--c", "0.3")
     assert table.returncode == 0 and "± std" in table.stdout
     assert f"{answer['macs']:,} MACs" in table.stdout
+
+
+def test_ctrl_c_stops_watching_not_the_search(
+    server: LiveServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    spec = write_yaml(tmp_path / "search.yaml", SEARCH)
+    assert vitcube(env, "search", "create", str(spec)).returncode == 0  # no worker: it waits
+    code, screen = _watch_in_a_terminal(env, 1, timeout_s=120, interrupt_after="Ctrl-C stops")
+    text = ANSI.sub("", screen)
+    assert code == 0, text
+    assert "stopped watching search 1; it goes on" in text and "Traceback" not in text
+    with Client(server.url, VIEWER_TOKEN) as client:
+        assert client.get_search(1).state == "running"
 
 
 def test_a_bad_body_is_refused_by_the_dry_run_with_the_servers_message(
