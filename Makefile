@@ -43,8 +43,8 @@ lint: install-dev
 # file's module fixtures (servers, databases) are built once (tests/conftest.py hands the slowest
 # files out first and splits three by backend); TEST_PROCESSES=0 runs it in one. The 25 slowest
 # tests are listed at the end.
-# The schemathesis fuzz runs in its own pass, without -n: its 26 cases (one per operation) share
-# one node id, and xdist, which schedules by id, ran one of them and silently dropped 25.
+# The schemathesis fuzz runs in its own pass, without -n: its cases (one per operation) share
+# one node id, and xdist, which schedules by id, ran one of them and silently dropped the rest.
 TEST_PROCESSES ?= 2
 FUZZ_TESTS := tests/service/test_fuzz.py
 test: install-dev browser lint

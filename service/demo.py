@@ -7,8 +7,8 @@ baseline at a small resolution and a budget of about half its MACs, starts local
 subprocesses (`python -m vitcube.workers`) that really train, shows progress, and when the
 search completes prints the Pareto front, the best architecture, where it stands against the
 two reference rules given the dataset's seed noise, and the downsizing formula's recommendation
-for a smaller budget. Everything it started stops with it. It talks to the server over HTTP
-only, like any other client.
+for a smaller budget. Everything it started stops with it. It talks to the server over HTTP,
+through `vitcube.client.Client`, like any other client.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from vitcube.client import Client, ClientError, RequestRejected
 
 DEMO_DIR = Path(".vitcube-demo")
 DEFAULT_DATABASE_URL = "sqlite:///vitcube-demo.db"
@@ -258,7 +259,7 @@ def _stop_workers(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _follow(
-    client: httpx.Client, search_id: int, options: DemoOptions, console: Console
+    client: Client, search_id: int, options: DemoOptions, console: Console
 ) -> dict[str, Any]:
     """Show progress until the search is no longer running; returns the final search JSON."""
     columns = (
@@ -271,7 +272,7 @@ def _follow(
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("search", total=options.trials, status="planning…")
         while True:
-            search = client.get(f"/api/searches/{search_id}").raise_for_status().json()
+            search = client.get_search(search_id).model_dump(mode="json")
             counts = search["counts"]
             done = sum(counts.get(s, 0) for s in ("completed", "paused", "failed", "stopped"))
             best = search.get("best")
@@ -288,11 +289,11 @@ def _follow(
 
 
 def _print_results(
-    client: httpx.Client, search: dict[str, Any], options: DemoOptions, console: Console
+    client: Client, search: dict[str, Any], options: DemoOptions, console: Console
 ) -> bool:
     """The Pareto front, the best architecture, the formula; False when nothing completed."""
     search_id = search["id"]
-    front = client.get(f"/api/searches/{search_id}/pareto").raise_for_status().json()
+    front = [trial.model_dump(mode="json") for trial in client.pareto(search_id)]
     console.print(
         f"\nsearch {search_id} {search['state']}: m0 = {search['m0'] / 1e6:.1f} M MACs, "
         f"budget {search['max_macs'] / 1e6:.1f} M MACs (c = {options.c:g})"
@@ -325,23 +326,21 @@ def _print_results(
             f"{best['macs'] / 1e6:.1f} M MACs — r={factors['r']:.2f} d_i={factors['d_i']:.2f} "
             f"d_m={factors['d_m']:.2f} w={factors['w']:.2f}, {best['resolution']} px"
         )
-    trials = client.get(f"/api/searches/{search_id}/trials").raise_for_status().json()
+    trials = [trial.model_dump(mode="json") for trial in client.trials(search_id)]
     verdict = standing(trials, SEED_NOISE_POINTS.get(str(search["dataset"].get("name"))))
     if verdict:
         console.print(verdict)
-    reply = client.get(f"/api/searches/{search_id}/formula", params={"c": options.formula_c})
-    if reply.status_code == 200:
-        formula = reply.json()
-        parts = ", ".join(
-            f"{f}={v['mean']:.2f}±{v['std']:.2f}" for f, v in formula["factors"].items()
-        )
-        console.print(
-            f"downsizing formula for c = {options.formula_c:g}: {parts} → builds "
-            f"{formula['arch']['resolution']} px, {formula['macs'] / 1e6:.1f} M MACs "
-            f"(budget {formula['max_macs'] / 1e6:.1f} M)"
-        )
-    else:
-        console.print(f"downsizing formula: not available yet ({reply.json().get('detail')})")
+    try:
+        formula = client.formula(search_id, options.formula_c)
+    except RequestRejected as refused:
+        console.print(f"downsizing formula: not available yet ({refused.detail})")
+        return True
+    parts = ", ".join(f"{f}={v.mean:.2f}±{v.std:.2f}" for f, v in formula.factors.items())
+    console.print(
+        f"downsizing formula for c = {options.formula_c:g}: {parts} → builds "
+        f"{formula.arch['resolution']} px, {formula.macs / 1e6:.1f} M MACs "
+        f"(budget {formula.max_macs / 1e6:.1f} M)"
+    )
     return True
 
 
@@ -366,14 +365,12 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     children: list[subprocess.Popen[bytes]] = []
     try:
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
-        ) as client:
-            created = client.post("/api/searches", json=search_body(options))
-            if created.status_code != 201:
-                console.print(f"[red]could not create the demo search: {created.text}[/red]")
+        with Client(url, admin_token) as client:
+            try:
+                search_id = client.create_search(search_body(options)).id
+            except ClientError as error:
+                console.print(f"[red]could not create the demo search: {error}[/red]")
                 return 1
-            search_id = created.json()["id"]
             dashboard = f"{url}/searches/{search_id}"
             console.print(f"dashboard: {dashboard}  (log in with the admin token {admin_token})")
             children = _start_workers(options, url, worker_token)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.factories import ADMIN_TOKEN, make_settings
-from tests.service.conftest import LiveServer
+from tests.backends import LiveServer
 from vitcube.client import Client
 from vitcube.contract import SearchPlan
 from vitcube.service import db as service_db

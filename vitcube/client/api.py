@@ -41,6 +41,7 @@ from vitcube.client.errors import (
     ServerUnavailable,
 )
 from vitcube.contract import (
+    FACTORS,
     ArchitecturePublic,
     FormulaPublic,
     HeartbeatReply,
@@ -177,7 +178,9 @@ class Client:
         params: dict[str, Any] = {"offset": offset}
         if limit is not None:
             params["limit"] = limit
-        if states:
+        if states is not None:
+            if not states:
+                return []  # no state asked for: no trial (the server reads no `state` as all)
             params["state"] = list(states)
         return _parse_list(
             TrialPublic, self._get_json(f"/api/searches/{search_id}/trials", params=params)
@@ -588,13 +591,20 @@ def trials_frame(trials: Sequence[TrialPublic]) -> pandas.DataFrame:
             "a DataFrame needs pandas: pip install pandas (or use the list the method without "
             "'_frame' returns)"
         ) from None
+    if not trials:  # the same columns, no rows: frame["top1"] works before anything completed
+        shown = sorted(TrialPublic.model_fields.keys() - _NOT_IN_FRAME)
+        requested = [f"requested_{factor}" for factor in FACTORS]
+        return pandas.DataFrame(columns=[*shown, *FACTORS, *requested])
     rows = []
     for trial in trials:
-        row = trial.model_dump(exclude={"curve", "factors", "effective_factors", "arch"})
+        row = trial.model_dump(exclude=_NOT_IN_FRAME)
         row.update(trial.effective_factors)
         row.update({f"requested_{name}": value for name, value in trial.factors.items()})
         rows.append(row)
     return pandas.DataFrame(rows)
+
+
+_NOT_IN_FRAME = {"curve", "factors", "effective_factors", "arch"}
 
 
 def _parse_list(model: type[Model], data: Any) -> list[Model]:

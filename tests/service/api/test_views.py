@@ -16,6 +16,7 @@ from tests.factories import (
     create_search,
     lease_one,
     make_settings,
+    queued,
     report_body,
     wait_for,
 )
@@ -133,6 +134,8 @@ def test_a_stored_analysis_is_served_by_another_replica_without_a_fit(database_u
     with TestClient(create_app(make_settings(database_url))) as planner:
         search = create_search(planner, strategy="sobol", parallelism=3, max_trials=12)
         done = _complete(planner, 6)
+        # The last server below completes one more: the planner must have queued it first.
+        wait_for(lambda: queued(planner, search["id"]))
     base = f"/api/searches/{search['id']}"
     settings = make_settings(database_url, background=False)
     with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
