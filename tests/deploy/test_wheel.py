@@ -40,5 +40,7 @@ def test_the_wheel_installs_only_vitcube(tmp_path: Path) -> None:
         "vitcube/migrations/versions/0002_fail_fast.py",
         "vitcube/contract.py",
         "vitcube/cli.py",
+        "vitcube/client/cli.py",
+        "vitcube/client/api.py",
     ):
         assert needed in names, needed
