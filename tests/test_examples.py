@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.factories import ADMIN_TOKEN, make_settings
 from tests.backends import LiveServer
+from tests.factories import ADMIN_TOKEN, make_settings
 from vitcube.client import Client
 from vitcube.contract import SearchPlan
 from vitcube.service import db as service_db
