@@ -63,6 +63,7 @@ class Snapshot:
     pending: list[dict[str, float]]  # requested factors of every trial without a result to fit
     keys: set[str]
     kinds: set[str]
+    named: set[str]  # the presets of the reference:named trials it holds
     active: int  # queued + running
     total: int
     deficit: int  # new configurations wanted
@@ -235,6 +236,7 @@ class Planner:
             select(
                 Trial.id,
                 Trial.kind,
+                Trial.reference_name,
                 Trial.state,
                 Trial.r,
                 Trial.d_i,
@@ -266,11 +268,15 @@ class Planner:
 
         # The GP fits the results at the highest rung with enough of them (BOHB); with `full`
         # that is the only rung. Trials without a result there are pending information.
-        counts = [sum(result(t, epoch) is not None for t in trials) for epoch in rungs]
+        # A named reference (another family's preset) is a yardstick, not a point of this cube.
+        cube = [t for t in trials if t.kind != "reference:named"]
+        counts = [sum(result(t, epoch) is not None for t in cube) for epoch in rungs]
         fit_epoch = rungs[model_rung(counts, min_points=MODEL_MIN_POINTS)]
         observations, pending = [], []
-        active = 0
-        for t in trials:
+        active = sum(
+            t.state in ("queued", "running") for t in trials if t.kind == "reference:named"
+        )
+        for t in cube:
             value = result(t, fit_epoch)
             if value is not None:
                 observations.append(
@@ -323,7 +329,10 @@ class Planner:
         affordable = budget is None or spent + rungs[0] <= budget
         if budget is not None:
             deficit = min(deficit, max(0, int((budget - spent) // rungs[0])))
-        columns = {c: getattr(search, c) for c in ("base", "max_macs", "min_macs", "m0")}
+        columns = {
+            c: getattr(search, c)
+            for c in ("base", "max_macs", "min_macs", "m0", "named_references")
+        }
         columns.update(
             strategy=search.strategy,
             objective=search.objective,
@@ -337,6 +346,7 @@ class Planner:
             pending=pending,
             keys={t.arch_key for t in trials},
             kinds={t.kind for t in trials},
+            named={t.reference_name for t in trials if t.reference_name},
             active=active,
             total=total,
             deficit=deficit,
@@ -403,7 +413,9 @@ class Planner:
         budget_left = snap.search.get("budget_left")
         last = snap.rungs[-1]
 
-        def build(kind: str, factors: dict[str, float]) -> None:
+        def build(
+            kind: str, factors: dict[str, float], arch: Any = None, name: str | None = None
+        ) -> None:
             nonlocal budget_left
             start = 0
             if kind == "search":
@@ -411,7 +423,8 @@ class Planner:
             to_epoch = snap.rungs[start] if kind == "search" else last
             if budget_left is not None and to_epoch > budget_left:
                 return
-            arch = base.scale(**{f: float(factors[f]) for f in FACTORS})
+            if arch is None:
+                arch = base.scale(**{f: float(factors[f]) for f in FACTORS})
             key = arch.key()
             if key in keys:
                 return  # the same network is never trained twice
@@ -420,11 +433,13 @@ class Planner:
                 budget_left -= to_epoch
             if kind == "search":
                 snap.started[start] += 1
-            eff = arch.effective_factors()
+            # A named reference's factors are its own preset's (1.0): it is not in the cube.
+            eff = arch.effective_factors() if name is None else dict(factors)
             snap.rows.append(
                 {
                     "search_id": search_id,
                     "kind": kind,
+                    "reference_name": name,
                     "state": "queued",
                     **{f: float(factors[f]) for f in FACTORS},
                     **{f"eff_{f}": float(eff[f]) for f in FACTORS},
@@ -436,13 +451,19 @@ class Planner:
                     "to_epoch": to_epoch,
                 }
             )
-            snap.pending.append({f: float(factors[f]) for f in FACTORS})
+            if name is None:
+                snap.pending.append({f: float(factors[f]) for f in FACTORS})
 
         for kind, factors in self._reference_factors(search_id, snap.search):
             if len(snap.rows) >= snap.deficit:
                 return
             if kind not in snap.kinds:
                 build(kind, factors)
+        for name, arch in store.named_reference_archs(snap.search):
+            if len(snap.rows) >= snap.deficit:
+                return
+            if name not in snap.named:
+                build("reference:named", {f: 1.0 for f in FACTORS}, arch, name)
         wanted = snap.deficit - len(snap.rows)
         if wanted <= 0:
             return

@@ -47,6 +47,7 @@ CSV_COLUMNS = (
     "id",
     "search_id",
     "kind",
+    "reference_name",
     "state",
     "r",
     "d_i",
@@ -286,7 +287,8 @@ class Results:
                 .where(Trial.search_id == search_id, Trial.state == "completed")
                 .order_by(Trial.id)
             ).all()
-        observations = _observations(rows)
+        # Named references are another family's presets: yardsticks, never points of the cube.
+        observations = _observations([r for r in rows if r.kind != "reference:named"])
         base = ArchConfig.from_dict(info["base"])
         refs = [
             r.top1

@@ -65,6 +65,7 @@ __all__ = [
     "FormulaPublic",
     "HeartbeatReply",
     "LeaseRequest",
+    "NamedReference",
     "ReferencePlan",
     "Role",
     "RungSummary",
@@ -139,6 +140,17 @@ class BudgetSpec(_Strict):
         return self
 
 
+class NamedReference(_Strict):
+    """A preset network trained beside the search as a yardstick (`models` preset name), at
+    `resolution` px (default: the preset's own, 224 for EfficientViT and MobileNets)."""
+
+    name: str = Field(..., min_length=1, max_length=64, examples=["efficientvit_m2"])
+    resolution: StrictInt | None = Field(default=None, ge=16, le=1024)
+
+
+MAX_NAMED_REFERENCES = 8
+
+
 class SearchCreate(BaseModel):
     """The body of POST /api/searches. Fields beyond these are kept and echoed in `extra`."""
 
@@ -191,6 +203,15 @@ class SearchCreate(BaseModel):
         le=10**9,
         description="Compute budget: the epochs all trials together may train; the search "
         "completes when they are spent (or at max_trials configurations). Null: no limit.",
+    )
+    references: list[Annotated[str, Field(min_length=1, max_length=64)] | NamedReference] = Field(
+        default_factory=list,
+        max_length=MAX_NAMED_REFERENCES,
+        description="Preset networks to train beside the search as yardsticks, by name "
+        '(e.g. "efficientvit_m2", "mobilenet_v3_large") or as {"name", "resolution"}: each '
+        "trains with the search's recipe at its own resolution, is marked on the Pareto "
+        'plot with its name and counts in "beats the references"; none is fitted on. '
+        "The width-only and compound shrinks are always references.",
     )
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ service.tables, service.schemas and service.errors.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from vitcube.service.schemas import (
     COMPACT_COLUMNS,
     CheckpointSummary,
     Counts,
+    NamedReference,
     ReferencePlan,
     RungSummary,
     SearchCreate,
@@ -152,6 +154,7 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
     except InvalidRecipeError as exc:
         raise InvalidInput(str(exc)) from exc
     schedule = body.schedule if body.schedule is not None else default_schedule(training.epochs)
+    named = resolve_named_references(body.references, num_classes=base.num_classes)
     budget = body.budget.model_dump(exclude_none=True)
     known = set(SearchCreate.model_fields)
     extra = {k: v for k, v in (body.model_extra or {}).items() if k not in known}
@@ -181,7 +184,61 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         "extra": extra,
         "schedule": schedule.model_dump(mode="json"),
         "max_train_epochs": body.max_train_epochs,
+        "named_references": named,
     }, strategy
+
+
+def resolve_named_references(
+    references: Sequence[str | NamedReference], *, num_classes: int
+) -> list[dict[str, Any]]:
+    """The create body's `references` as [{"name", "resolution"}], each a registered preset that
+    builds at its resolution for the dataset's classes; InvalidInput naming what to change."""
+    from vitcube.models import ArchConfig
+
+    presets = ArchConfig.presets()
+    resolved: list[dict[str, Any]] = []
+    for index, reference in enumerate(references):
+        spec = NamedReference(name=reference) if isinstance(reference, str) else reference
+        where = f"references[{index}]"
+        if spec.name not in presets:
+            close = difflib.get_close_matches(spec.name, presets, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise InvalidInput(
+                f"{where}: no preset {spec.name!r}{hint} (presets: {', '.join(presets)})"
+            )
+        if any(r["name"] == spec.name for r in resolved):
+            raise InvalidInput(f"{where}: {spec.name!r} is named twice; name each preset once")
+        try:
+            arch = ArchConfig.preset(
+                spec.name, num_classes=num_classes, resolution=spec.resolution
+            ).scale()
+        except ValueError as exc:
+            raise InvalidInput(f"{where} ({spec.name}): {exc}") from exc
+        # The resolution it is built at (a multiple of 16), as its trial will say.
+        resolved.append({"name": spec.name, "resolution": int(arch.resolution)})
+    return resolved
+
+
+def named_reference_archs(search: Any) -> list[tuple[str, Any]]:
+    """(name, Arch) of every named reference of a search (its `named_references` column, or a
+    dict with that key and `base`), built for the search's classes."""
+    from vitcube.models import ArchConfig
+
+    columns = (
+        search
+        if isinstance(search, dict)
+        else {"named_references": search.named_references, "base": search.base}
+    )
+    num_classes = int(columns["base"].get("num_classes") or 1000)
+    return [
+        (
+            ref["name"],
+            ArchConfig.preset(
+                ref["name"], num_classes=num_classes, resolution=ref["resolution"]
+            ).scale(),
+        )
+        for ref in columns.get("named_references") or []
+    ]
 
 
 def reference_factors(
@@ -220,6 +277,17 @@ def plan_search(body: SearchCreate) -> SearchPlan:
             ReferencePlan(
                 kind=kind,
                 factors=factors,
+                resolution=arch.resolution,
+                macs=count_macs(arch),
+                params=count_params(arch),
+            )
+        )
+    for name, arch in named_reference_archs(columns):
+        references.append(
+            ReferencePlan(
+                kind="reference:named",
+                name=name,
+                factors={f: 1.0 for f in FACTORS},
                 resolution=arch.resolution,
                 macs=count_macs(arch),
                 params=count_params(arch),
@@ -352,6 +420,7 @@ def trial_public(
         search_id=trial.search_id,
         state=trial.state,  # type: ignore[arg-type]
         kind=trial.kind,  # type: ignore[arg-type]
+        reference=trial.reference_name,
         factors=trial.factors,
         effective_factors=trial.effective_factors,
         arch=trial.arch,
@@ -454,6 +523,7 @@ def compact_trials(session: Session, search_id: int, since: datetime | None) -> 
         Trial.id, Trial.kind, Trial.state, *eff, Trial.resolution, Trial.macs, Trial.params,
         Trial.top1, Trial.top5, Trial.latency_ms, Trial.worker, Trial.attempts, Trial.surrogate,
         Trial.to_epoch, Trial.epochs_trained, func.substr(Trial.error, 1, 300),
+        Trial.reference_name,
     ).where(Trial.search_id == search_id)  # fmt: skip
     if since is not None:
         query = query.where(Trial.updated_at > since - timedelta(seconds=SINCE_OVERLAP_S))
@@ -468,7 +538,8 @@ def compact_trials(session: Session, search_id: int, since: datetime | None) -> 
     total = session.scalar(select(func.count()).where(Trial.search_id == search_id)) or 0
     return TrialsCompact(
         search_id=search_id,
-        rows=[[*_rounded(row[:-1]), weights.get(row[0]), row[-1]] for row in rows],
+        # COMPACT_COLUMNS order: ... to_epoch, epochs_trained, weights_bytes, error, reference.
+        rows=[[*_rounded(row[:-2]), weights.get(row[0]), row[-2], row[-1]] for row in rows],
         total=int(total),
         since=since,
         cursor=cursor if cursor.tzinfo else cursor.replace(tzinfo=UTC),
@@ -545,6 +616,7 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
                 schedule=schedule_of(s).model_dump(mode="json"),
                 rungs=rungs[s.id],
                 max_train_epochs=s.max_train_epochs,
+                references=list(s.named_references or []),
                 epochs_trained=epochs,
                 train_macs=epoch_macs * (s.train_images or 0),
             )

@@ -120,6 +120,11 @@ class Search(Base):
         JSON, default=lambda: {"kind": "full"}, server_default='{"kind": "full"}'
     )
     max_train_epochs: Mapped[int | None] = mapped_column(Integer)
+    # The create body's `references`, resolved: [{"name", "resolution"}], trained beside the
+    # search as `reference:named` trials.
+    named_references: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
     # Images in one training epoch, as the workers report it: train_macs = Σ epochs x MACs x this.
     train_images: Mapped[int | None] = mapped_column(BigInteger)
     seed: Mapped[int] = mapped_column(BigInteger)
@@ -163,6 +168,7 @@ class Trial(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32), default="search")
+    reference_name: Mapped[str | None] = mapped_column(String(64))  # a reference:named's preset
     state: Mapped[str] = mapped_column(String(16), default="queued")
     # Requested factors (what the strategy asked for) ...
     r: Mapped[float] = mapped_column(Float)

@@ -65,7 +65,11 @@ SEARCH_STATES: tuple[SearchState, ...] = get_args(SearchState)
 TrialState = Literal["queued", "running", "paused", "completed", "failed", "stopped"]
 TRIAL_STATES: tuple[TrialState, ...] = get_args(TrialState)
 
-TrialKind = Literal["reference:width_only", "reference:compound", "reference:baseline", "search"]
+# `reference:named`: a preset the create body names in `references` (EfficientViT-M2, a
+# MobileNet, …), trained beside the search's own networks but never fitted on (another family).
+TrialKind = Literal[
+    "reference:width_only", "reference:compound", "reference:baseline", "reference:named", "search"
+]
 TRIAL_KINDS: tuple[TrialKind, ...] = get_args(TrialKind)
 
 # -- datasets ---------------------------------------------------------------------------------
@@ -805,6 +809,9 @@ class TrialPublic(BaseModel):
     search_id: int
     state: TrialState
     kind: TrialKind
+    reference: str | None = Field(
+        default=None, description="The preset of a reference:named trial (e.g. efficientvit_m2)."
+    )
     factors: dict[str, float]
     effective_factors: dict[str, float]
     arch: dict[str, Any]
@@ -874,6 +881,7 @@ COMPACT_COLUMNS = (
     "epochs_trained",
     "weights_bytes",
     "error",
+    "reference",
 )
 
 
@@ -931,6 +939,10 @@ class SearchPublic(BaseModel):
     schedule: dict[str, Any] = Field(default_factory=lambda: {"kind": "full"})
     rungs: list[RungSummary] = Field(default_factory=list)
     max_train_epochs: int | None = None
+    references: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The named reference networks, [{name, resolution}] (reference:named trials).",
+    )
     epochs_trained: float = Field(default=0.0, description="Epochs trained by all trials.")
     train_macs: float = Field(
         default=0.0, description="Σ epochs × MACs per image × training images, all trials."
@@ -989,6 +1001,7 @@ class ReferencePlan(BaseModel):
     """One reference trial a search would start with: the rule, its factors and its network."""
 
     kind: TrialKind
+    name: str | None = Field(default=None, description="A reference:named's preset.")
     factors: dict[str, float]
     resolution: int
     macs: int

@@ -20,6 +20,9 @@
     "reference:width_only": { name: "width-only reference", symbol: "diamond", color: "#e67e22" },
     "reference:compound": { name: "compound-scaling reference", symbol: "square", color: "#c0392b" },
     "reference:baseline": { name: "baseline", symbol: "star", color: "#6c3483" },
+    // A preset the search names in `references` (EfficientViT, a MobileNet, …): one trace per
+    // preset, labelled with its name.
+    "reference:named": { name: "named reference", symbol: "triangle-up", color: "#117a65" },
   };
   const GOOD = "#1f9d55";
   const BAD = "#d64545";
@@ -128,9 +131,15 @@
     return trial.effective_factors || trial.factors || {};
   }
 
-  function kindLabel(kind) {
+  function kindLabel(kind, reference) {
+    if (kind === "reference:named" && reference) return reference;
     if (REFERENCE_STYLE[kind]) return REFERENCE_STYLE[kind].name;
     return kind || "search";
+  }
+
+  /** What a reference trial is called: its preset's name, or its rule's. */
+  function refName(t) {
+    return kindLabel(t.kind, t.reference);
   }
 
   // --- the list page ------------------------------------------------------------------------
@@ -234,7 +243,7 @@
       t.resolution ?? (t.arch && t.arch.resolution) ?? "?",
       fmtCount(t.params),
       t.worker || "–",
-      kindLabel(t.kind),
+      kindLabel(t.kind, t.reference),
       t.surrogate ? " · surrogate result" : "",
       fmtMacs(t.macs),
     ];
@@ -288,8 +297,16 @@
         marker: { color: ACCENT, size: 12, line: { color: "#fff", width: 1.5 } } },
     ];
     for (const [kind, style] of Object.entries(REFERENCE_STYLE)) {
-      groups.push({ name: style.name, test: (t) => t.kind === kind,
-        marker: { color: style.color, symbol: style.symbol, size: 15, line: { color: "#1d2633", width: 1 } } });
+      const marker = { color: style.color, symbol: style.symbol, size: 15, line: { color: "#1d2633", width: 1 } };
+      if (kind !== "reference:named") {
+        groups.push({ name: style.name, test: (t) => t.kind === kind, marker });
+        continue;
+      }
+      const names = [...new Set(done.filter((t) => t.kind === kind).map((t) => t.reference))].sort();
+      for (const name of names) {
+        groups.push({ name: name || style.name, label: true, marker,
+          test: (t) => t.kind === kind && t.reference === name });
+      }
     }
     let drawn = 0;
     for (const g of groups) {
@@ -306,7 +323,9 @@
         x: members.map((t) => t.macs / 1e6),
         y: members.map((t) => 100 * t.top1),
         customdata: members.map(hoverData),
-        mode: "markers",
+        mode: g.label ? "markers+text" : "markers",
+        text: g.label ? members.map(() => g.name) : undefined,
+        textposition: "top center",
         type: "scatter",
         marker: g.marker,
         hovertemplate: HOVER,
@@ -414,7 +433,7 @@
       compare.appendChild(el("li", {}, [
         el("span", { class: delta >= 0 ? "text-good" : "text-bad",
           text: `${delta >= 0 ? "+" : ""}${delta.toFixed(1)} pts` }),
-        ` vs ${REFERENCE_STYLE[ref.kind].name} (${fmtPct(ref.top1)})`,
+        ` vs ${refName(ref)} (${fmtPct(ref.top1)})`,
       ]));
     }
     fill(box,
@@ -423,7 +442,7 @@
         " top-1 · ",
         el("a", { href: "#trial-" + best.id, text: `trial ${best.id}` }),
         best.surrogate ? el("span", { class: "tag", style: "margin-left:6px", text: "surrogate" }) : null,
-        REFERENCE_STYLE[best.kind] ? el("span", { class: "tag kind-ref", style: "margin-left:6px", text: REFERENCE_STYLE[best.kind].name }) : null,
+        REFERENCE_STYLE[best.kind] ? el("span", { class: "tag kind-ref", style: "margin-left:6px", text: refName(best) }) : null,
       ]),
       el("div", { class: "small muted", text: `${fmtMacs(best.macs)}MACs of the ${fmtMacs(state.search.max_macs)}MACs budget` }),
       budgetMeter(best.macs, state.search.max_macs),
@@ -749,7 +768,7 @@
   const COLUMNS = [
     { key: "id", label: "#", num: true, value: (t) => t.id },
     { key: "kind", label: "kind", value: (t) => t.kind || "search",
-      cell: (t) => REFERENCE_STYLE[t.kind] ? el("span", { class: "tag kind-ref", text: REFERENCE_STYLE[t.kind].name }) : document.createTextNode(kindLabel(t.kind)) },
+      cell: (t) => REFERENCE_STYLE[t.kind] ? el("span", { class: "tag kind-ref", text: refName(t) }) : document.createTextNode(kindLabel(t.kind)) },
     { key: "state", label: "state", value: (t) => t.state,
       cell: (t) => el("span", {
         class: `badge state-${t.state}`, text: t.state,
@@ -1004,7 +1023,7 @@
         const pts = t.curve.filter((p) => p.val_top1 !== null && p.val_top1 !== undefined &&
           !(t.state === "paused" && p.epoch > t.to_epoch));
         return {
-          name: isBest ? `best (trial ${t.id})` : ref ? ref.name : `trial ${t.id}`,
+          name: isBest ? `best (trial ${t.id})` : ref ? refName(t) : `trial ${t.id}`,
           x: pts.map((p) => p.epoch),
           y: pts.map((p) => 100 * p.val_top1),
           mode: pts.length === 1 ? "markers" : "lines",

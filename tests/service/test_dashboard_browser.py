@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ADMIN, WORKER, VIEWER = "adm-" + "a" * 20, "wrk-" + "b" * 20, "view-" + "c" * 20
 SEEDED_TRIALS = 14
+NAMED_REFERENCE = "mobilenet_v3_small"
 
 playwright_or_skip()
 
@@ -181,16 +182,16 @@ def _surrogate_report(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with _serving(tmp_path_factory.mktemp("dashboard")) as srv:
         with srv.api(ADMIN) as admin:
-            created = admin.post(
-                "/api/searches",
-                json=_search_body("v2 at half budget", max_trials=SEEDED_TRIALS, parallelism=4),
-            )
+            body = _search_body("v2 at half budget", max_trials=SEEDED_TRIALS, parallelism=4)
+            body["references"] = [NAMED_REFERENCE]  # another family's preset, as a yardstick
+            created = admin.post("/api/searches", json=body)
             assert created.status_code == 201, created.text
             done = created.json()
             _complete_all(srv, done["id"], SEEDED_TRIALS)
             # The GP views and the formula of all of them, stored before any page asks.
             fitted = admin.get(f"/api/searches/{done['id']}/analysis", params={"fresh": True})
-            assert fitted.json()["fitted_on"]["trials"] == SEEDED_TRIALS, fitted.text
+            # Fitted on the cube's trials: the named reference is not one of its points.
+            assert fitted.json()["fitted_on"]["trials"] == SEEDED_TRIALS - 1, fitted.text
             # A second search that stays running with nothing completed: the early states.
             fresh = admin.post(
                 "/api/searches", json=_search_body("still empty", max_trials=30, parallelism=1)
@@ -321,6 +322,13 @@ def test_search_page_draws_the_front_the_gp_views_and_the_formula(
     legend = page.locator("#pareto-plot .legend").text_content() or ""
     assert "Pareto front" in legend and "width-only reference" in legend
     assert "compound-scaling reference" in legend
+    # The named reference: its own trace, called and labelled by its preset's name.
+    assert NAMED_REFERENCE in legend
+    labels = page.locator("#pareto-plot .scatterlayer .textpoint").all_text_contents()
+    assert NAMED_REFERENCE in labels
+    # ... and counted on the best-so-far card among the references the best is compared with.
+    compared = page.locator("#best-summary ul.compare").inner_text()
+    assert f"vs {NAMED_REFERENCE}" in compared and "vs width-only reference" in compared
     assert any("budget" in a for a in page.locator("#pareto-plot .annotation").all_text_contents())
     # GP views: four 1-D plots with their bands, four 2-D contours, importance bars.
     for factor in ("r", "d_i", "d_m", "w"):

@@ -249,7 +249,7 @@ def show(
 
 
 TRIAL_COLUMNS = (
-    "id", "kind", "state", *FACTORS, "resolution", "macs", "params", "top1", "top5",
+    "id", "kind", "reference", "state", *FACTORS, "resolution", "macs", "params", "top1", "top5",
     "latency_ms", "epochs_trained", "attempts", "worker", "surrogate", "error",
 )  # fmt: skip
 

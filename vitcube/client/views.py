@@ -81,7 +81,7 @@ def trials_table(
     for trial in trials:
         row: list[RenderableType] = [
             str(trial.id),
-            short_kind(trial.kind),
+            trial.reference or short_kind(trial.kind),
             Text(trial.state, style=STATE_STYLE.get(trial.state, "")),
             *(f"{trial.effective_factors.get(f, float('nan')):.3f}" for f in FACTORS),
             str(trial.resolution),
@@ -232,7 +232,7 @@ def plan_view(plan: SearchPlan) -> RenderableType:
         refs.add_column(column, justify="left" if column == "kind" else "right")
     for ref in plan.references:
         refs.add_row(
-            short_kind(ref.kind),
+            ref.name or short_kind(ref.kind),
             *(f"{ref.factors[f]:.3f}" for f in FACTORS),
             str(ref.resolution),
             f"{ref.macs:,}",
