@@ -219,16 +219,11 @@ def resolve_named_references(
     return resolved
 
 
-def named_reference_archs(search: Any) -> list[tuple[str, Any]]:
-    """(name, Arch) of every named reference of a search (its `named_references` column, or a
-    dict with that key and `base`), built for the search's classes."""
+def named_reference_archs(columns: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, Arch) of every named reference of a search, from its columns (`named_references`
+    and `base`, whose num_classes the presets are built for)."""
     from vitcube.models import ArchConfig
 
-    columns = (
-        search
-        if isinstance(search, dict)
-        else {"named_references": search.named_references, "base": search.base}
-    )
     num_classes = int(columns["base"].get("num_classes") or 1000)
     return [
         (
