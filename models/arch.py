@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 FACTORS = ("r", "d_i", "d_m", "w")
 """The four global architecture factors: resolution, MV2 depth, transformer depth, width."""
 
-BLOCK_KINDS = ("inverted_residual", "separable")
-TRANSFORMER_KINDS = ("mobilevit_v1", "mobilevit_v2")
-ACTIVATIONS = ("relu", "relu6", "hardswish", "silu")
+BLOCK_KINDS = ("inverted_residual", "separable", "conv", "dw_ffn", "patch_merging")
+TRANSFORMER_KINDS = ("mobilevit_v1", "mobilevit_v2", "efficientvit")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "silu", "none")
 RESOLUTION_STEP = 16
 """`scale` rounds r·R0 to a multiple of this many pixels."""
 MAX_FACTOR = 10.0
@@ -69,6 +69,11 @@ class ConvBlock:
     linear 1×1 projection to `out_channels`; residual iff stride 1 and input == output width.
     kind "separable" (MobileNet v1): depthwise k×k with `stride` then 1×1 to `out_channels`,
     both followed by BN and the activation; `hidden_channels` equals the input width.
+    EfficientViT's kinds (`models.efficientvit`): "conv", a plain k×k conv with `stride` + BN +
+    the activation ("none": none), `hidden_channels` equal to the input width; "dw_ffn", the
+    residual pair x + DW(x) (k×k depthwise + BN), x + FFN(x) (1×1 to `hidden_channels`, ReLU,
+    1×1 back), stride 1 and `out_channels` equal to the input width; "patch_merging", an
+    inverted residual whose squeeze-excite gate is a sigmoid (EfficientViT's subsample).
     """
 
     kind: str
@@ -91,6 +96,11 @@ class TransformerSpec:
     kind "mobilevit_v2": depthwise 3×3, 1×1 to `dim`, `depth` layers of separable linear
     self-attention + 1×1-conv FFN with GroupNorm(1) pre-norms, GroupNorm, 1×1 projection;
     no fusion, `num_heads` is 1.
+    kind "efficientvit": `depth` EfficientViT blocks on the stage's own width (`dim` equals the
+    stage's output width; FFNs of `ffn_dim`), cascaded group attention with `num_heads` heads
+    of query/key width `key_dim`, value width dim / num_heads, windows of `window_size`
+    pixels and one depthwise query kernel per head (`query_kernels`); patch size 1, no fusion.
+    The last three fields are 0 / () for the MobileViT kinds and absent from their JSON.
     """
 
     kind: str
@@ -100,6 +110,13 @@ class TransformerSpec:
     num_heads: int = 4
     patch_size: int = 2
     fusion: bool = True
+    key_dim: int = 0
+    window_size: int = 0
+    query_kernels: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.query_kernels, list):
+            object.__setattr__(self, "query_kernels", tuple(self.query_kernels))
 
 
 @dataclass(frozen=True)
@@ -297,6 +314,23 @@ def _width_vector(arch: Arch) -> list[int]:
 
 def _stage_to_dict(stage: Stage) -> dict[str, Any]:
     t = stage.transformer
+    transformer: dict[str, Any] | None = None
+    if t is not None:
+        transformer = {
+            "kind": t.kind,
+            "dim": t.dim,
+            "depth": t.depth,
+            "ffn_dim": t.ffn_dim,
+            "num_heads": t.num_heads,
+            "patch_size": t.patch_size,
+            "fusion": t.fusion,
+        }
+        if t.kind == "efficientvit":  # only here, so the MobileViT keys stay as they were
+            transformer |= {
+                "key_dim": t.key_dim,
+                "window_size": t.window_size,
+                "query_kernels": list(t.query_kernels),
+            }
     return {
         "number": stage.number,
         "blocks": [
@@ -311,17 +345,7 @@ def _stage_to_dict(stage: Stage) -> dict[str, Any]:
             }
             for b in stage.blocks
         ],
-        "transformer": None
-        if t is None
-        else {
-            "kind": t.kind,
-            "dim": t.dim,
-            "depth": t.depth,
-            "ffn_dim": t.ffn_dim,
-            "num_heads": t.num_heads,
-            "patch_size": t.patch_size,
-            "fusion": t.fusion,
-        },
+        "transformer": transformer,
     }
 
 
@@ -352,10 +376,14 @@ def _stage_from_dict(data: Any) -> Stage:
         if not isinstance(t, dict):
             raise ValueError(f"a transformer must be a JSON object or null, got {t!r}")
         keys = {"kind", "dim", "depth", "ffn_dim"}
-        _check_keys("transformer", t, required=keys, optional={"num_heads", "patch_size", "fusion"})
+        optional = {"num_heads", "patch_size", "fusion", "key_dim", "window_size", "query_kernels"}
+        _check_keys("transformer", t, required=keys, optional=optional)
         fusion = t.get("fusion", True)
         if not isinstance(fusion, bool):
             raise ValueError(f"transformer fusion must be true or false, got {fusion!r}")
+        kernels = t.get("query_kernels", [])
+        if not isinstance(kernels, list):
+            raise ValueError(f"query_kernels must be a list, got {kernels!r}")
         transformer = TransformerSpec(
             kind=_str(t["kind"], "transformer kind"),
             dim=_int(t["dim"], "transformer dim"),
@@ -364,6 +392,9 @@ def _stage_from_dict(data: Any) -> Stage:
             num_heads=_int(t.get("num_heads", 4), "num_heads"),
             patch_size=_int(t.get("patch_size", 2), "patch_size"),
             fusion=fusion,
+            key_dim=_int(t.get("key_dim", 0), "key_dim"),
+            window_size=_int(t.get("window_size", 0), "window_size"),
+            query_kernels=tuple(_int(k, "query_kernels entry") for k in kernels),
         )
     return Stage(
         number=_int(data["number"], "stage number"), blocks=tuple(blocks), transformer=transformer
@@ -398,6 +429,22 @@ def min_resolution(downsamplings: int) -> int:
     return 2**downsamplings
 
 
+def _validate_efficientvit(t: TransformerSpec, where: str, channels: int) -> None:
+    if t.dim != channels:
+        raise ValueError(
+            f"{where}: EfficientViT blocks run on the stage width {channels}, got dim {t.dim}"
+        )
+    if t.key_dim < 1 or t.window_size < 1:
+        raise ValueError(
+            f"{where}: key_dim and window_size must be ≥ 1, got {t.key_dim}, {t.window_size}"
+        )
+    if len(t.query_kernels) != t.num_heads or any(k not in (1, 3, 5, 7) for k in t.query_kernels):
+        raise ValueError(
+            f"{where}: query_kernels needs one kernel (1, 3, 5 or 7) per head ({t.num_heads}), "
+            f"got {list(t.query_kernels)}"
+        )
+
+
 def _validate_arch(arch: Arch) -> None:
     def positive(value: int, name: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -407,6 +454,7 @@ def _validate_arch(arch: Arch) -> None:
     positive(arch.stem_channels, "stem_channels")
     if not arch.stages:
         raise ValueError("an Arch needs at least one stage")
+    channels = arch.stem_channels
     for stage in arch.stages:
         where = f"stage {stage.number}"
         if not stage.blocks:
@@ -426,6 +474,13 @@ def _validate_arch(arch: Arch) -> None:
                 raise ValueError(f"{where}: stride must be 1 or 2, got {block.stride}")
             if block.se_channels < 0:
                 raise ValueError(f"{where}: se_channels must be ≥ 0, got {block.se_channels}")
+            if block.kind == "dw_ffn" and (block.stride != 1 or block.out_channels != channels):
+                raise ValueError(
+                    f"{where}: a dw_ffn block is a residual pair: stride 1 and out_channels equal "
+                    f"to its input width {channels}, got stride {block.stride} and "
+                    f"{block.out_channels}"
+                )
+            channels = block.out_channels
         t = stage.transformer
         if t is not None:
             if t.kind not in TRANSFORMER_KINDS:
@@ -438,6 +493,13 @@ def _validate_arch(arch: Arch) -> None:
             if t.dim % t.num_heads:
                 raise ValueError(
                     f"{where}: transformer dim {t.dim} is not divisible by num_heads {t.num_heads}"
+                )
+            if t.kind == "efficientvit":
+                _validate_efficientvit(t, where, channels)
+            elif t.key_dim or t.window_size or t.query_kernels:
+                raise ValueError(
+                    f"{where}: key_dim, window_size and query_kernels are EfficientViT's, not "
+                    f"{t.kind}'s"
                 )
     if arch.head_channels < 0 or arch.classifier_hidden < 0:
         raise ValueError("head_channels and classifier_hidden must be ≥ 0 (0: no such layer)")
@@ -478,6 +540,8 @@ class BlockTemplate:
     hidden_channels: int | None = None
     se: bool = False
     activation: str = "silu"
+    divisor: int = 8
+    """`out_channels` scale to make_divisible(c · w, divisor) (EfficientViT: 8 · heads)."""
 
 
 @dataclass(frozen=True)
@@ -515,7 +579,8 @@ def scale_template(
     """Apply the cube's depth and width rules (README.md) to `template`; resolution is the caller's.
 
     Returns (stem_channels, stages, head_channels, classifier_hidden, exshortcut_channels).
-    Extra blocks repeat the stage's last block with stride 1; the
+    Extra blocks repeat the stage's last block with stride 1; an EfficientViT transformer takes
+    the stage's (scaled) output width as its dim; the
     ExMobileViT shortcut widths are make_divisible(ρ · C_base · w, 8) for the last
     len(exshortcut_ratios) stages, C_base the baseline output width of the stage.
     """
@@ -539,12 +604,13 @@ def scale_template(
             hidden_channels=last.hidden_channels,
             se=last.se,
             activation=last.activation,
+            divisor=last.divisor,
         )
         block_templates += [repeat] * (count - len(block_templates))
         blocks: list[ConvBlock] = []
         for bt in block_templates[:count]:
-            out = width(bt.out_channels)
-            if bt.kind == "separable":
+            out = make_divisible(bt.out_channels * w, bt.divisor)
+            if bt.kind in ("separable", "conv"):
                 hidden = in_channels
             elif bt.hidden_channels is not None:
                 hidden = width(bt.hidden_channels)
@@ -569,12 +635,15 @@ def scale_template(
             t = stage_t.transformer
             transformer = TransformerSpec(
                 kind=t.kind,
-                dim=width(t.dim),
+                dim=in_channels if t.kind == "efficientvit" else width(t.dim),
                 depth=scaled_depth(t.depth, d_m),
                 ffn_dim=width(t.ffn_dim),
                 num_heads=t.num_heads,
                 patch_size=t.patch_size,
                 fusion=t.fusion,
+                key_dim=t.key_dim,
+                window_size=t.window_size,
+                query_kernels=t.query_kernels,
             )
         stages.append(Stage(number=stage_t.number, blocks=tuple(blocks), transformer=transformer))
     head = width(template.head_channels) if template.head_channels else 0

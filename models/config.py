@@ -3,18 +3,20 @@ applies the cube (README.md, "How it works") to give a concrete `Arch`.
 
 Families: "mobilevit_v1" (size "xxs" | "xs" | "s"), "mobilevit_v2" (width α in [0.5, 2.0]),
 and the reference baselines "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
-"mobilenet_v3_small". Heads: "standard", or "exshortcut" (ExMobileViT, MobileViT families
-only): each of the last three stages' outputs goes through a 1×1 conv (+BN+SiLU) to
-ρᵢ·Cᵢ channels and global average pooling, and the pooled vectors are concatenated with the
-main pooled feature in front of the classifier. The preset number of ExMobileViT-928 /
--640 / -576 is read as the total count of those extra classifier channels
+"mobilenet_v3_small", "efficientvit" (size "m0" … "m5"; d_i must be 1, only trailing stages
+can be dropped; see `models.efficientvit`). Heads: "standard", or "exshortcut" (ExMobileViT,
+MobileViT families only): each of the last three stages' outputs goes through a 1×1 conv
+(+BN+SiLU) to ρᵢ·Cᵢ channels and global average pooling, and the pooled vectors are
+concatenated with the main pooled feature in front of the classifier. The preset number of
+ExMobileViT-928 / -640 / -576 is read as the total count of those extra classifier channels
 (Σ make_divisible(ρ·Cᵢ, 8) over MobileViT-S's stages 3–5, Cᵢ = 96, 128, 160), with one ρ
 per preset: 29/12, 5/3, 3/2. Caveat: the paper reports +5.16 % parameters for
 ExMobileViT-928, which fits "928 = total classifier input, 640 + 288 extra" better than 928
 extra channels (+18.9 % here); change the ratios ρ to model the other reading.
 
 Pure Python: imports the family tables (`models.mobilevit`, `models.mobilevit_v2`,
-`models.mobilenet`) and `models.arch`, never the builder or anything outside `models`.
+`models.mobilenet`, `models.efficientvit`) and `models.arch`, never the builder or anything
+outside `models`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from typing import Any
 
-from vitcube.models import mobilenet, mobilevit, mobilevit_v2
+from vitcube.models import efficientvit, mobilenet, mobilevit, mobilevit_v2
 from vitcube.models.arch import (
     MAX_FACTOR,
     RESOLUTION_STEP,
@@ -35,7 +37,7 @@ from vitcube.models.arch import (
 )
 
 MOBILEVIT_FAMILIES = ("mobilevit_v1", "mobilevit_v2")
-FAMILIES = (*MOBILEVIT_FAMILIES, *mobilenet.TEMPLATES)
+FAMILIES = (*MOBILEVIT_FAMILIES, *mobilenet.TEMPLATES, "efficientvit")
 HEADS = ("standard", "exshortcut")
 EXSHORTCUT_STAGES = 3
 """ExMobileViT taps the outputs of the last three (kept) stages."""
@@ -44,7 +46,10 @@ STAGE_COUNTS = {
     "mobilevit_v1": 5,
     "mobilevit_v2": 5,
     **{name: len(t.stages) for name, t in mobilenet.TEMPLATES.items()},
+    "efficientvit": 3,
 }
+NORMED_CLASSIFIER_FAMILIES = ("efficientvit",)
+"""Families whose classifier is BatchNorm1d + linear on the pooled features."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class ArchConfig:
         cls, name: str, num_classes: int = 1000, resolution: int | None = None
     ) -> ArchConfig:
         """The named preset (see `presets()`); `resolution` defaults to the family's
-        published one (256 for MobileViT, 224 for MobileNets)."""
+        published one (256 for MobileViT, 224 for MobileNets and EfficientViT)."""
         if name not in _PRESETS:
             raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(cls.presets())}")
         config = _PRESETS[name]
@@ -155,6 +160,11 @@ class ArchConfig:
                     f"factor {name}={value!r} is out of range; every factor must be in "
                     f"(0, {MAX_FACTOR:g}]"
                 )
+        if self.family == "efficientvit" and d_i != 1:
+            raise ValueError(
+                f"efficientvit has no MV2-style blocks for d_i to repeat, so d_i must be 1, got "
+                f"d_i={d_i:g}; its depth is d_m (EfficientViT blocks per stage)"
+            )
         ratios = self.resolved_exshortcut_ratios()
         stem, stages, head, hidden, exshortcut = scale_template(
             _template(self), d_i=d_i, d_m=d_m, w=w, exshortcut_ratios=ratios
@@ -209,6 +219,9 @@ def _template(config: ArchConfig) -> FamilyTemplate:
     if config.family == "mobilevit_v2":
         assert config.width is not None
         return mobilevit_v2.template(config.width, config.dropped_stages)
+    if config.family == "efficientvit":
+        assert config.size is not None
+        return efficientvit.template(config.size, config.dropped_stages)
     return mobilenet.template(config.family, config.dropped_stages)
 
 
@@ -240,6 +253,13 @@ def _validate_config(c: ArchConfig) -> None:
             raise ValueError(f"mobilevit_v2 width α={c.width!r} is out of range [{lo}, {hi}]")
         if c.size is not None:
             raise ValueError("mobilevit_v2 takes a width α, not a size")
+    elif c.family == "efficientvit":
+        if c.size not in efficientvit.VARIANTS:
+            raise ValueError(
+                f"efficientvit needs size one of {', '.join(efficientvit.VARIANTS)}, got {c.size!r}"
+            )
+        if c.width is not None:
+            raise ValueError("efficientvit takes a size, not a width (scale it with w)")
     elif c.size is not None or c.width is not None:
         raise ValueError(f"{c.family} takes neither size nor width (scale it with w)")
     for name, value in (("resolution", c.resolution), ("num_classes", c.num_classes)):
@@ -260,6 +280,15 @@ def _validate_config(c: ArchConfig) -> None:
         )
     if tuple(sorted(dropped)) != dropped:
         raise ValueError(f"dropped_stages must be sorted, got {list(dropped)}")
+    if (
+        c.family == "efficientvit"
+        and dropped
+        and dropped != tuple(range(n_stages - len(dropped) + 1, n_stages + 1))
+    ):
+        raise ValueError(
+            f"efficientvit can drop only trailing stages ((3,) or (2, 3)): each subsample block "
+            f"starts at the previous stage's width; got {list(dropped)}"
+        )
     kept = n_stages - len(dropped)
     if kept < 1:
         raise ValueError(f"dropped_stages {list(dropped)} leaves no stage; keep at least one")
@@ -315,3 +344,8 @@ for _extra, _rho in ((928, 29 / 12), (640, 5 / 3), (576, 3 / 2)):
     )
 for _family in mobilenet.TEMPLATES:
     register_preset(_family, ArchConfig(_family, resolution=mobilenet.DEFAULT_RESOLUTION))
+for _size in efficientvit.VARIANTS:
+    register_preset(
+        f"efficientvit_{_size}",
+        ArchConfig("efficientvit", size=_size, resolution=efficientvit.DEFAULT_RESOLUTION),
+    )

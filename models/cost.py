@@ -1,10 +1,12 @@
 """The analytic cost model: `count_macs` and `count_params` of an `Arch` by arithmetic alone.
 
 MACs are for one image: every convolution (k²·C_in·C_out·H_out·W_out / groups), every linear
-layer (in·out per token), and the two matrix products of MobileViT v1 attention (Q·Kᵀ and
-A·V, N²·d each per patch position). Bias additions, normalisations, activations, pooling,
-resizing, residual additions and the elementwise products of v2's separable attention
-(softmax-weighted key sum, ReLU(V)⊙context) count zero. The walk below follows
+layer (in·out per token), and the two matrix products of MobileViT v1 and EfficientViT
+attention (Q·Kᵀ and A·V: N²·d each per patch position for v1; N²·key_dim and N²·C/heads per
+head and window for EfficientViT, whose attention convs also run on the zero-padded windows).
+Bias additions, normalisations, activations, pooling, resizing, residual additions and the
+elementwise products of v2's separable attention (softmax-weighted key sum, ReLU(V)⊙context)
+count zero. The walk below follows
 `models.network` layer for layer, including the grid resize of MobileViT blocks (v1: the
 transformer runs on the patch-multiple grid, convolutions on the original; v2: the block and
 everything after it run on the enlarged grid); tests check both counts against a forward-hook
@@ -15,8 +17,8 @@ Pure Python: must not import torch.
 
 from __future__ import annotations
 
-from vitcube.models.arch import Arch, conv_out
-from vitcube.models.config import ArchConfig
+from vitcube.models.arch import Arch, TransformerSpec, conv_out
+from vitcube.models.config import NORMED_CLASSIFIER_FAMILIES, ArchConfig
 
 
 def count_macs(cfg_or_arch: ArchConfig | Arch) -> int:
@@ -48,7 +50,17 @@ def _walk(arch: Arch) -> tuple[int, int]:
         for block in stage.blocks:
             k2 = block.kernel_size * block.kernel_size
             out = block.out_channels
-            if block.kind == "separable":
+            if block.kind == "conv":
+                after = conv_out(size, block.kernel_size, block.stride)
+                weights = k2 * channels * out
+                macs += weights * after * after
+                params += weights + 2 * out
+            elif block.kind == "dw_ffn":  # x + DW(x), x + FFN(x) at the block's own width
+                after, hidden = size, block.hidden_channels
+                macs += (k2 * channels + 2 * channels * hidden) * size * size
+                params += k2 * channels + 2 * channels  # depthwise + BN
+                params += 2 * channels * hidden + 2 * hidden + 2 * out  # FFN + BNs
+            elif block.kind == "separable":
                 after = conv_out(size, block.kernel_size, block.stride)
                 area = after * after
                 macs += k2 * channels * area + channels * out * area
@@ -70,7 +82,11 @@ def _walk(arch: Arch) -> tuple[int, int]:
                 params += hidden * out + 2 * out
             size, channels = after, out
         t = stage.transformer
-        if t is not None:
+        if t is not None and t.kind == "efficientvit":
+            block_macs, block_params = _efficientvit_block(t, size)
+            macs += t.depth * block_macs
+            params += t.depth * block_params
+        elif t is not None:
             c, d, f, depth = channels, t.dim, t.ffn_dim, t.depth
             p = t.patch_size
             grid = -(-size // p)  # patches per side after resizing to a multiple of p
@@ -116,6 +132,28 @@ def _walk(arch: Arch) -> tuple[int, int]:
         macs += features * arch.classifier_hidden
         params += features * arch.classifier_hidden + arch.classifier_hidden
         features = arch.classifier_hidden
+    if arch.family in NORMED_CLASSIFIER_FAMILIES:  # BatchNorm1d: scale and shift
+        params += 2 * features
     macs += features * arch.num_classes
     params += features * arch.num_classes + arch.num_classes
+    return macs, params
+
+
+def _efficientvit_block(t: TransformerSpec, size: int) -> tuple[int, int]:
+    """(MACs, params) of one EfficientViT block on a `size`×`size` map of width t.dim."""
+    c, f, heads, kd = t.dim, t.ffn_dim, t.num_heads, t.key_dim
+    dv = c // heads  # each head's input split and value width
+    area = size * size
+    # dw0, ffn0, dw1, ffn1: 3×3 depthwise + BN, 1×1 c→f + BN, 1×1 f→c + BN
+    macs = 2 * (9 * c + 2 * c * f) * area
+    params = 2 * (9 * c + 2 * c + 2 * c * f + 2 * f + 2 * c)
+    window = min(t.window_size, size)
+    side = -(-size // window) * window  # padded to whole windows
+    tokens, n = side * side, window * window
+    qkv = 2 * kd + dv
+    for k in t.query_kernels:  # per head: qkv 1×1, query depthwise k×k, Q·Kᵀ, A·V
+        macs += tokens * (dv * qkv + k * k * kd + n * kd + n * dv)
+        params += dv * qkv + 2 * qkv + k * k * kd + 2 * kd
+    macs += tokens * dv * heads * c  # projection over the concatenated heads
+    params += dv * heads * c + 2 * c + heads * n  # + one bias per head and window offset
     return macs, params

@@ -1,12 +1,14 @@
 """`build_model`: turn an `Arch` (or an `ArchConfig`, built at its baseline) into a PyTorch
 module taking [B, 3, arch.resolution, arch.resolution] images and returning [B, classes]
 logits. One generic network — stem, stages, head — reads every family's `Arch`; the
-family-specific parts (activations of stem and head, classifier dropout) are in
-`FAMILY_HEADS`. Transformer dropout is a training choice, not part of the architecture: it is
-a keyword of `build_model` and changes neither the parameters nor the MACs.
+family-specific parts (activations of stem and head, classifier dropout, EfficientViT's
+BatchNorm1d before the classifier) are in `FAMILY_HEADS`. Transformer dropout is a training
+choice, not part of the architecture: it is a keyword of `build_model` and changes neither
+the parameters nor the MACs.
 
 Weights start as in ml-cvnets' MobileViT configs (`conv_init: kaiming_normal`, `linear_init:
-trunc_normal`, std 0.02), for every family: `init_weights`.
+trunc_normal`, std 0.02), for every family: `init_weights`; EfficientViT then zeroes the BN
+scales that end its residual branches, as its official code does.
 
 Imports torch and `models` modules only.
 """
@@ -18,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitcube.models import mobilevit, mobilevit_v2
-from vitcube.models.arch import Arch
-from vitcube.models.config import ArchConfig
+from vitcube.models import efficientvit, mobilevit, mobilevit_v2
+from vitcube.models.arch import Arch, ConvBlock, conv_out
+from vitcube.models.config import NORMED_CLASSIFIER_FAMILIES, ArchConfig
 from vitcube.models.layers import ConvNormAct, activation, conv_block
 from vitcube.models.mobilevit import MobileViTBlock
 from vitcube.models.mobilevit_v2 import MobileViTV2Block
@@ -28,11 +30,13 @@ from vitcube.models.mobilevit_v2 import MobileViTV2Block
 
 @dataclass(frozen=True)
 class FamilyHead:
-    """Per-family details an `Arch` leaves implicit: stem/head activations and dropout."""
+    """Per-family details an `Arch` leaves implicit: stem/head activations, dropout, and
+    whether a BatchNorm1d normalises the pooled features before the classifier."""
 
     stem_activation: str
     head_activation: str
     dropout: float
+    classifier_norm: bool = False
 
 
 FAMILY_HEADS = {
@@ -42,12 +46,14 @@ FAMILY_HEADS = {
     "mobilenet_v2": FamilyHead("relu6", "relu6", 0.2),
     "mobilenet_v3_large": FamilyHead("hardswish", "hardswish", 0.2),
     "mobilenet_v3_small": FamilyHead("hardswish", "hardswish", 0.2),
+    "efficientvit": FamilyHead("relu", "relu", 0.0, classifier_norm=True),
 }
+assert {f for f, h in FAMILY_HEADS.items() if h.classifier_norm} == set(NORMED_CLASSIFIER_FAMILIES)
 
 
 class Network(nn.Module):
     """Stem → stages → [head 1×1 conv] → global average pool → [ExMobileViT shortcuts
-    concatenated] → [hidden linear] → dropout → linear classifier."""
+    concatenated] → [hidden linear] → [BatchNorm1d] → dropout → linear classifier."""
 
     def __init__(self, arch: Arch, *, transformer_dropout: float = 0.0) -> None:
         super().__init__()
@@ -55,14 +61,19 @@ class Network(nn.Module):
         family = FAMILY_HEADS[arch.family]
         self.stem = ConvNormAct(3, arch.stem_channels, 3, 2, act=family.stem_activation)
         channels = arch.stem_channels
+        size = conv_out(arch.resolution, 3, 2)  # feature side: EfficientViT sizes its windows
         stages: list[nn.Module] = []
         for stage in arch.stages:
             layers: list[nn.Module] = []
             for block in stage.blocks:
-                layers.append(conv_block(channels, block))
+                layers.append(_block(channels, block))
                 channels = block.out_channels
+                size = conv_out(size, block.kernel_size, block.stride)
             t = stage.transformer
-            if t is not None and t.kind == "mobilevit_v1":
+            if t is not None and t.kind == "efficientvit":
+                blocks = efficientvit.efficientvit_blocks(t, size, dropout=transformer_dropout)
+                layers.append(blocks)
+            elif t is not None and t.kind == "mobilevit_v1":
                 layers.append(
                     MobileViTBlock(
                         channels,
@@ -76,6 +87,7 @@ class Network(nn.Module):
                     )
                 )
             elif t is not None:
+                size = -(-size // t.patch_size) * t.patch_size  # v2 keeps the resized grid
                 layers.append(
                     MobileViTV2Block(
                         channels,
@@ -108,10 +120,13 @@ class Network(nn.Module):
                 activation(family.head_activation),
             ]
             features = arch.classifier_hidden
+        norm: list[nn.Module] = [nn.BatchNorm1d(features)] if family.classifier_norm else []
         self.classifier = nn.Sequential(
-            *hidden, nn.Dropout(family.dropout), nn.Linear(features, arch.num_classes)
+            *hidden, *norm, nn.Dropout(family.dropout), nn.Linear(features, arch.num_classes)
         )
         init_weights(self)
+        if arch.family == "efficientvit":
+            efficientvit.zero_init_residual_norms(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # [B, 3, R, R] -> [B, C0, R/2, R/2]
@@ -124,6 +139,12 @@ class Network(nn.Module):
         for conv, tap in zip(self.shortcuts, outputs[first_tap:], strict=True):
             pooled.append(conv(tap).mean(dim=(2, 3)))  # [B, E_i]
         return self.classifier(torch.cat(pooled, dim=1))  # [B, C_head + ΣE_i] -> [B, classes]
+
+
+def _block(in_channels: int, spec: ConvBlock) -> nn.Module:
+    if spec.kind in efficientvit.BLOCK_KINDS:
+        return efficientvit.conv_block(in_channels, spec)
+    return conv_block(in_channels, spec)
 
 
 LINEAR_INIT_STD = 0.02
@@ -141,7 +162,7 @@ def init_weights(model: nn.Module) -> None:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=LINEAR_INIT_STD, a=-2.0, b=2.0)
-        elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+        elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm)):
             if module.weight is not None:
                 nn.init.ones_(module.weight)
         else:

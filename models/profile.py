@@ -2,7 +2,7 @@
 
 `hook_macs(model, resolution)` runs one image through `model` with hooks on every
 `nn.Conv2d` (k²·C_in/groups per output element), `nn.Linear` (in_features per output
-element) and `AttentionMatmul` (2·N·d_head per query row and head), reading the shapes of
+element) and `AttentionMatmul` (N_k·(d_key + d_value) per query row and head), reading the shapes of
 the tensors that actually flow — so a resized token grid is counted as it runs. Used by the
 tests and by benchmarks/bench_macs.py.
 
@@ -52,9 +52,10 @@ def hook_macs(model: nn.Module, resolution: int) -> tuple[int, list[LayerMacs]]:
 
     def attention_hook(name: str) -> Hook:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            q, k, _ = inputs  # [B, h, N_q, d_head], [B, h, N_k, d_head]
-            # Q·Kᵀ: N_q·N_k·d_head per head; A·V: the same
-            calls.append(LayerMacs(name, "attention", 2 * q.numel() * k.shape[-2]))
+            q, k, v = inputs[:3]  # [B, h, N_q, d_key], [B, h, N_k, d_key], [B, h, N_k, d_value]
+            # Q·Kᵀ: N_q·N_k·d_key per head; A·V: N_q·N_k·d_value
+            macs = q.numel() * k.shape[-2] + v.numel() * q.shape[-2]
+            calls.append(LayerMacs(name, "attention", macs))
 
         return hook
 
