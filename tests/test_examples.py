@@ -91,12 +91,12 @@ def test_dry_run_shows_the_plan_and_creates_nothing(
         "budget": plan.max_macs,
         **({"budget's floor": plan.min_macs} if plan.min_macs else {}),
         "smallest reachable": plan.smallest_macs,
-        **{reference.kind: reference.macs for reference in plan.references},
+        **{reference.name or reference.kind: reference.macs for reference in plan.references},
     }
     for what, macs in shown.items():
         assert any(text in out for text in macs_shown(macs)), f"{what} ({macs} MACs) not in {out}"
     for reference in plan.references:
-        assert reference.kind.removeprefix("reference:") in out
+        assert (reference.name or reference.kind.removeprefix("reference:")) in out
     assert client.list_searches() == []
 
 
