@@ -47,6 +47,22 @@ def random_arch(family: str, rng: random.Random) -> Arch:
             head=head,
             dropped_stages=rng.choice([(), (5,)]) if head == "standard" else (),
         )
+    elif family == "efficientvit":
+        # 64–176 px: 4–11 px first-stage maps, so windows are padded (8 → 14) or not (7, 14);
+        # dropping stage 3 lets 32 px through. d_i must be 1 for this family.
+        dropped = rng.choice([(), (), (3,)])
+        base = ArchConfig(
+            "efficientvit",
+            size=rng.choice(["m0", "m1", "m2", "m3", "m4", "m5"]),
+            num_classes=classes,
+            dropped_stages=dropped,
+        )
+        low = 32 if dropped else 64
+        return base.scale(
+            r=rng.uniform(low / base.resolution, 176 / base.resolution),
+            d_m=rng.uniform(0.3, 1.8),
+            w=rng.uniform(0.3, 1.2),
+        )
     else:
         base = ArchConfig(family, num_classes=classes)
     return base.scale(

@@ -59,6 +59,7 @@ RANDOM_CONFIGS = {
     "mobilenet_v2": 15,
     "mobilenet_v3_large": 15,
     "mobilenet_v3_small": 15,
+    "efficientvit": 30,
 }
 
 

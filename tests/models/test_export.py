@@ -45,6 +45,10 @@ SMALL_ARCHS = {
     "mobilevit_v2_tinyimagenet": ArchConfig(
         "mobilevit_v2", width=0.5, num_classes=5, dropped_stages=(4, 5)
     ).scale(r=64 / 256),
+    # 128 px: the 8×8 first-stage map is padded to two 7-pixel windows a side
+    "efficientvit": ArchConfig("efficientvit", size="m0", num_classes=10).scale(
+        r=128 / 224, d_m=0.5, w=0.5
+    ),
 }
 
 
@@ -70,7 +74,7 @@ def test_torchscript_exporter_onnx_logits_match_torch(name: str, tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilevit_v1", "mobilevit_v2"])
+@pytest.mark.parametrize("name", ["mobilevit_v1", "mobilevit_v2", "efficientvit"])
 def test_dynamo_exporter_onnx_logits_match_torch(name: str, tmp_path: Path) -> None:
     _assert_onnx_export(name, tmp_path, "dynamo")
 
