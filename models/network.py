@@ -8,13 +8,15 @@ the parameters nor the MACs.
 
 Weights start as in ml-cvnets' MobileViT configs (`conv_init: kaiming_normal`, `linear_init:
 trunc_normal`, std 0.02), for every family: `init_weights`; EfficientViT then zeroes the BN
-scales that end its residual branches, as its official code does.
+scales that end its residual branches, as its official code does. `fuse` folds every
+BatchNorm into the conv or linear layer next to it for inference.
 
 Imports torch and `models` modules only.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -169,6 +171,51 @@ def init_weights(model: nn.Module) -> None:
             continue
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+@torch.no_grad()
+def fuse(model: Network) -> Network:
+    """An inference copy of `model` (eval mode) with every BatchNorm folded into the layer before
+    it: each conv + BN of a `ConvNormAct` becomes one conv with a bias, and EfficientViT's
+    classifier BatchNorm1d folds into the linear classifier. Logits equal the eval-mode model's
+    up to float rounding; MACs are unchanged, the parameters are no longer `count_params`'s."""
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, ConvNormAct):
+            conv, norm = module[0], module.norm
+            assert isinstance(conv, nn.Conv2d)
+            scale, shift = _norm_affine(norm)  # [C_out] each
+            folded = nn.Conv2d(
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,  # type: ignore[arg-type]
+                conv.stride,  # type: ignore[arg-type]
+                conv.padding,  # type: ignore[arg-type]
+                groups=conv.groups,
+                bias=True,
+            ).to(conv.weight)
+            folded.weight.copy_(conv.weight * scale[:, None, None, None])
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+            assert folded.bias is not None
+            folded.bias.copy_(shift + bias * scale)
+            module[0], module[1] = folded, nn.Identity()
+    layers = list(fused.classifier)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.BatchNorm1d):
+            linear = next(m for m in layers[i + 1 :] if isinstance(m, nn.Linear))
+            scale, shift = _norm_affine(layer)  # [features] each
+            linear.bias.add_(linear.weight @ shift)  # W·(s⊙x + t) + b = (W·diag s)·x + (W·t + b)
+            linear.weight.mul_(scale[None, :])
+            fused.classifier[i] = nn.Identity()
+    return fused
+
+
+def _norm_affine(norm: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, t) with BN(x) = s·x + t in eval mode."""
+    mean, var = norm.running_mean, norm.running_var
+    assert mean is not None and var is not None, "fuse needs BatchNorm running statistics"
+    scale = norm.weight / torch.sqrt(var + norm.eps)
+    return scale, norm.bias - mean * scale
 
 
 def build_model(cfg_or_arch: ArchConfig | Arch, *, transformer_dropout: float = 0.0) -> Network:

@@ -12,6 +12,7 @@ from torch import nn
 
 from vitcube.models import Arch, ArchConfig, build_model, count_macs, count_params
 from vitcube.models.efficientvit import CascadedGroupAttention, LocalWindowAttention
+from vitcube.models.network import fuse
 from vitcube.models.profile import hook_macs
 
 SIZES = ("m0", "m1", "m2", "m3", "m4", "m5")
@@ -218,3 +219,33 @@ def test_residual_branches_start_at_zero_as_the_official_init() -> None:
     assert bool((window.attn.proj.norm.weight == 0).all())
     classifier_norm = model.classifier[0]
     assert isinstance(classifier_norm, nn.BatchNorm1d) and classifier_norm.num_features == 192
+
+
+@pytest.mark.parametrize(
+    ("name", "resolution"),
+    [
+        ("efficientvit_m0", 128),
+        ("efficientvit_m4", 64),
+        ("mobilevit_xxs", 64),
+        ("mobilenet_v3_small", 64),
+    ],
+)
+def test_fuse_folds_every_batchnorm_and_keeps_the_logits(name: str, resolution: int) -> None:
+    arch = ArchConfig.preset(name, num_classes=10, resolution=resolution).baseline()
+    model = build_model(arch)
+    with torch.no_grad():  # trained-looking norms: the defaults (mean 0, var 1, γ 1 or 0) hide bugs
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    model.train()
+    fused = fuse(model)
+    assert model.training  # the caller's model is left as it was
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d) for m in fused.modules())
+    x = torch.randn(3, 3, resolution, resolution)
+    with torch.no_grad():
+        expected, got = model.eval()(x), fused(x)
+    assert (got - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())
+    assert hook_macs(fused, resolution)[0] == count_macs(arch)
