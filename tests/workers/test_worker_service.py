@@ -223,11 +223,12 @@ def test_a_frozen_worker_that_lost_its_lease_abandons_the_trial(
     thief = VitcubeClient(live_server.url, worker_token, worker="thief")
     lease = thief.lease()
     assert lease is not None and lease.id == live_server.trial(search_id)["id"]
-    # The thief holds its 3 s lease as a live worker would, however long the frozen one takes.
+    # The thief holds its 3 s lease as a live worker would, however long the frozen one takes
+    # (often: a loaded CI box can take over a second to answer one heartbeat).
     holding = threading.Event()
 
     def hold() -> None:
-        while not holding.wait(1.0):
+        while not holding.wait(0.25):
             thief.heartbeat(lease.id, lease.lease_id, epoch=0)
 
     holder = threading.Thread(target=hold, daemon=True)
