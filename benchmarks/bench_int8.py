@@ -13,8 +13,8 @@ split, 359 images, under ONNX Runtime), top-1 agreement, the int8 file's size ag
 and batch-1 ONNX Runtime CPU latency of both (one thread, median of runs taken alternately so
 that a noisy machine slows both alike).
 
-  python benchmarks/bench_int8.py                  # the four networks, 6 epochs: ~10-15 min
-  python benchmarks/bench_int8.py --quick          # 2 networks, minmax only, tracer export
+  python benchmarks/bench_int8.py                  # the four networks, 6 epochs: ~11 min
+  python benchmarks/bench_int8.py --quick          # 2-3 min: 2 networks, minmax, tracer export
   python benchmarks/bench_int8.py --networks mobilevit_xxs@64 --epochs 8
 
 Imports models, workers (trainer, datasets, augment) and torch/onnx/onnxruntime; never the

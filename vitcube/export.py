@@ -216,8 +216,10 @@ def export_trial(
 ) -> dict[str, Any]:
     """Download, rebuild and write one trial's network (trial_id None: the search's best);
     returns the description written to `out`.json. `int8`: the options of `onnx-int8` (their
-    defaults when None). Raises ExportFailed saying what to fix."""
-    if file_format == "onnx-int8" and int8 is None:
+    defaults when None; ignored by the other formats). Raises ExportFailed saying what to fix."""
+    if file_format != "onnx-int8":
+        int8 = None
+    elif int8 is None:
         int8 = Int8Options()
     data: ImageDataset | None = None
     with _Server(server, token) as api:
