@@ -289,6 +289,7 @@ def plan_search(body: SearchCreate) -> SearchPlan:
             )
         )
     return SearchPlan(
+        warnings=plan_warnings(columns, references=len(references)),
         **{
             key: columns[key]
             for key in (
@@ -312,6 +313,34 @@ def plan_search(body: SearchCreate) -> SearchPlan:
         smallest_macs=min_reachable_macs(base, columns["space"]),
         largest_macs=max_reachable_macs(base, columns["space"]),
     )
+
+
+def plan_warnings(columns: dict[str, Any], *, references: int) -> list[str]:
+    """What a resolved create body allows but will likely not do: under ASHA, a configuration
+    trains all epochs only after winning every promotion from its start rung, which takes at
+    least eta^promotions configurations there; fewer search trials than that, and possibly none
+    trains to the end (the front would hold only references)."""
+    schedule = columns["schedule"]
+    if schedule.get("kind") != "asha":
+        return []
+    epochs = int(columns["training"]["epochs"])
+    rungs = rung_epochs(AshaSchedule.model_validate(schedule), epochs)
+    eta = int(schedule["eta"])
+    # The latest bracket starts at rung brackets - 1: the fewest promotions to the last rung.
+    promotions = len(rungs) - min(int(schedule.get("brackets", 1)), len(rungs))
+    needed = eta**promotions
+    search_trials = int(columns["max_trials"]) - references
+    if promotions == 0 or search_trials >= needed:
+        return []
+    rungs_text = ", ".join(str(r) for r in rungs)
+    return [
+        f"schedule asha (rungs at {rungs_text} epochs, eta {eta}): a configuration trains all "
+        f"{epochs} epochs only after {promotions} promotion(s), which takes at least {needed} "
+        f"configurations at its start rung; max_trials {columns['max_trials']} leaves "
+        f"{max(search_trials, 0)} after the {references} reference trial(s), so possibly none of "
+        f"the search's own trains to the end: raise max_trials to at least {needed + references}, "
+        'or set schedule: {"kind": "full"}'
+    ]
 
 
 def schedule_of(search: Search) -> FullSchedule | AshaSchedule:

@@ -1032,6 +1032,11 @@ class SearchPlan(BaseModel):
     references: list[ReferencePlan]
     smallest_macs: int = Field(description="MACs of the space's smallest network (lower bounds).")
     largest_macs: int = Field(description="MACs of the space's largest network (upper bounds).")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the body allows but will likely not do what its author wants (e.g. an "
+        "ASHA schedule with too few trials for any to train all epochs); nothing is refused.",
+    )
 
 
 class FactorEstimate(BaseModel):

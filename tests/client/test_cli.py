@@ -213,6 +213,13 @@ def test_a_bad_body_is_refused_by_the_dry_run_with_the_servers_message(
     assert f"smallest {plan.smallest_macs:,} MACs" in planned.stdout
     for reference in plan.references:
         assert f"{reference.macs:,}" in planned.stdout
+    # Allowed but likely not meant: said, not refused (ASHA with too few trials to finish any).
+    risky = write_yaml(
+        tmp_path / "risky.yaml", {**SEARCH, "training": {"epochs": 15, "batch_size": 64}}
+    )
+    warned = vitcube(env, "search", "create", "--dry-run", str(risky))
+    assert warned.returncode == 0, warned.stderr
+    assert "warning: schedule asha" in " ".join(warned.stdout.split())
 
 
 def test_stop_resume_and_list(server: LiveServer, env: dict[str, str], tmp_path: Path) -> None:

@@ -239,7 +239,8 @@ def plan_view(plan: SearchPlan) -> RenderableType:
             f"{ref.params:,}",
         )
     body: RenderableType = refs if plan.references else Text("reference networks: none fit")
-    return Group(grid, Text(""), body)
+    warnings = [Text(f"warning: {warning}", style="yellow") for warning in plan.warnings]
+    return Group(grid, Text(""), body, *([Text(""), *warnings] if warnings else []))
 
 
 def formula_view(answer: FormulaPublic) -> RenderableType:

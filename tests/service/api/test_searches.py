@@ -223,3 +223,25 @@ def test_stop_stops_queued_trials_and_tells_running_ones(client: TestClient) -> 
     assert client.post("/api/trials/lease", json={"worker": "w"}, headers=WORKER).status_code == 204
     after = client.get(f"/api/searches/{search['id']}", headers=VIEWER).json()
     assert after["counts"]["stopped"] == 3 and after["counts"]["queued"] == 0
+
+
+def test_the_dry_run_warns_when_asha_has_too_few_trials_to_train_any_to_the_end(
+    client: TestClient,
+) -> None:
+    # 15 epochs and no schedule: ASHA, rungs 1, 3, 9, 15 and 2 brackets, so a configuration
+    # needs 2 promotions (9 configurations at its start rung) to train all 15 epochs.
+    def plan(**overrides: Any) -> dict[str, Any]:
+        body = search_body(training={"epochs": 15, "batch_size": 16}, **overrides)
+        reply = client.post("/api/searches/validate", json=body, headers=VIEWER)
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    few = plan(max_trials=10)
+    assert few["schedule"]["kind"] == "asha"
+    references = len(few["references"])
+    (warning,) = few["warnings"]
+    assert f"raise max_trials to at least {9 + references}" in warning
+    assert f"leaves {10 - references} after the {references} reference" in warning
+    assert plan(max_trials=9 + references)["warnings"] == []
+    assert plan(max_trials=10, schedule={"kind": "full"})["warnings"] == []
+    assert client.get("/api/searches", headers=VIEWER).json() == []  # a warning refuses nothing
