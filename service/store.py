@@ -263,31 +263,28 @@ def plan_search(body: SearchCreate) -> SearchPlan:
 
     columns, _ = resolve_search(body)
     base = ArchConfig.from_dict(columns["base"])
-    references = []
-    for kind, factors in reference_factors(
-        base, m0=columns["m0"], max_macs=columns["max_macs"], min_macs=columns["min_macs"]
-    ):
-        arch = base.scale(**factors)
-        references.append(
-            ReferencePlan(
-                kind=kind,
-                factors=factors,
-                resolution=arch.resolution,
-                macs=count_macs(arch),
-                params=count_params(arch),
-            )
+    # (kind, preset name, requested factors, network) of every reference the search starts with.
+    networks: list[tuple[TrialKind, str | None, dict[str, float], Any]] = [
+        (kind, None, factors, base.scale(**factors))
+        for kind, factors in reference_factors(
+            base, m0=columns["m0"], max_macs=columns["max_macs"], min_macs=columns["min_macs"]
         )
-    for name, arch in named_reference_archs(columns):
-        references.append(
-            ReferencePlan(
-                kind="reference:named",
-                name=name,
-                factors={f: 1.0 for f in FACTORS},
-                resolution=arch.resolution,
-                macs=count_macs(arch),
-                params=count_params(arch),
-            )
+    ]
+    networks += [
+        ("reference:named", name, {f: 1.0 for f in FACTORS}, arch)
+        for name, arch in named_reference_archs(columns)
+    ]
+    references = [
+        ReferencePlan(
+            kind=kind,
+            name=name,
+            factors=factors,
+            resolution=arch.resolution,
+            macs=count_macs(arch),
+            params=count_params(arch),
         )
+        for kind, name, factors, arch in networks
+    ]
     return SearchPlan(
         warnings=plan_warnings(columns, references=len(references)),
         **{

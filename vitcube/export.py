@@ -312,14 +312,7 @@ def _write(
         if file_format == "torchscript":
             export.export_torchscript(model, resolution, out, metadata=metadata)
             return
-        if exporter == "dynamo":
-            print("exporting to ONNX with torch.export (the dynamo exporter: 10-30 s) …")
-        export.export_onnx(model, resolution, out, metadata=metadata, exporter=exporter)  # type: ignore[arg-type]
-        diff = export.check_onnx_parity(model, out, resolution, atol=PARITY_ATOL)
-        print(
-            f"ONNX Runtime parity: max |logit difference| {diff:.2e} against PyTorch on random "
-            f"batches of 1-3 (allowed {PARITY_ATOL:g})"
-        )
+        diff = _export_onnx_checked(model, resolution, out, metadata, exporter)
         latency = export.onnxruntime_latency(out, resolution)
         print(f"ONNX Runtime latency: {latency.ms:.2f} ms at batch 1 ({latency.device})")
         description["onnx"] = {
@@ -336,6 +329,30 @@ def _write(
         raise ExportFailed(f"cannot export trial {trial_id}: {error}") from error
     except OSError as error:
         raise ExportFailed(f"cannot write {out}: {error.strerror or error}") from error
+
+
+def _export_onnx_checked(
+    model: nn.Module,
+    resolution: int,
+    path: Path,
+    metadata: dict[str, str],
+    exporter: str,
+    *,
+    label: str = "",
+) -> float:
+    """Export fp32 ONNX to `path` and check it against PyTorch (ParityError over PARITY_ATOL);
+    returns the largest logit difference."""
+    from vitcube.models import export
+
+    if exporter == "dynamo":
+        print("exporting to ONNX with torch.export (the dynamo exporter: 10-30 s) …")
+    export.export_onnx(model, resolution, path, metadata=metadata, exporter=exporter)  # type: ignore[arg-type]
+    diff = export.check_onnx_parity(model, path, resolution, atol=PARITY_ATOL)
+    print(
+        f"ONNX Runtime parity{label}: max |logit difference| {diff:.2e} against PyTorch on "
+        f"random batches of 1-3 (allowed {PARITY_ATOL:g})"
+    )
+    return diff
 
 
 def _write_int8(
@@ -368,19 +385,8 @@ def _write_int8(
     with tempfile.TemporaryDirectory(prefix="vitcube-int8-") as scratch:
         fp32_path, int8_path = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
         try:
-            if exporter == "dynamo":
-                print("exporting to ONNX with torch.export (the dynamo exporter: 10-30 s) …")
-            export.export_onnx(
-                model,
-                resolution,
-                fp32_path,
-                metadata=metadata,
-                exporter=exporter,  # type: ignore[arg-type]
-            )
-            diff = export.check_onnx_parity(model, fp32_path, resolution, atol=PARITY_ATOL)
-            print(
-                f"ONNX Runtime parity (fp32): max |logit difference| {diff:.2e} (allowed "
-                f"{PARITY_ATOL:g})"
+            diff = _export_onnx_checked(
+                model, resolution, fp32_path, metadata, exporter, label=" (fp32)"
             )
             chosen = _sample(len(data.train), options.calibration_images, options.seed)
             print(

@@ -363,6 +363,11 @@ def stop(
     heartbeat."""
     with _client(server, token, profile) as client:
         search = client.stop_search(search_id)
+    _print_state(search)
+
+
+def _print_state(search: SearchPublic) -> None:
+    """`search 3 stopped: completed 4  stopped 2`."""
     _out().print(f"search {search.id} {search.state}: {views.counts_line(search).plain.strip()}")
 
 
@@ -376,7 +381,7 @@ def resume(
     """Resume a search that fail fast paused (after fixing the cause it names)."""
     with _client(server, token, profile) as client:
         search = client.resume_search(search_id)
-    _out().print(f"search {search.id} {search.state}: {views.counts_line(search).plain.strip()}")
+    _print_state(search)
 
 
 @search_app.command("formula")
