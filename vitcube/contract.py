@@ -101,6 +101,132 @@ def preprocessing(dataset: str, resolution: int) -> dict[str, Any]:
     }
 
 
+# -- trainers and metrics -----------------------------------------------------------------------
+
+# A trainer label names what trains a search's trials: "builtin" (vitcube's recipe, or the
+# surrogate landscape on a `--trainer surrogate` worker) or "command:LABEL", a script the
+# operator of a worker box registered with `vitcube worker --command LABEL='…'`. A lease request
+# lists the labels a worker can run; a trial is leased only to a worker that lists its search's.
+BUILTIN_TRAINER = "builtin"
+COMMAND_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+METRIC_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,63}$"
+TRAINER_LABEL_PATTERN = r"^(builtin|command:[A-Za-z0-9][A-Za-z0-9_.\-]{0,62})$"
+TrainerLabel = Annotated[str, Field(min_length=1, max_length=72, pattern=TRAINER_LABEL_PATTERN)]
+MetricGoal = Literal["maximize", "minimize"]
+
+
+class TrainerSpec(BaseModel):
+    """`{"kind": "builtin"}` (the default) or `{"kind": "command", "name": LABEL}`.
+
+    The command itself lives on the worker (`vitcube worker --command LABEL='python train.py'`),
+    never in the search: the server can never make a box run a program its operator did not
+    name. `label` is what leases match on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["builtin", "command"] = "builtin"
+    name: str | None = Field(
+        default=None,
+        pattern=COMMAND_LABEL_PATTERN,
+        description="The label a worker registered with --command LABEL='…' (command only).",
+        examples=["train-v2"],
+    )
+
+    @model_validator(mode="after")
+    def _name_for_commands(self) -> Self:
+        if self.kind == "command" and self.name is None:
+            raise ValueError(
+                'a command trainer needs its name: {"kind": "command", "name": "LABEL"}, the '
+                "label a worker registers with vitcube worker --command LABEL='python train.py'"
+            )
+        if self.kind == "builtin" and self.name is not None:
+            raise ValueError(
+                'trainer.name is only for {"kind": "command"}; the builtin trainer has none'
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        return BUILTIN_TRAINER if self.kind == "builtin" else f"command:{self.name}"
+
+    @classmethod
+    def from_label(cls, label: str) -> TrainerSpec:
+        if label == BUILTIN_TRAINER:
+            return cls()
+        kind, _, name = label.partition(":")
+        if kind != "command" or not name:
+            raise ValueError(f"a trainer label is builtin or command:NAME, got {label!r}")
+        return cls(kind="command", name=name)
+
+
+class MetricSpec(BaseModel):
+    """What a search optimises: a scalar every epoch's report carries, and which way is better.
+
+    `{"name": "val_top1", "goal": "maximize"}` by default (the builtin trainer's top-1); a
+    command trainer may report any scalar (`val_map`, `val_miou`, `val_loss` with
+    `"goal": "minimize"`). Everything that ranks trials (the GP, ASHA, the Pareto front, the
+    formula, the median rule) ranks `score(value)`, which is higher-is-better whatever the goal,
+    so none of them special-cases a direction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="val_top1", pattern=METRIC_NAME_PATTERN, examples=["val_map"])
+    goal: MetricGoal = "maximize"
+
+    @property
+    def maximize(self) -> bool:
+        return self.goal == "maximize"
+
+    def score(self, value: float) -> float:
+        """The value as a higher-is-better number (the value itself, or its negation)."""
+        return value if self.maximize else -value
+
+    def value(self, score: float) -> float:
+        """The inverse of `score`."""
+        return score if self.maximize else -score
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value `a` is strictly better than value `b`."""
+        return self.score(a) > self.score(b)
+
+    def best_point(self, curve: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The curve point with the best finite value of this metric (the earliest on a tie)."""
+        best: dict[str, Any] | None = None
+        for point in curve:
+            value = point.get(self.name)
+            if not _is_finite_number(value):
+                continue
+            if best is None or self.better(float(value), float(best[self.name])):
+                best = point
+        return best
+
+    def check_value(self, value: Any, *, where: str = "the report") -> float:
+        """The value as a float, or ValueError naming the metric when it is missing or not
+        finite (a report the search cannot rank)."""
+        if value is None:
+            raise ValueError(
+                f"{where} has no {self.name!r}: the search optimises {self.name} "
+                f"({self.goal}), so every report must carry it"
+            )
+        if not _is_finite_number(value):
+            raise ValueError(
+                f"{where}: {self.name} must be a finite number, got {value!r} (the search "
+                f"optimises {self.name} and cannot rank NaN, infinity or a non-number)"
+            )
+        return float(value)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+DEFAULT_METRIC = MetricSpec()
+
+
 # -- strict numbers ---------------------------------------------------------------------------
 
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -606,6 +732,14 @@ class LeaseRequest(_Strict):
     """The body of POST /api/trials/lease."""
 
     worker: str = Field(..., min_length=1, max_length=200, examples=["box-1:cuda0"])
+    # The trainers this worker can run; a trial is leased only to a worker that lists its
+    # search's trainer label. A worker that names none runs the builtin trainer only.
+    trainers: list[TrainerLabel] = Field(
+        default_factory=lambda: [BUILTIN_TRAINER],
+        min_length=1,
+        max_length=64,
+        examples=[["builtin", "command:train-v2"]],
+    )
 
 
 # -- artifacts ----------------------------------------------------------------------------------
@@ -680,6 +814,9 @@ class TrialLease(BaseModel):
     from_epoch: int = Field(default=0, ge=0)
     to_epoch: int | None = Field(default=None, ge=1)
     checkpoint: CheckpointRef | None = None
+    # What trains it and what it is ranked by (the search's); older servers send neither.
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    metric: MetricSpec = Field(default_factory=MetricSpec)
 
 
 class TrialHeartbeat(_Strict):
@@ -706,8 +843,13 @@ class HeartbeatReply(BaseModel):
     lease_expires_at: datetime | None = None
 
 
-class CurvePoint(_Strict):
-    """One epoch of a learning curve, as workers report it."""
+class CurvePoint(BaseModel):
+    """One epoch of a learning curve, as workers report it.
+
+    The named fields are the builtin trainer's; a command trainer adds any scalar it reports
+    (`val_map`, `val_loss`, …) as a further key: at most 64 of them, each a finite number."""
+
+    model_config = ConfigDict(extra="allow")
 
     epoch: StrictInt = Field(..., ge=0, le=1_000_000)
     val_top1: Fraction | None = None
@@ -718,6 +860,18 @@ class CurvePoint(_Strict):
     lr: NonNegative | None = None
     epoch_time_s: NonNegative | None = None
 
+    @model_validator(mode="after")
+    def _extra_metrics(self) -> Self:
+        extra = self.model_extra or {}
+        if len(extra) > 64:
+            raise ValueError(f"a curve point carries at most 64 extra metrics, got {len(extra)}")
+        for name, value in extra.items():
+            if len(name) > 64:
+                raise ValueError(f"curve metric name {name[:64]!r}… is over 64 characters")
+            if not _is_finite_number(value):
+                raise ValueError(f"curve metric {name} must be a finite number, got {value!r}")
+        return self
+
 
 class TrialReport(_Strict):
     """POST /api/trials/{id}/complete. top1/top5 are fractions in [0, 1]: the best epoch's of
@@ -725,7 +879,11 @@ class TrialReport(_Strict):
     result; for the last segment, the trial's, as a full run reports it)."""
 
     lease_id: LeaseId
-    top1: Fraction
+    # The search's metric (its `metric.name`) at the best epoch so far. A builtin worker sends
+    # it as `top1` (val_top1 is the default metric); any trainer may send it as `value`; the
+    # server refuses a report that carries neither for the search's metric.
+    top1: Fraction | None = None
+    value: Finite | None = None
     top5: Fraction | None = None
     params: StrictInt | None = Field(default=None, ge=0, le=10**13)
     macs: StrictInt | None = Field(default=None, ge=0, le=10**15)
