@@ -194,7 +194,7 @@ class MetricSpec(BaseModel):
         best: dict[str, Any] | None = None
         for point in curve:
             value = point.get(self.name)
-            if not _is_finite_number(value):
+            if value is None or not _is_finite_number(value):
                 continue
             if best is None or self.better(float(value), float(best[self.name])):
                 best = point
