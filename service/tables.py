@@ -1,5 +1,5 @@
-"""SQLAlchemy 2 tables: searches, trials, per-epoch trial metrics, artifacts and hashed API
-tokens.
+"""SQLAlchemy 2 tables: searches, trials, per-epoch trial metrics, artifacts, the workers seen
+and hashed API tokens.
 
 Storage only — the API contract lives in service/schemas.py. The schema itself is made by
 Alembic (migrations/); these declarations are what autogenerate compares against. Imports
@@ -31,7 +31,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from vitcube.contract import ARTIFACT_KINDS, SEARCH_STATES, TRIAL_KINDS, TRIAL_STATES
+from vitcube.contract import (
+    ARTIFACT_KINDS,
+    BUILTIN_TRAINER,
+    SEARCH_STATES,
+    TRIAL_KINDS,
+    TRIAL_STATES,
+)
 
 ROLES = ("admin", "worker", "viewer")
 
@@ -97,6 +103,8 @@ class Search(Base):
         ),
         CheckConstraint("max_macs > 0 AND m0 > 0", name="macs_positive"),
         Index("ix_searches_state", "state"),
+        # Leasing: only searches whose trainer the asking worker can run.
+        Index("ix_searches_trainer_label", "trainer_label"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -124,6 +132,19 @@ class Search(Base):
     # search as `reference:named` trials.
     named_references: Mapped[list[dict[str, Any]]] = mapped_column(
         JSON, default=list, server_default="[]"
+    )
+    # What trains the trials (vitcube.contract.TrainerSpec as a dict), its label (what a lease
+    # matches against the worker's trainers) and what ranks them (MetricSpec as a dict).
+    trainer: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=lambda: {"kind": "builtin"}, server_default='{"kind": "builtin"}'
+    )
+    trainer_label: Mapped[str] = mapped_column(
+        String(72), default=BUILTIN_TRAINER, server_default=BUILTIN_TRAINER
+    )
+    metric: Mapped[dict[str, Any]] = mapped_column(
+        JSON,
+        default=lambda: {"name": "val_top1", "goal": "maximize"},
+        server_default='{"name": "val_top1", "goal": "maximize"}',
     )
     # Images in one training epoch, as the workers report it: train_macs = Σ epochs x MACs x this.
     train_images: Mapped[int | None] = mapped_column(BigInteger)
@@ -292,6 +313,18 @@ class Artifact(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)  # steps into the next epoch
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # the trial's attempts at upload
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class Worker(Base):
+    """A worker that asked for a lease: the trainers it said it can run, and when it last asked
+    (by the database clock). Written by every lease request (service.queue)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    trainers: Mapped[list[str]] = mapped_column(JSON)  # trainer labels: builtin, command:NAME
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
 class ApiToken(Base):

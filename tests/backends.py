@@ -34,7 +34,15 @@ from vitcube.service.app import create_app
 from vitcube.service.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-TABLES = ("search_analyses", "artifacts", "trial_metrics", "trials", "searches", "api_tokens")
+TABLES = (
+    "search_analyses",
+    "artifacts",
+    "trial_metrics",
+    "trials",
+    "searches",
+    "api_tokens",
+    "workers",
+)
 
 
 def _admin_url() -> str:

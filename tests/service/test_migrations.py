@@ -47,7 +47,7 @@ def _drift(url: str) -> list[object]:
 def test_empty_to_head_round_trip_and_no_drift(empty_url: str) -> None:
     assert service_db.current_revision(empty_url) is None
     service_db.upgrade(empty_url)
-    assert service_db.current_revision(empty_url) == "0006"
+    assert service_db.current_revision(empty_url) == "0007"
     assert _tables(empty_url) >= {
         "searches",
         "trials",
@@ -55,6 +55,7 @@ def test_empty_to_head_round_trip_and_no_drift(empty_url: str) -> None:
         "artifacts",
         "api_tokens",
         "search_analyses",
+        "workers",
     }
     assert _drift(empty_url) == []  # the tables module and the migrations agree
     service_db.downgrade(empty_url, "base")
