@@ -2,11 +2,11 @@
 
 `load_dataset(spec, data_root)` turns a trial's `dataset` block into an `ImageDataset` of two
 splits. Small datasets (`digits`, the generated `shapes`, `cifar10`, `cifar100`) are held whole
-in memory as uint8 tensors `[N, 3, H, W]`; `imagefolder` is a list of files, decoded with Pillow
-once per host into a shared memory-mapped cache (`workers.decode_cache`) or, where that is off,
-in DataLoader worker processes every epoch (`FolderImages`). Augmentation (random resized crop,
-flip, resizing to the trial's resolution) happens later, with torch on the training device
-(`workers.augment`).
+in memory as uint8 tensors `[N, 3, H, W]`; `imagefolder` (class folders, or TinyImageNet as it
+unpacks: `load_imagefolder`) is a list of files, decoded with Pillow once per host into a shared
+memory-mapped cache (`workers.decode_cache`) or, where that is off, in DataLoader worker
+processes every epoch (`FolderImages`). Augmentation (random resized crop, flip, resizing to the
+trial's resolution) happens later, with torch on the training device (`workers.augment`).
 
 Anything missing or malformed raises `DatasetError` naming the path and the expected layout, so
 the worker fails the trial with `retry: false` instead of crashing.
@@ -51,6 +51,15 @@ IMAGEFOLDER_LAYOUT = (
     "<data-root>/train/<class>/<image> and <data-root>/val/<class>/<image> "
     f"(images ending in {', '.join(IMAGE_SUFFIXES)}; val classes must also exist in train)"
 )
+TINYIMAGENET_ANNOTATIONS = "val_annotations.txt"
+TINYIMAGENET_LAYOUT = (
+    "TinyImageNet as tiny-imagenet-200.zip unpacks: <data-root>/train/<wnid>/images/<image> "
+    "and <data-root>/val/images/<image> labelled by <data-root>/val/val_annotations.txt "
+    "(one line per image, tab-separated: file name, wnid, then the box; every wnid a train "
+    "folder, every file in val/images/)"
+)
+# An imagefolder's `layout`: the class-per-folder one, TinyImageNet's, or whichever is on disk.
+IMAGEFOLDER_LAYOUTS = ("auto", "folders", "tinyimagenet")
 
 
 class DatasetError(ValueError):
@@ -109,7 +118,8 @@ def load_dataset(spec: dict[str, Any], data_root: Path | str | None = None) -> I
 
     spec: the trial's `dataset` block, `{"name": "digits" | "cifar10" | "cifar100" |
     "imagefolder", "path" (or "root"): optional sub-directory of data_root, "num_classes":
-    optional, checked against what is on disk}`.
+    optional, checked against what is on disk}`; an imagefolder also takes `"layout"`:
+    `"folders"`, `"tinyimagenet"` or `"auto"` (the default: whichever is on disk).
     """
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise DatasetError(f"dataset must be an object with a 'name' (one of {DATASETS}): {spec!r}")
@@ -126,7 +136,7 @@ def load_dataset(spec: dict[str, Any], data_root: Path | str | None = None) -> I
     elif name == "cifar100":
         data = load_cifar100(root)
     else:
-        data = load_imagefolder(root)
+        data = load_imagefolder(root, layout=_imagefolder_layout(spec))
     expected = spec.get("num_classes")
     if expected is not None and expected != data.num_classes:
         raise DatasetError(
@@ -140,7 +150,7 @@ def _resolve_root(name: str, spec: dict[str, Any], data_root: Path | str | None)
     layout = {
         "cifar10": CIFAR10_LAYOUT,
         "cifar100": CIFAR100_LAYOUT,
-        "imagefolder": IMAGEFOLDER_LAYOUT,
+        "imagefolder": _expected(str(spec.get("layout") or "auto")),
     }[name]
     if data_root is None:
         raise DatasetError(f"dataset {name!r} needs --data-root DIR; expected {layout}")
@@ -327,29 +337,94 @@ def _cifar_dataset(
 # --- image folders --------------------------------------------------------------------------------
 
 
-def load_imagefolder(root: Path) -> ImageDataset:
-    """`root/train/<class>/*` and `root/val/<class>/*`; classes: the sorted train folder names."""
+def load_imagefolder(root: Path, *, layout: str = "auto") -> ImageDataset:
+    """An image folder: class folders (`IMAGEFOLDER_LAYOUT`) or TinyImageNet's
+    (`TINYIMAGENET_LAYOUT`).
+
+    Classes are the sorted train folder names (wnids for TinyImageNet), so a class has the same
+    index on both splits. layout: "folders", "tinyimagenet", or "auto": TinyImageNet's when its
+    marks (train/<wnid>/images/, val/images/, val/val_annotations.txt) are on disk, class
+    folders when none is; some of them only is a mixed tree, refused.
+    """
     train_dir, val_dir = root / "train", root / "val"
     for split_dir in (train_dir, val_dir):
         if not split_dir.is_dir():
-            raise DatasetError(f"{split_dir} is not a directory; expected {IMAGEFOLDER_LAYOUT}")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise DatasetError(f"{train_dir} has no class folders; expected {IMAGEFOLDER_LAYOUT}")
-    index = {name: i for i, name in enumerate(classes)}
+            raise DatasetError(f"{split_dir} is not a directory; expected {_expected(layout)}")
+    class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise DatasetError(f"{train_dir} has no class folders; expected {_expected(layout)}")
+    index = {p.name: i for i, p in enumerate(class_dirs)}
+    if layout == "auto":
+        layout = _detect_layout(root, class_dirs)
+    if layout == "tinyimagenet":
+        train, val = _tinyimagenet_splits(root, class_dirs, index)
+    else:
+        train, val = _class_folder_splits(root, index)
+    return ImageDataset(
+        name="imagefolder",
+        num_classes=len(class_dirs),
+        train=train,
+        val=val,
+        val_crop_fraction=0.875,
+    )
+
+
+def _imagefolder_layout(spec: dict[str, Any]) -> str:
+    layout = spec.get("layout") or "auto"
+    if layout not in IMAGEFOLDER_LAYOUTS:
+        raise DatasetError(
+            f"dataset 'imagefolder': layout must be one of {', '.join(IMAGEFOLDER_LAYOUTS)} "
+            f"(auto: whichever is on disk), got {layout!r}"
+        )
+    return str(layout)
+
+
+def _expected(layout: str) -> str:
+    if layout == "folders":
+        return IMAGEFOLDER_LAYOUT
+    if layout == "tinyimagenet":
+        return TINYIMAGENET_LAYOUT
+    return f"either {IMAGEFOLDER_LAYOUT}; or {TINYIMAGENET_LAYOUT}"
+
+
+def _detect_layout(root: Path, class_dirs: list[Path]) -> str:
+    """ "tinyimagenet" or "folders", whichever `root` holds; DatasetError for a mix of both."""
+    val_dir = root / "val"
+    nested = [p for p in class_dirs if (p / "images").is_dir()]
+    # val/images/ is a TinyImageNet mark unless "images" is also one of the classes.
+    val_images = (val_dir / "images").is_dir() and not any(p.name == "images" for p in class_dirs)
+    annotations = (val_dir / TINYIMAGENET_ANNOTATIONS).is_file()
+    if not nested and not val_images and not annotations:
+        return "folders"
+    if len(nested) == len(class_dirs) and (val_images or annotations):
+        return "tinyimagenet"  # a missing val/images/ or annotation file is named when loading
+    flat = [p.name for p in class_dirs if p not in nested]
+    found = [
+        f"train/<class>/images/ in {len(nested)} of {len(class_dirs)} class folders"
+        + (f" (not in {_names(flat)})" if nested and flat else ""),
+        "val/images/" if val_images else "no val/images/",
+        f"val/{TINYIMAGENET_ANNOTATIONS}" if annotations else f"no val/{TINYIMAGENET_ANNOTATIONS}",
+    ]
+    if not val_images and not annotations:
+        found[1:] = [
+            f"val class folders ({_names(p.name for p in val_dir.iterdir() if p.is_dir())})"
+        ]
+    raise DatasetError(
+        f"{root} mixes the two imagefolder layouts: found {', '.join(found)}; expected "
+        f"{_expected('auto')} (or set the dataset's layout to say which one to read)"
+    )
+
+
+def _class_folder_splits(root: Path, index: dict[str, int]) -> tuple[FolderSplit, FolderSplit]:
+    train_dir, val_dir = root / "train", root / "val"
+    train = _folder_split(train_dir, index)
     unknown = sorted(p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in index)
     if unknown:
         raise DatasetError(
             f"{val_dir} has classes missing from {train_dir}: {', '.join(unknown[:5])}; "
             f"expected {IMAGEFOLDER_LAYOUT}"
         )
-    return ImageDataset(
-        name="imagefolder",
-        num_classes=len(classes),
-        train=_folder_split(train_dir, index),
-        val=_folder_split(val_dir, index),
-        val_crop_fraction=0.875,
-    )
+    return train, _folder_split(val_dir, index)
 
 
 def _folder_split(split_dir: Path, index: dict[str, int]) -> FolderSplit:
@@ -357,12 +432,146 @@ def _folder_split(split_dir: Path, index: dict[str, int]) -> FolderSplit:
     labels: list[int] = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         for path in sorted(class_dir.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if _is_image(path):
                 files.append(path)
                 labels.append(index[class_dir.name])
     if not files:
-        raise DatasetError(f"{split_dir} holds no images; expected {IMAGEFOLDER_LAYOUT}")
+        hint = ""
+        if any((p / "images").is_dir() for p in split_dir.iterdir() if p.is_dir()):
+            hint = (
+                " (its class folders hold images/: TinyImageNet's layout, which layout auto reads)"
+            )
+        raise DatasetError(f"{split_dir} holds no images{hint}; expected {IMAGEFOLDER_LAYOUT}")
     return FolderSplit(files=tuple(files), labels=tuple(labels), root=split_dir.parent)
+
+
+def _tinyimagenet_splits(
+    root: Path, class_dirs: list[Path], index: dict[str, int]
+) -> tuple[FolderSplit, FolderSplit]:
+    """train/<wnid>/images/* and val/images/* labelled by val/val_annotations.txt."""
+    without = [p.name for p in class_dirs if not (p / "images").is_dir()]
+    if without:
+        raise DatasetError(
+            f"{root / 'train'}: {len(without)} of {len(class_dirs)} wnid folders have no images/ "
+            f"({_names(without)}); expected {TINYIMAGENET_LAYOUT}"
+        )
+    _check_wnids_file(root, index)
+    files: list[Path] = []
+    labels: list[int] = []
+    for class_dir in class_dirs:
+        for path in sorted((class_dir / "images").iterdir()):
+            if _is_image(path):
+                files.append(path)
+                labels.append(index[class_dir.name])
+    if not files:
+        raise DatasetError(
+            f"{root / 'train'}/<wnid>/images/ hold no images; expected {TINYIMAGENET_LAYOUT}"
+        )
+    train = FolderSplit(files=tuple(files), labels=tuple(labels), root=root)
+
+    images_dir, annotations = root / "val" / "images", root / "val" / TINYIMAGENET_ANNOTATIONS
+    if not images_dir.is_dir():
+        held = _names(p.name for p in (root / "val").iterdir())
+        raise DatasetError(
+            f"{images_dir} is not a directory (val/ holds {held}); expected {TINYIMAGENET_LAYOUT}"
+        )
+    if not annotations.is_file():
+        raise DatasetError(
+            f"{images_dir} has no {TINYIMAGENET_ANNOTATIONS} beside it to label its images; "
+            f"expected {TINYIMAGENET_LAYOUT}"
+        )
+    labelled = _read_val_annotations(annotations, index)
+    on_disk = {p.name for p in images_dir.iterdir() if _is_image(p)}
+    missing = sorted(set(labelled) - on_disk)
+    if missing:
+        raise DatasetError(
+            f"{annotations} names {len(missing)} images that {images_dir} does not hold "
+            f"({_names(missing)}); expected {TINYIMAGENET_LAYOUT}"
+        )
+    unlabelled = sorted(on_disk - set(labelled))
+    if unlabelled:
+        raise DatasetError(
+            f"{images_dir} holds {len(unlabelled)} images with no line in {annotations.name} "
+            f"({_names(unlabelled)}); expected {TINYIMAGENET_LAYOUT}"
+        )
+    if not labelled:
+        raise DatasetError(f"{annotations} labels no images; expected {TINYIMAGENET_LAYOUT}")
+    names = sorted(labelled)
+    val = FolderSplit(
+        files=tuple(images_dir / name for name in names),
+        labels=tuple(labelled[name] for name in names),
+        root=root,
+    )
+    return train, val
+
+
+def _read_val_annotations(path: Path, index: dict[str, int]) -> dict[str, int]:
+    """val_annotations.txt as {file name: class index}; DatasetError naming a bad line."""
+    labelled: dict[str, int] = {}
+    seen: set[str] = set()
+    unknown: dict[str, int] = {}  # wnid -> first line naming it
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) < 2:
+            fields = line.split()
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            raise DatasetError(
+                f"{path} line {number} is {line[:120]!r}: expected tab-separated file name, "
+                f"wnid, then the box; expected {TINYIMAGENET_LAYOUT}"
+            )
+        name, wnid = fields[0], fields[1]
+        if name in seen:
+            raise DatasetError(
+                f"{path} line {number} labels {name} a second time; expected {TINYIMAGENET_LAYOUT}"
+            )
+        seen.add(name)
+        if wnid not in index:
+            unknown.setdefault(wnid, number)
+            continue
+        labelled[name] = index[wnid]
+    if unknown:
+        where = ", ".join(f"{wnid} (line {line})" for wnid, line in list(unknown.items())[:5])
+        raise DatasetError(
+            f"{path} names {len(unknown)} wnids that {path.parent.parent / 'train'} has no "
+            f"folder for: {where}; expected {TINYIMAGENET_LAYOUT}"
+        )
+    return labelled
+
+
+def _check_wnids_file(root: Path, index: dict[str, int]) -> None:
+    """TinyImageNet's wnids.txt, where present, must list exactly the train folders: a train/
+    that lost folders (an interrupted unpack) would otherwise silently have fewer classes."""
+    path = root / "wnids.txt"
+    if not path.is_file():
+        return
+    listed = {
+        line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()
+    }
+    absent, extra = sorted(listed - set(index)), sorted(set(index) - listed)
+    if absent or extra:
+        parts = (
+            [f"{len(absent)} listed without a train folder ({_names(absent)})"] if absent else []
+        )
+        parts += [f"{len(extra)} train folders it does not list ({_names(extra)})"] if extra else []
+        raise DatasetError(
+            f"{path} lists {len(listed)} wnids and {root / 'train'} has {len(index)} folders: "
+            f"{'; '.join(parts)}; expected {TINYIMAGENET_LAYOUT}"
+        )
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def _names(names: Any, limit: int = 5) -> str:
+    """The first `limit` of `names`, and how many more: for messages about many files."""
+    listed = sorted(names)
+    if not listed:
+        return "nothing"
+    shown = ", ".join(listed[:limit])
+    return shown + (f", … ({len(listed)} in all)" if len(listed) > limit else "")
 
 
 class FolderImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
