@@ -9,9 +9,24 @@ and the workers validate with the very same classes. So are the read views (`Sea
 
 from __future__ import annotations
 
+import difflib
+import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from vitcube.contract import (
     COMPACT_COLUMNS,
@@ -29,6 +44,7 @@ from vitcube.contract import (
     FormulaPublic,
     HeartbeatReply,
     LeaseRequest,
+    MetricSpec,
     ReferencePlan,
     RungSummary,
     Schedule,
@@ -36,6 +52,7 @@ from vitcube.contract import (
     SearchPlan,
     SearchPublic,
     SearchState,
+    TrainerSpec,
     TrainingRecipe,
     TrialAck,
     TrialFailure,
@@ -59,12 +76,14 @@ __all__ = [
     "BudgetSpec",
     "CheckpointRef",
     "CheckpointSummary",
+    "CommandDataset",
     "Counts",
     "CurvePoint",
     "DatasetSpec",
     "FormulaPublic",
     "HeartbeatReply",
     "LeaseRequest",
+    "MetricSpec",
     "NamedReference",
     "ReferencePlan",
     "Role",
@@ -76,6 +95,7 @@ __all__ = [
     "SearchState",
     "TokenCreate",
     "TokenCreated",
+    "TrainerSpec",
     "TrainingRecipe",
     "TrialAck",
     "TrialFailure",
@@ -121,6 +141,38 @@ class DatasetSpec(BaseModel):
         if self.num_classes is None:
             self.num_classes = known
         return self
+
+
+class CommandDataset(BaseModel):
+    """A command trainer's `dataset` block: the script owns its data, so the block is handed to
+    it untouched: any name, any further keys, `num_classes` only when the script wants it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(..., min_length=1, max_length=200, examples=["coco-2017"])
+    num_classes: StrictInt | None = Field(default=None, ge=2, le=100_000)
+
+
+# The metric the builtin trainer optimises (it also reports val_top5 and train_loss each epoch).
+BUILTIN_METRIC = "val_top1"
+
+
+def _known_keys(block: str, model: type[BaseModel], value: Any) -> Any:
+    """`value` unchanged, or a 422 naming its first key `model` does not have and the closest
+    key it does (a typo in `trainer` or `metric` never silently becomes a default)."""
+    if not isinstance(value, Mapping):
+        return value  # the model's own validation words the type error
+    known = list(model.model_fields)
+    unknown = [str(key) for key in value if key not in model.model_fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise PydanticCustomError(
+            "unknown_key",
+            "{block}.{key} is not a {block} key{hint}; the keys are {known}",
+            {"block": block, "key": unknown[0], "hint": hint, "known": ", ".join(known)},
+        )
+    return value
 
 
 class BudgetSpec(_Strict):
@@ -175,7 +227,23 @@ class SearchCreate(BaseModel):
 
     name: str = Field(..., min_length=1, max_length=200)
     base: dict[str, Any] = Field(..., description="ArchConfig.from_dict input, e.g. a preset.")
-    dataset: DatasetSpec = Field(default_factory=lambda: DatasetSpec(name="digits", num_classes=10))
+    # Before `dataset`, which is validated for the trainer (see _dataset_for_the_trainer).
+    trainer: TrainerSpec = Field(
+        default_factory=TrainerSpec,
+        description='What trains the trials: {"kind": "builtin"} (vitcube\'s recipe) or '
+        '{"kind": "command", "name": LABEL}, a script a worker registered with vitcube worker '
+        "--command LABEL='…'; only workers that can run it lease its trials.",
+    )
+    metric: MetricSpec = Field(
+        default_factory=MetricSpec,
+        description="What ranks the trials: a scalar every epoch's report carries and which way "
+        "is better. The builtin trainer optimises val_top1.",
+    )
+    dataset: DatasetSpec | CommandDataset = Field(
+        default_factory=lambda: DatasetSpec(name="digits", num_classes=10),
+        description="The builtin trainer's dataset (digits, shapes, cifar10, cifar100, "
+        "imagefolder), or for a command trainer any block, handed to the script untouched.",
+    )
     budget: BudgetSpec
     space: dict[Factor, tuple[Bound, Bound]] | None = Field(
         default=None, description="Per-factor [min, max]; missing factors keep the default range."
@@ -213,6 +281,53 @@ class SearchCreate(BaseModel):
         'plot with its name and counts in "beats the references"; none is fitted on. '
         "The width-only and compound shrinks are always references.",
     )
+
+    @field_validator("trainer", mode="wrap")
+    @classmethod
+    def _trainer_keys_and_label(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(_known_keys("trainer", TrainerSpec, value))
+        except ValidationError as error:
+            bad = next((e for e in error.errors() if e["loc"] == ("name",)), None)
+            if bad is None:
+                raise
+            raise PydanticCustomError(
+                "trainer_label",
+                "trainer.name must be a label of letters, digits, '_', '.' and '-' that starts "
+                "with a letter or digit (at most 63 characters), as given to vitcube worker "
+                "--command LABEL='…'; got {got}",
+                {"got": json.dumps(bad["input"])},
+            ) from None
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric_keys(cls, value: Any) -> Any:
+        return _known_keys("metric", MetricSpec, value)
+
+    @field_validator("dataset", mode="wrap")
+    @classmethod
+    def _dataset_for_the_trainer(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> DatasetSpec | CommandDataset:
+        # A builtin search keeps the builtin datasets' exact validation; a command trainer's
+        # script owns its data. (A trainer that failed validation is absent: builtin rules.)
+        trainer = info.data.get("trainer")
+        model = CommandDataset if trainer is not None and trainer.kind == "command" else DatasetSpec
+        if isinstance(value, DatasetSpec | CommandDataset):
+            value = value.model_dump(exclude_unset=True)
+        return model.model_validate(value)
+
+    @model_validator(mode="after")
+    def _builtin_metric(self) -> SearchCreate:
+        if self.trainer.kind == "builtin" and self.metric.name != BUILTIN_METRIC:
+            raise ValueError(
+                f"metric.name {self.metric.name!r} is not reported by the builtin trainer: it "
+                f"reports {BUILTIN_METRIC} (and val_top5, train_loss), so a builtin search "
+                f"optimises {BUILTIN_METRIC}; drop metric, or train with a command trainer "
+                '({"kind": "command", "name": LABEL}) whose script reports '
+                f"{self.metric.name}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> SearchCreate:

@@ -34,11 +34,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from vitcube.contract import (
+    BUILTIN_TRAINER,
     DEFAULT_SPACE,
     FACTORS,
     AshaSchedule,
     FullSchedule,
     InvalidRecipeError,
+    MetricSpec,
+    TrainerSpec,
     TrialKind,
     default_schedule,
     rung_epochs,
@@ -65,6 +68,7 @@ from vitcube.service.tables import (
     Trial,
     TrialMetric,
     UTCDateTime,
+    Worker,
     utcnow,
 )
 
@@ -108,14 +112,17 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
     from vitcube.models import ArchConfig, count_macs
     from vitcube.search import InfeasibleBudgetError, make_strategy
 
+    # Always known for the builtin datasets; a command trainer's block may leave it out (the
+    # script owns its data), and then the base says it or the network keeps its default.
     num_classes = body.dataset.num_classes
     base_in = dict(body.base)
-    if base_in.get("num_classes") not in (None, num_classes):
-        raise InvalidInput(
-            f"base.num_classes={base_in['num_classes']} disagrees with dataset "
-            f"{body.dataset.name} ({num_classes} classes); drop base.num_classes"
-        )
-    base_in["num_classes"] = num_classes
+    if num_classes is not None:
+        if base_in.get("num_classes") not in (None, num_classes):
+            raise InvalidInput(
+                f"base.num_classes={base_in['num_classes']} disagrees with dataset "
+                f"{body.dataset.name} ({num_classes} classes); drop base.num_classes"
+            )
+        base_in["num_classes"] = num_classes
     try:
         base = ArchConfig.from_dict(base_in)
     except (ValueError, TypeError, KeyError) as exc:
@@ -166,7 +173,12 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
         "name": body.name,
         "state": "running",
         "base": base.to_dict(),
-        "dataset": body.dataset.model_dump(),
+        # A command trainer's block exactly as given (its script reads it); a builtin one with
+        # its classes filled in.
+        "dataset": body.dataset.model_dump(exclude_unset=body.trainer.kind == "command"),
+        "trainer": body.trainer.model_dump(mode="json", exclude_none=True),
+        "trainer_label": body.trainer.label,
+        "metric": body.metric.model_dump(mode="json"),
         "budget": budget,
         "m0": m0,
         "max_macs": max_macs,
@@ -303,6 +315,8 @@ def plan_search(body: SearchCreate) -> SearchPlan:
                 "parallelism",
                 "schedule",
                 "training",
+                "trainer",
+                "metric",
             )
         },
         c=columns["max_macs"] / columns["m0"],
@@ -605,9 +619,12 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
     held = artifacts.bytes_by_search(session, ids)
     spent = compute_by_search(session, ids)
     rungs = rung_summaries(session, searches)
+    can_run = trainer_workers(session)
     out = []
     for s in searches:
         epochs, epoch_macs = spent.get(s.id, (0.0, 0.0))
+        label = s.trainer_label or BUILTIN_TRAINER
+        workers = can_run.get(label, 0)
         out.append(
             SearchPublic(
                 id=s.id,
@@ -640,9 +657,30 @@ def search_public(session: Session, searches: list[Search]) -> list[SearchPublic
                 references=list(s.named_references or []),
                 epochs_trained=epochs,
                 train_macs=epoch_macs * (s.train_images or 0),
+                trainer=TrainerSpec.model_validate(s.trainer or {"kind": BUILTIN_TRAINER}),
+                metric=MetricSpec.model_validate(s.metric or {}),
+                trainer_workers=workers,
+                notice=no_worker_notice(label)
+                if s.state == "running" and counts[s.id].queued and not workers
+                else None,
             )
         )
     return out
+
+
+def no_worker_notice(label: str) -> str:
+    """What a running search with queued trials says when no connected worker can run its
+    trainer: not an error (workers may come later), and how to start one."""
+    trainer = TrainerSpec.from_label(label)
+    start = (
+        "vitcube worker --server URL --token TOKEN"
+        if trainer.kind == "builtin"
+        else f"vitcube worker --command {trainer.name}='…'"
+    )
+    return (
+        f"no connected worker can run trainer {label}: start one with {start}; its queued "
+        "trials wait until one asks for a lease"
+    )
 
 
 def compute_by_search(session: Session, search_ids: list[int]) -> dict[int, tuple[float, float]]:
@@ -720,28 +758,59 @@ def stop_search(session: Session, search_id: int) -> Search:
 
 # -- workers ----------------------------------------------------------------------------------
 
+# A worker counts as connected (able to take a search's trials) while its latest lease request
+# is at most this old by the database clock; idle workers ask every few seconds.
+WORKER_SEEN_WINDOW_S = 300.0
 
-def list_workers(session: Session) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Trial.worker, Trial.state, Trial.id, Trial.heartbeat_at).where(
-            Trial.worker.is_not(None)
+
+def trainer_workers(session: Session) -> dict[str, int]:
+    """Per trainer label, the workers seen within WORKER_SEEN_WINDOW_S that can run it."""
+    recent = session.scalars(
+        select(Worker.trainers).where(
+            Worker.last_seen_at >= db_later(session, -WORKER_SEEN_WINDOW_S)
         )
     )
-    by_worker: dict[str, dict[str, Any]] = {}
-    for worker, state, trial_id, seen in rows:
-        if worker is None:
-            continue
-        w = by_worker.setdefault(
-            worker,
+    counted: dict[str, int] = defaultdict(int)
+    for trainers in recent:
+        for label in set(trainers or ()):
+            counted[label] += 1
+    return dict(counted)
+
+
+def list_workers(session: Session) -> list[dict[str, Any]]:
+    """Every worker that asked for a lease (the workers table) or holds trials: its trainers,
+    trial counts and when it was last seen (its latest lease request or heartbeat)."""
+
+    def entry(name: str) -> dict[str, Any]:
+        return by_worker.setdefault(
+            name,
             {
-                "worker": worker,
+                "worker": name,
                 "running": 0,
                 "completed": 0,
                 "failed": 0,
                 "last_seen_at": None,
                 "running_trials": [],
+                "trainers": [],
             },
         )
+
+    by_worker: dict[str, dict[str, Any]] = {}
+    for name, trainers, last_seen in session.execute(
+        select(Worker.name, Worker.trainers, Worker.last_seen_at)
+    ):
+        w = entry(name)
+        w["trainers"] = list(trainers or [])
+        w["last_seen_at"] = last_seen
+    rows = session.execute(
+        select(Trial.worker, Trial.state, Trial.id, Trial.heartbeat_at).where(
+            Trial.worker.is_not(None)
+        )
+    )
+    for worker, state, trial_id, seen in rows:
+        if worker is None:
+            continue
+        w = entry(worker)
         if state in ("running", "completed", "failed"):
             w[state] += 1
         if state == "running":

@@ -105,6 +105,22 @@ def search_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def command_trainer(label: str = "det-v2", metric: str = "val_map") -> dict[str, Any]:
+    """The create-body fields of a search trained by a worker's `--command LABEL='…'`: the
+    trainer, a dataset block only the script understands (passed to it untouched: a name no
+    builtin trainer knows, extra keys, no num_classes) and the metric the script reports."""
+    return {
+        "trainer": {"kind": "command", "name": label},
+        "dataset": {"name": "coco-mini", "root": "/data/coco", "splits": ["train", "val"]},
+        "metric": {"name": metric, "goal": "maximize"},
+    }
+
+
+def command_search_body(label: str = "det-v2", **overrides: Any) -> dict[str, Any]:
+    """`search_body` for a search whose trials the command trainer `label` trains."""
+    return search_body(**{**command_trainer(label), **overrides})
+
+
 def curve(epochs: int, final_top1: float) -> list[dict[str, Any]]:
     """A plausible rising learning curve that ends at `final_top1`."""
     return [
@@ -263,11 +279,21 @@ def queued(client: Any, search_id: int) -> list[dict[str, Any]]:
     return [t for t in trials if t["state"] == "queued"]
 
 
-def lease_one(client: Any, worker: str = "test-worker", timeout_s: float = 20.0) -> Any:
-    """Lease a trial, waiting for the planner to queue one."""
+def lease_one(
+    client: Any,
+    worker: str = "test-worker",
+    timeout_s: float = 20.0,
+    *,
+    trainers: list[str] | None = None,
+) -> Any:
+    """Lease a trial, waiting for the planner to queue one. `trainers`: the labels the worker
+    says it can run (None: the body says none, as a builtin-only worker's does)."""
+    body: dict[str, Any] = {"worker": worker}
+    if trainers is not None:
+        body["trainers"] = trainers
 
     def attempt() -> Any:
-        response = client.post("/api/trials/lease", json={"worker": worker}, headers=WORKER)
+        response = client.post("/api/trials/lease", json=body, headers=WORKER)
         assert response.status_code in (200, 204), response.text
         return response.json() if response.status_code == 200 else None
 

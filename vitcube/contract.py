@@ -1105,6 +1105,19 @@ class SearchPublic(BaseModel):
     train_macs: float = Field(
         default=0.0, description="Σ epochs × MACs per image × training images, all trials."
     )
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    metric: MetricSpec = Field(default_factory=MetricSpec)
+    trainer_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Workers that asked for a lease in the last few minutes (by the database "
+        "clock) and can run this search's trainer.",
+    )
+    notice: str | None = Field(
+        default=None,
+        description="Something the search waits on that is not an error, e.g. that no connected "
+        "worker can run its trainer (it runs once one asks for a lease).",
+    )
 
 
 # -- a search's artifacts, a trial's architecture, the workers ------------------------------------
@@ -1150,6 +1163,10 @@ class WorkerPublic(BaseModel):
     failed: int
     last_seen_at: datetime | None
     running_trials: list[int]
+    trainers: list[str] = Field(
+        default_factory=list,
+        description="The trainer labels it said it can run in its latest lease request.",
+    )
 
 
 # -- a search planned, not created; the downsizing formula's answer ---------------------------
@@ -1187,6 +1204,8 @@ class SearchPlan(BaseModel):
     parallelism: int
     schedule: dict[str, Any]
     training: dict[str, Any]
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    metric: MetricSpec = Field(default_factory=MetricSpec)
     references: list[ReferencePlan]
     smallest_macs: int = Field(description="MACs of the space's smallest network (lower bounds).")
     largest_macs: int = Field(description="MACs of the space's largest network (upper bounds).")

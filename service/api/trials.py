@@ -57,8 +57,9 @@ router = APIRouter(prefix="/trials", tags=["trials"])
     responses={204: {"description": "Nothing is queued; ask again later."}},
 )
 async def lease(body: LeaseRequest, queue: QueueDep, _: WorkerAuth) -> TrialLease | Response:
-    """Lease the oldest queued trial of the least-served running search."""
-    leased = await queue.lease(worker=body.worker)
+    """Lease the oldest queued trial of the least-served running search whose trainer this
+    worker can run (`trainers`; none named: builtin only). Every request records the worker."""
+    leased = await queue.lease(worker=body.worker, trainers=body.trainers)
     if leased is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return TrialLease(**leased)

@@ -9,18 +9,21 @@ autocommit pool `Database.hot` and falls back to the same ORM operations for the
 for fail and for the sweep. One conformance suite (tests/service/queue) runs against both.
 
 Losing a race is a normal return value (None from lease); a stale lease raises Conflict (409 at
-the edge) before anything is written. Imports service.artifacts (the store a completed trial's
-checkpoint is deleted from), service.db, service.schemas and service.settings; never fastapi.
+the edge) before anything is written. Imports vitcube.contract, service.artifacts (the store a
+completed trial's checkpoint is deleted from), service.db, service.schemas and service.settings;
+never fastapi.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 
+from vitcube.contract import BUILTIN_TRAINER
 from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.db import Database
 from vitcube.service.schemas import TrialAck, TrialFailure, TrialHeartbeat, TrialReport
@@ -66,13 +69,19 @@ class TrialQueue(ABC):
             await anyio.to_thread.run_sync(self.store.delete, keys)
 
     @abstractmethod
-    async def lease(self, *, worker: str) -> dict[str, Any] | None:
-        """Hand the oldest queued trial of the least-served running search to `worker`.
+    async def lease(
+        self, *, worker: str, trainers: Sequence[str] = (BUILTIN_TRAINER,)
+    ) -> dict[str, Any] | None:
+        """Hand the oldest queued trial of the least-served running search to `worker`, among
+        the searches whose trainer label is in `trainers` (a worker that names none runs the
+        builtin trainer only); record the worker and its trainers in `workers` as seen now (by
+        the database clock), in the same transaction.
 
         Fair across searches: searches with the fewest running trials go first, ties to the
-        older search. Returns the lease (the fields of TrialLease) or None if nothing is queued
-        (or every queued trial is being leased by someone else right now). No trial is ever
-        leased twice at once, whatever the number of concurrent callers and server processes.
+        older search. Returns the lease (the fields of TrialLease, with the search's `trainer`
+        and `metric`) or None if nothing it can run is queued (or every such trial is being
+        leased by someone else right now). No trial is ever leased twice at once, whatever the
+        number of concurrent callers and server processes.
         """
 
     @abstractmethod

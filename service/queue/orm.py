@@ -22,7 +22,7 @@ import hashlib
 import json
 import statistics
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -31,12 +31,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from vitcube.contract import BUILTIN_TRAINER
 from vitcube.service import artifacts, failfast
 from vitcube.service.errors import Conflict, InvalidTransition
 from vitcube.service.queue import TrialQueue
 from vitcube.service.schemas import TrialAck, TrialFailure, TrialHeartbeat, TrialReport
 from vitcube.service.store import CURVE_COLUMNS, db_later, db_now, get_trial, is_postgres
-from vitcube.service.tables import Search, Trial, TrialMetric, utcnow
+from vitcube.service.tables import Search, Trial, TrialMetric, Worker, utcnow
 
 T = TypeVar("T")
 
@@ -56,12 +57,20 @@ def search_stop_reason(search_id: int, search_state: str) -> str | None:
 # -- the operations on one session --------------------------------------------------------------
 
 
-def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
-    """Hand the oldest queued trial of the least-served running search to `worker`.
+def lease(
+    session: Session,
+    *,
+    worker: str,
+    lease_seconds: float,
+    trainers: Sequence[str] = (BUILTIN_TRAINER,),
+) -> dict[str, Any] | None:
+    """Hand the oldest queued trial of the least-served running search whose trainer is among
+    `trainers` (labels) to `worker`, and record the worker and its trainers as seen now.
 
     Fair across searches: searches with the fewest running trials go first, ties to the older
-    search. Returns the lease (see TrialLease) or None if nothing is queued.
+    search. Returns the lease (see TrialLease) or None if nothing it can run is queued.
     """
+    record_worker(session, worker=worker, trainers=trainers)
     running = (
         select(func.count())
         .where(Trial.search_id == Search.id, Trial.state == "running")
@@ -73,7 +82,9 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
     )
     # A handful of running searches; both subqueries are index scans on (state, search_id, id).
     candidates = session.scalars(
-        select(Search.id).where(Search.state == "running", has_queued).order_by(running, Search.id)
+        select(Search.id)
+        .where(Search.state == "running", Search.trainer_label.in_(list(trainers)), has_queued)
+        .order_by(running, Search.id)
     )
     for search_id in list(candidates):
         trial_id = session.scalar(
@@ -123,7 +134,9 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
         if row is None:
             continue
         search = session.execute(
-            select(Search.dataset, Search.training, Search.seed).where(Search.id == search_id)
+            select(
+                Search.dataset, Search.training, Search.seed, Search.trainer, Search.metric
+            ).where(Search.id == search_id)
         ).one()
         checkpoint = artifacts.latest(session, trial_id, "checkpoint")
         return {
@@ -144,6 +157,8 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
             "dataset": search.dataset,
             "training": search.training,
             "seed": search.seed,
+            "trainer": search.trainer,
+            "metric": search.metric,
             "attempts": row.attempts,
             "lease_expires_at": row.lease_expires_at,
             "lease_seconds": lease_seconds,
@@ -157,6 +172,28 @@ def lease(session: Session, *, worker: str, lease_seconds: float) -> dict[str, A
             ),
         }
     return None
+
+
+def worker_trainers(trainers: Sequence[str]) -> list[str]:
+    """The labels a worker sent, each once, in its order (what the workers table keeps)."""
+    return list(dict.fromkeys(trainers))
+
+
+def record_worker(session: Session, *, worker: str, trainers: Sequence[str]) -> None:
+    """The worker asked for a lease now (database clock), saying it can run `trainers`."""
+    make = pg_insert if is_postgres(session) else sqlite_insert
+    now = db_now(session)
+    stmt = make(Worker).values(
+        name=worker,
+        trainers=worker_trainers(trainers),
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Worker.name],
+        set_={"trainers": stmt.excluded.trainers, "last_seen_at": stmt.excluded.last_seen_at},
+    )
+    session.execute(stmt)
 
 
 # What a lease tells of the trial's checkpoint (the artifacts row's columns).
@@ -559,8 +596,12 @@ class OrmTrialQueue(TrialQueue):
     """Every operation as ORM code in one `Database.session(write=True)` transaction, run in a
     worker thread: the SQLite backend whole, the PostgreSQL backend's base."""
 
-    async def lease(self, *, worker: str) -> dict[str, Any] | None:
-        return await self._run(lease, worker=worker, lease_seconds=self.policy.lease_seconds)
+    async def lease(
+        self, *, worker: str, trainers: Sequence[str] = (BUILTIN_TRAINER,)
+    ) -> dict[str, Any] | None:
+        return await self._run(
+            lease, worker=worker, trainers=trainers, lease_seconds=self.policy.lease_seconds
+        )
 
     async def heartbeat(self, trial_id: int, body: TrialHeartbeat) -> dict[str, Any]:
         return await self._run(

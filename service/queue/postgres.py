@@ -13,17 +13,22 @@ answer, `stop` of a stopped trial). fail and the lease sweep are rare: the ORM o
 inherited from OrmTrialQueue. Leasing locks with `FOR UPDATE SKIP LOCKED`, so concurrent workers
 in any number of server processes never get the same trial.
 
-The lease names the trial's latest checkpoint (a LEFT JOIN on artifacts in the same statement);
-completing deletes the checkpoint row in the same statement (a data-modifying CTE) and its
-object after. Imports service.db, service.queue, service.queue.orm and service.schemas.
+The lease goes only to a worker that can run the search's trainer (its label among the request's
+trainers) and records the worker as seen (a data-modifying CTE upserting `workers`), still one
+statement and one round trip. It names the trial's latest checkpoint (a LEFT JOIN on artifacts in
+the same statement); completing deletes the checkpoint row in the same statement (a
+data-modifying CTE) and its object after. Imports vitcube.contract, service.db, service.queue,
+service.queue.orm and service.schemas.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+from vitcube.contract import BUILTIN_TRAINER
 from vitcube.service.db import Database
 from vitcube.service.queue import QueuePolicy
 from vitcube.service.queue.orm import (
@@ -39,20 +44,27 @@ from vitcube.service.queue.orm import (
     schedule_kind,
     search_stop_reason,
     segment,
+    worker_trainers,
 )
 from vitcube.service.schemas import TrialAck, TrialHeartbeat, TrialReport
 
 _PG_LEASE = """
-WITH candidate AS (
-    SELECT s.id, s.dataset, s.training, s.seed,
+WITH seen AS (
+    -- The worker asked now, saying which trainers it can run (whether or not it gets a trial).
+    INSERT INTO workers (name, trainers, first_seen_at, last_seen_at)
+    VALUES (%(worker)s, CAST(%(trainers_json)s AS json), now(), now())
+    ON CONFLICT (name) DO UPDATE
+    SET trainers = excluded.trainers, last_seen_at = excluded.last_seen_at
+), candidate AS (
+    SELECT s.id, s.dataset, s.training, s.seed, s.trainer, s.metric,
            (SELECT count(*) FROM trials r WHERE r.search_id = s.id AND r.state = 'running')
                AS running
     FROM searches s
-    WHERE s.state = 'running'
+    WHERE s.state = 'running' AND s.trainer_label = ANY(%(trainers)s)
       AND EXISTS (SELECT 1 FROM trials q WHERE q.search_id = s.id AND q.state = 'queued')
     ORDER BY running, s.id
 ), pick AS (
-    SELECT t.id, c.dataset, c.training, c.seed
+    SELECT t.id, c.dataset, c.training, c.seed, c.trainer, c.metric
     FROM candidate c
     CROSS JOIN LATERAL (
         SELECT q.id FROM trials q
@@ -75,24 +87,36 @@ WHERE trials.id = pick.id AND trials.state = 'queued'
 RETURNING trials.id, trials.search_id, trials.kind, trials.r, trials.d_i, trials.d_m, trials.w,
     trials.eff_r, trials.eff_d_i, trials.eff_d_m, trials.eff_w, trials.arch, trials.macs,
     trials.params, trials.attempts, trials.lease_expires_at, pick.dataset, pick.training,
-    pick.seed, trials.to_epoch, ck.epoch, ck.step, ck.bytes, ck.sha256, ck.attempt,
-    ck.created_at
+    pick.seed, pick.trainer, pick.metric, trials.to_epoch, ck.epoch, ck.step, ck.bytes, ck.sha256,
+    ck.attempt, ck.created_at
 """
 
 
-async def _lease(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str, Any] | None:
-    """`orm.lease` in one statement: the same choice (least-served running search first, its
-    oldest queued trial not locked by another leaser), the same columns written and returned."""
+async def _lease(
+    cursor: Any, *, worker: str, trainers: Sequence[str], lease_seconds: float
+) -> dict[str, Any] | None:
+    """`orm.lease` in one statement: the same choice (least-served running search whose
+    trainer the worker can run first, its oldest queued trial not locked by another leaser), the
+    same columns written and returned, and the worker recorded as seen (a data-modifying CTE)."""
     lease_id = str(uuid.uuid4())
+    labels = worker_trainers(trainers)
     await cursor.execute(
-        _PG_LEASE, {"lease_id": lease_id, "lease_seconds": lease_seconds, "worker": worker}
+        _PG_LEASE,
+        {
+            "lease_id": lease_id,
+            "lease_seconds": lease_seconds,
+            "worker": worker,
+            "trainers": labels,
+            "trainers_json": json.dumps(labels),
+        },
     )
     row = await cursor.fetchone()
     if row is None:
         return None
     (trial_id, search_id, kind, r, d_i, d_m, w, eff_r, eff_d_i, eff_d_m, eff_w, arch, macs,
-     params, attempts, expires_at, dataset, training, seed, to_epoch) = row[:20]  # fmt: skip
-    checkpoint = dict(zip(CHECKPOINT_COLUMNS, row[20:], strict=True))
+     params, attempts, expires_at, dataset, training, seed, trainer, metric,
+     to_epoch) = row[:22]  # fmt: skip
+    checkpoint = dict(zip(CHECKPOINT_COLUMNS, row[22:], strict=True))
     return {
         "id": trial_id,
         "lease_id": lease_id,
@@ -106,6 +130,8 @@ async def _lease(cursor: Any, *, worker: str, lease_seconds: float) -> dict[str,
         "dataset": dataset,
         "training": training,
         "seed": seed,
+        "trainer": trainer,
+        "metric": metric,
         "attempts": attempts,
         "lease_expires_at": expires_at,
         "lease_seconds": lease_seconds,
@@ -289,10 +315,14 @@ class PostgresTrialQueue(OrmTrialQueue):
             raise ValueError("PostgresTrialQueue needs PostgreSQL; use make_queue(db, …)")
         super().__init__(db, policy)
 
-    async def lease(self, *, worker: str) -> dict[str, Any] | None:
+    async def lease(
+        self, *, worker: str, trainers: Sequence[str] = (BUILTIN_TRAINER,)
+    ) -> dict[str, Any] | None:
         lease_seconds = self.policy.lease_seconds
         return await self.db.hot(
-            lambda cursor: _lease(cursor, worker=worker, lease_seconds=lease_seconds)
+            lambda cursor: _lease(
+                cursor, worker=worker, trainers=trainers, lease_seconds=lease_seconds
+            )
         )
 
     async def heartbeat(self, trial_id: int, body: TrialHeartbeat) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.factories import add_search, curve, make_settings, report_body
+from tests.factories import add_search, command_trainer, curve, make_settings, report_body
 from vitcube.service import store
 from vitcube.service.db import Database
 from vitcube.service.errors import Conflict, InvalidTransition, NotFound
@@ -28,7 +28,7 @@ from vitcube.service.schemas import (
     TrialLease,
     TrialReport,
 )
-from vitcube.service.tables import Search, Trial
+from vitcube.service.tables import Search, Trial, Worker
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +110,36 @@ async def test_concurrent_leases_hand_out_every_queued_trial_exactly_once(
     assert await queue.lease(worker="late") is None
 
 
+async def test_concurrent_leases_by_trainer_go_once_each_to_a_worker_that_can_run_them(
+    db: Database, queue: TrialQueue
+) -> None:
+    builtin = add_search(db, queued=10)
+    a = add_search(db, queued=10, **command_trainer("a"))
+    b = add_search(db, queued=4, **command_trainer("b"))  # nobody here can run it
+    can_run = [["builtin"], ["command:a"], ["builtin", "command:a"]]
+    trainers = {f"w{n}": can_run[n % 3] for n in range(60)}
+    leases = await asyncio.gather(
+        *(queue.lease(worker=name, trainers=labels) for name, labels in trainers.items())
+    )
+    granted = [(name, lease) for name, lease in zip(trainers, leases, strict=True) if lease]
+    ids = [lease["id"] for _, lease in granted]
+    assert len(ids) == len(set(ids))  # no trial leased twice
+    label = {builtin: "builtin", a: "command:a", b: "command:b"}
+    for name, lease in granted:  # each to a worker that can run it, as the database says
+        assert label[lease["search_id"]] in trainers[name]
+        row = trial_row(db, lease["id"])
+        assert (row["state"], row["worker"], row["lease_id"]) == (
+            "running",
+            name,
+            lease["lease_id"],
+        )
+    # Whatever a racing worker skipped is still there for the next one; command:b never goes.
+    ids += [lease["id"] for lease in await lease_all(queue, "late", ["builtin", "command:a"])]
+    assert sorted(ids) == sorted(search_trial_ids(db, builtin) + search_trial_ids(db, a))
+    assert {trial_row(db, t)["state"] for t in search_trial_ids(db, b)} == {"queued"}
+    assert set(workers_table(db)) == {*trainers, "late"}
+
+
 async def test_a_lease_carries_everything_a_worker_needs(db: Database, queue: TrialQueue) -> None:
     search_id = add_search(db, queued=2)
     first = search_trial_ids(db, search_id)[0]
@@ -118,8 +148,10 @@ async def test_a_lease_carries_everything_a_worker_needs(db: Database, queue: Tr
     assert set(lease) == {
         "id", "lease_id", "search_id", "kind", "factors", "effective_factors", "arch", "macs",
         "params", "dataset", "training", "seed", "attempts", "lease_expires_at", "lease_seconds",
-        "from_epoch", "to_epoch", "checkpoint",
+        "from_epoch", "to_epoch", "checkpoint", "trainer", "metric",
     }  # fmt: skip
+    assert lease["trainer"] == {"kind": "builtin"}
+    assert lease["metric"] == {"name": "val_top1", "goal": "maximize"}
     assert (lease["from_epoch"], lease["checkpoint"]) == (0, None)  # nothing to resume from
     assert lease["to_epoch"] == lease["training"]["epochs"]
     TrialLease(**lease)  # what the route answers with
@@ -142,6 +174,88 @@ async def test_a_lease_carries_everything_a_worker_needs(db: Database, queue: Tr
     assert row["started_at"] is not None and row["heartbeat_at"] is not None
     held_s = (lease["lease_expires_at"] - row["heartbeat_at"]).total_seconds()
     assert held_s == pytest.approx(60.0, abs=1.0)  # by the database clock
+
+
+# -- leasing by trainer -------------------------------------------------------------------------
+
+
+async def lease_all(
+    queue: TrialQueue, worker: str, trainers: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Lease until nothing is left for this worker; the leases in order."""
+    options = {} if trainers is None else {"trainers": trainers}
+    leases = []
+    while (lease := await queue.lease(worker=worker, **options)) is not None:
+        leases.append(lease)
+        assert len(leases) <= 50, "leased more trials than were queued"
+    return leases
+
+
+def workers_table(db: Database) -> dict[str, dict[str, Any]]:
+    with db.session() as session:
+        return {
+            w.name: {"trainers": w.trainers, "first": w.first_seen_at, "last": w.last_seen_at}
+            for w in session.scalars(select(Worker))
+        }
+
+
+async def test_a_builtin_only_worker_never_leases_a_command_trial(
+    db: Database, queue: TrialQueue
+) -> None:
+    command = add_search(db, queued=3, **command_trainer("det-v2"))
+    builtin = add_search(db, queued=2)
+    leases = await lease_all(queue, "old-worker")  # names no trainers: builtin only, as before
+    assert sorted(lease["id"] for lease in leases) == search_trial_ids(db, builtin)
+    assert await queue.lease(worker="old-worker", trainers=["builtin"]) is None
+    assert {trial_row(db, t)["state"] for t in search_trial_ids(db, command)} == {"queued"}
+
+
+async def test_a_worker_leases_only_the_command_labels_it_was_given(
+    db: Database, queue: TrialQueue
+) -> None:
+    a = add_search(db, queued=3, **command_trainer("a", metric="val_miou"))
+    b = add_search(db, queued=2, **command_trainer("b"))
+    add_search(db, queued=2)  # builtin
+    leases = await lease_all(queue, "box-a", ["command:a"])
+    assert sorted(lease["id"] for lease in leases) == search_trial_ids(db, a)
+    for lease in leases:  # the lease says what trains it, what ranks it and its data, as stored
+        assert lease["trainer"] == {"kind": "command", "name": "a"}
+        assert lease["metric"] == {"name": "val_miou", "goal": "maximize"}
+        assert lease["dataset"] == command_trainer()["dataset"]
+        leased = TrialLease(**lease)
+        assert (leased.trainer.label, leased.metric.name) == ("command:a", "val_miou")
+    assert {trial_row(db, t)["state"] for t in search_trial_ids(db, b)} == {"queued"}
+
+
+async def test_a_worker_with_builtin_and_a_command_leases_both_and_nothing_else(
+    db: Database, queue: TrialQueue
+) -> None:
+    builtin = add_search(db, queued=2)
+    a = add_search(db, queued=2, **command_trainer("a"))
+    b = add_search(db, queued=2, **command_trainer("b"))
+    leases = await lease_all(queue, "box", ["builtin", "command:a"])
+    assert sorted(lease["id"] for lease in leases) == sorted(
+        search_trial_ids(db, builtin) + search_trial_ids(db, a)
+    )
+    assert {lease["search_id"] for lease in leases} == {builtin, a}  # fair: both served
+    assert {trial_row(db, t)["state"] for t in search_trial_ids(db, b)} == {"queued"}
+
+
+async def test_every_lease_request_records_the_worker_and_its_trainers(
+    db: Database, queue: TrialQueue
+) -> None:
+    assert await queue.lease(worker="idle", trainers=["command:x", "builtin", "command:x"]) is None
+    first = workers_table(db)["idle"]
+    assert first["trainers"] == ["command:x", "builtin"]  # each once, as sent
+    with db.session() as session:
+        now = session.scalar(select(store.db_now(session)))
+    assert abs((now - first["last"]).total_seconds()) < 5  # by the database clock
+    add_search(db, queued=1)
+    assert await queue.lease(worker="idle") is not None  # now builtin only
+    again = workers_table(db)["idle"]
+    assert again["trainers"] == ["builtin"]
+    assert again["first"] == first["first"] and again["last"] >= first["last"]
+    assert set(workers_table(db)) == {"idle"}
 
 
 async def test_leases_go_to_the_least_served_running_search_first(
