@@ -486,12 +486,16 @@ class CommandExecutor(Executor):
     ) -> TrialOutcome:
         reached = progress.last_epoch
         done = reached is not None and reached >= segment.to_epoch
-        stopped_by_us = asked_to_stop_at is not None and (
-            code == 0 or -code in (signal.SIGTERM, signal.SIGKILL)
-        )
         if code == 0 and done:
             return self._trial_outcome(segment, progress, stopped=False)
-        if stopped_by_us:
+        if asked_to_stop_at is not None:
+            # The server said stop: the trial ends with what was reported, however the script
+            # took it (a script without a SIGTERM handler dies of it; torchrun exits 1).
+            if code != 0:
+                segment.log(
+                    f"trial {segment.lease.id}: {self.label} exited with code {code} after it "
+                    "was told to stop"
+                )
             if not progress.curve:
                 raise TrialFailed(
                     f"command {self.name} stopped as asked before reporting any epoch of this "
