@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from tests.factories import (
     ADMIN,
@@ -14,13 +16,17 @@ from tests.factories import (
     GOOD_TRAINING_BLOCKS,
     VIEWER,
     WORKER,
+    command_trainer,
     create_search,
     heartbeat_body,
     lease_one,
     search_body,
     wait_for,
 )
-from vitcube.workers.trainer import TrainingConfig
+from vitcube.service import store
+from vitcube.service.db import Database
+from vitcube.service.tables import Worker
+from vitcube.workers.recipe import TrainingConfig
 
 
 def test_create_returns_the_search_with_budget_resolved(client: TestClient) -> None:
@@ -186,6 +192,126 @@ def test_malformed_and_oversized_bodies_are_refused(client: TestClient) -> None:
     huge = search_body(name="x", extra_blob="y" * 2_000_000)
     assert client.post("/api/searches", json=huge, headers=ADMIN).status_code == 413
     assert client.get("/api/searches", headers=VIEWER).json() == []
+
+
+# -- trainers ---------------------------------------------------------------------------------
+
+
+def test_a_command_search_keeps_its_dataset_block_untouched_and_names_trainer_and_metric(
+    client: TestClient,
+) -> None:
+    fields = command_trainer("det-v2", metric="val_loss")
+    fields["metric"]["goal"] = "minimize"
+    plan = client.post("/api/searches/validate", json=search_body(**fields), headers=VIEWER)
+    assert plan.status_code == 200, plan.text
+    search = create_search(client, **fields)
+    for made in (plan.json(), search):
+        assert made["dataset"] == fields["dataset"]  # any name, extra keys, no num_classes
+        assert made["trainer"] == {"kind": "command", "name": "det-v2"}
+        assert made["metric"] == {"name": "val_loss", "goal": "minimize"}
+    stored = client.get(f"/api/searches/{search['id']}", headers=VIEWER).json()
+    assert (stored["dataset"], stored["trainer"], stored["metric"]) == (
+        fields["dataset"],
+        fields["trainer"],
+        fields["metric"],
+    )
+    # A builtin search says so too, with the default metric.
+    builtin = create_search(client)
+    assert builtin["trainer"] == {"kind": "builtin", "name": None}
+    assert builtin["metric"] == {"name": "val_top1", "goal": "maximize"}
+
+
+def test_a_command_search_may_name_its_classes_and_they_reach_the_network(
+    client: TestClient,
+) -> None:
+    fields = command_trainer()
+    fields["dataset"] = {**fields["dataset"], "num_classes": 80}
+    search = create_search(client, **fields)
+    assert search["dataset"]["num_classes"] == 80 and search["base"]["num_classes"] == 80
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trainer": {"kind": "command"}}, 'a command trainer needs its name: {"kind": "command"'),
+        (
+            {"trainer": {"kind": "command", "name": "det v2!"}},
+            "trainer.name must be a label of letters, digits",
+        ),
+        (
+            {"trainer": {"kind": "command", "nmae": "det-v2"}},
+            "trainer.nmae is not a trainer key (did you mean name?)",
+        ),
+        (
+            {**command_trainer(), "metric": {"name": "val_map", "gaol": "minimize"}},
+            "metric.gaol is not a metric key (did you mean goal?)",
+        ),
+        (
+            {"metric": {"name": "val_map"}},
+            "it reports val_top1 (and val_top5, train_loss), so a builtin search optimises "
+            "val_top1",
+        ),
+        ({"trainer": {"kind": "builtin", "name": "x"}}, "trainer.name is only for"),
+        # A builtin search keeps the builtin datasets' validation, whatever a command may take.
+        ({"dataset": {"name": "coco-mini"}}, "imagefolder"),
+        ({"dataset": {"name": "imagefolder"}}, "num_classes"),
+    ],
+)
+def test_bad_trainer_blocks_get_422_saying_what_to_change_on_create_and_dry_run(
+    client: TestClient, change: dict[str, Any], message: str
+) -> None:
+    for path in ("/api/searches/validate", "/api/searches"):
+        response = client.post(path, json=search_body(**change), headers=ADMIN)
+        assert response.status_code == 422, response.text
+        problems = response.json()["detail"]
+        assert any(message in problem["msg"] for problem in problems), problems
+    assert client.get("/api/searches", headers=VIEWER).json() == []
+
+
+def _search(client: TestClient, search_id: int) -> dict[str, Any]:
+    return dict(client.get(f"/api/searches/{search_id}", headers=VIEWER).json())
+
+
+def test_a_search_no_connected_worker_can_run_says_so_until_one_asks_for_a_lease(
+    client: TestClient, database_url: str
+) -> None:
+    search = create_search(client, **command_trainer("det-v2"))
+    waiting = wait_for(lambda: (s := _search(client, search["id"]))["counts"]["queued"] and s)
+    assert waiting["state"] == "running" and waiting["trainer_workers"] == 0
+    assert waiting["notice"].startswith("no connected worker can run trainer command:det-v2: ")
+    assert "vitcube worker --command det-v2='…'" in waiting["notice"]
+    # A worker that cannot run it changes nothing ...
+    lease_one_or_none(client, "classic-box", None)
+    assert _search(client, search["id"])["notice"] == waiting["notice"]
+    # ... one that can, asking (even before it gets anything), clears it.
+    lease = lease_one_or_none(client, "det-box", ["builtin", "command:det-v2"])
+    assert lease is not None and lease["search_id"] == search["id"]
+    ready = _search(client, search["id"])
+    assert (ready["notice"], ready["trainer_workers"]) == (None, 1)
+    # A worker unseen for longer than the window is not connected any more.
+    database = Database(database_url)
+    try:
+        with database.session(write=True) as session:
+            session.execute(
+                update(Worker).values(
+                    last_seen_at=datetime.now(UTC)
+                    - timedelta(seconds=store.WORKER_SEEN_WINDOW_S + 60)
+                )
+            )
+    finally:
+        database.dispose()
+    stale = _search(client, search["id"])
+    assert stale["trainer_workers"] == 0
+    assert stale["notice"] == waiting["notice"]
+
+
+def lease_one_or_none(client: TestClient, worker: str, trainers: list[str] | None) -> Any:
+    body: dict[str, Any] = {"worker": worker}
+    if trainers is not None:
+        body["trainers"] = trainers
+    response = client.post("/api/trials/lease", json=body, headers=WORKER)
+    assert response.status_code in (200, 204), response.text
+    return response.json() if response.status_code == 200 else None
 
 
 def test_unknown_search_is_404(client: TestClient) -> None:

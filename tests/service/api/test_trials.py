@@ -11,6 +11,7 @@ from tests.factories import (
     ADMIN,
     VIEWER,
     WORKER,
+    command_trainer,
     create_search,
     curve,
     heartbeat_body,
@@ -260,6 +261,44 @@ def test_workers_are_listed(client: TestClient) -> None:
             "failed": 0,
             "last_seen_at": workers[0]["last_seen_at"],
             "running_trials": [lease["id"]],
+            "trainers": ["builtin"],
         }
     ]
     assert client.get("/api/workers", headers=ADMIN).status_code == 200
+
+
+def test_a_lease_goes_only_to_a_worker_that_names_the_searchs_trainer(client: TestClient) -> None:
+    command = create_search(client, name="det", **command_trainer("det-v2"))
+    builtin = create_search(client, name="classic")
+    # A body of only {"worker"} is a builtin-only worker, as before trainers existed.
+    assert lease_one(client, worker="old-box")["search_id"] == builtin["id"]
+    lease = lease_one(client, worker="det-box", trainers=["command:det-v2"])
+    assert lease["search_id"] == command["id"]
+    assert lease["trainer"] == {"kind": "command", "name": "det-v2"}
+    assert lease["metric"] == {"name": "val_map", "goal": "maximize"}
+    assert lease["dataset"] == command_trainer()["dataset"]  # untouched, for the script
+    for _ in range(3):  # another label's worker gets nothing of it
+        other = client.post(
+            "/api/trials/lease",
+            json={"worker": "seg-box", "trainers": ["command:seg"]},
+            headers=WORKER,
+        )
+        assert other.status_code == 204, other.text
+    listed = {w["worker"]: w for w in client.get("/api/workers", headers=VIEWER).json()}
+    assert listed["det-box"]["trainers"] == ["command:det-v2"]
+    assert listed["det-box"]["running_trials"] == [lease["id"]]
+    assert listed["seg-box"]["trainers"] == ["command:seg"]  # seen, though it got nothing
+    assert (listed["seg-box"]["running"], listed["seg-box"]["last_seen_at"] is not None) == (
+        0,
+        True,
+    )
+    assert listed["old-box"]["trainers"] == ["builtin"]
+
+
+def test_a_lease_body_with_a_malformed_trainer_label_is_422(client: TestClient) -> None:
+    for trainers in (["docker:det"], ["command:"], [], ["command:has space"]):
+        body = {"worker": "w", "trainers": trainers}
+        refused = client.post("/api/trials/lease", json=body, headers=WORKER)
+        assert refused.status_code == 422, (trainers, refused.text)
+        assert refused.json()["detail"][0]["loc"][:2] == ["body", "trainers"]
+    assert client.get("/api/workers", headers=VIEWER).json() == []  # nothing recorded
