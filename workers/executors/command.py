@@ -72,7 +72,7 @@ STOP_GRACE_S = 60.0
 POLL_S = 0.2  # how often the channel is read and the process looked at
 STDERR_TAIL_LINES = 50
 MAX_LOG_LINE_CHARS = 2000
-MAX_ERROR_CHARS = 12_000
+MAX_TAIL_CHARS = 8_000  # of a failure's message; the server takes 20,000 characters
 EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: "try again later"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # How long the output readers may take to drain once the process group is gone.
@@ -234,7 +234,9 @@ class _ScriptOutput:
         return self.first_line
 
     def tail_text(self) -> str:
-        return "\n".join(self.tail).strip("\n")
+        """The last lines of stderr, at most MAX_TAIL_CHARS (a failure's message has a limit)."""
+        text = "\n".join(self.tail).strip("\n")
+        return text if len(text) <= MAX_TAIL_CHARS else "…" + text[-MAX_TAIL_CHARS:]
 
 
 @dataclass
@@ -535,7 +537,7 @@ class CommandExecutor(Executor):
         tail = output.tail_text()
         if tail:
             message += f"\n{tail}"
-        raise TrialFailed(_clip(message), retry=False)
+        raise TrialFailed(message, retry=False)
 
     def _trial_outcome(
         self, segment: Segment, progress: _Progress, *, stopped: bool
@@ -659,10 +661,3 @@ def _signal_name(signum: int) -> str:
 def _tail_block(output: _ScriptOutput) -> str:
     tail = output.tail_text()
     return f"\nthe end of its stderr:\n{tail}" if tail else ""
-
-
-def _clip(message: str) -> str:
-    if len(message) <= MAX_ERROR_CHARS:
-        return message
-    head, _, _ = message.partition("\n")
-    return f"{head}\n…\n{message[-(MAX_ERROR_CHARS - len(head) - 4) :]}"
