@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from tests.backends import LiveServer
-from tests.factories import ADMIN_TOKEN, VIEWER_TOKEN, WORKER_TOKEN, wait_for
+from tests.factories import ADMIN_TOKEN, VIEWER_TOKEN, WORKER_TOKEN, command_trainer, wait_for
 from vitcube.client import Client
 
 VITCUBE = Path(sys.executable).parent / "vitcube"
@@ -220,6 +221,35 @@ def test_a_bad_body_is_refused_by_the_dry_run_with_the_servers_message(
     warned = vitcube(env, "search", "create", "--dry-run", str(risky))
     assert warned.returncode == 0, warned.stderr
     assert "warning: schedule asha" in " ".join(warned.stdout.split())
+
+
+def test_show_says_when_no_connected_worker_can_run_the_searchs_trainer(
+    server: LiveServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    body = {**SEARCH, **command_trainer("det-v2")}
+    assert (
+        vitcube(env, "search", "create", str(write_yaml(tmp_path / "det.yaml", body))).returncode
+        == 0
+    )
+    with Client(server.url, VIEWER_TOKEN) as client:
+        wait_for(lambda: client.trials(1, states=["queued"]), 20)
+    shown = vitcube(env, "search", "show", "1")
+    assert shown.returncode == 0, shown.stderr
+    words = " ".join(shown.stdout.split())
+    assert "trainer command:det-v2 (0 connected workers can run it)" in words
+    assert (
+        "notice no connected worker can run trainer command:det-v2: start one with "
+        "vitcube worker --command det-v2='…'"
+    ) in words
+    asked = httpx.post(
+        f"{server.url}/api/trials/lease",
+        json={"worker": "det-box", "trainers": ["command:det-v2"]},
+        headers={"Authorization": f"Bearer {WORKER_TOKEN}"},
+    )
+    assert asked.status_code == 200, asked.text
+    again = " ".join(vitcube(env, "search", "show", "1").stdout.split())
+    assert "trainer command:det-v2 (1 connected worker can run it)" in again
+    assert "no connected worker" not in again
 
 
 def test_stop_resume_and_list(server: LiveServer, env: dict[str, str], tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ get a friendly 404 page, admins (only) get a stop button, Plotly.js is served fr
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests import factories
+from tests.factories import command_search_body, make_settings, queued, wait_for
+from vitcube.service import db as service_db
 from vitcube.service.app import create_app
 from vitcube.service.settings import Settings
 
@@ -234,3 +239,36 @@ def test_the_schedule_in_words_names_its_brackets() -> None:
     plain = {"schedule": {"kind": "asha", "eta": 3, "brackets": 1}, "rungs": rungs}
     assert describe_schedule(plain) == "ASHA, rungs 3 · 9 · 27, η = 3"
     assert describe_schedule({"schedule": {"kind": "full"}}) == "full training"
+
+
+def test_a_search_no_connected_worker_can_run_says_so_on_its_page(
+    client: TestClient, search: dict[str, Any], tmp_path: Path
+) -> None:
+    # The module's app plans nothing (background=False): no queued trials, nothing to say.
+    plain = client.get(f"/searches/{search['id']}", headers=_bearer(VIEWER))
+    assert 'id="trainer-notice"' not in plain.text
+    url = f"sqlite:///{tmp_path / 'notice.db'}"
+    service_db.upgrade(url)
+    with TestClient(create_app(make_settings(url))) as live:
+        created = live.post(
+            "/api/searches", json=command_search_body("det-v2"), headers=factories.ADMIN
+        )
+        assert created.status_code == 201, created.text
+        page_url = f"/searches/{created.json()['id']}"
+        wait_for(lambda: queued(live, created.json()["id"]))
+        page = live.get(page_url, headers=factories.VIEWER)
+        notice = re.search(
+            r'<div class="alert alert-notice" id="trainer-notice"[^>]*>([^<]*)<', page.text
+        )
+        assert notice is not None, page.text
+        assert html.unescape(notice.group(1)).startswith(
+            "no connected worker can run trainer command:det-v2: start one with "
+            "vitcube worker --command det-v2='…'"
+        )
+        asked = live.post(
+            "/api/trials/lease",
+            json={"worker": "det-box", "trainers": ["command:det-v2"]},
+            headers=factories.WORKER,
+        )
+        assert asked.status_code == 200, asked.text
+        assert 'id="trainer-notice"' not in live.get(page_url, headers=factories.VIEWER).text

@@ -137,6 +137,11 @@ def search_header(search: SearchPublic) -> Table:
         f"parallelism {search.parallelism}",
     )
     grid.add_row("trials", counts_line(search))
+    if search.trainer.kind != "builtin" or search.notice:
+        can_run = plural(search.trainer_workers, "connected worker")
+        grid.add_row("trainer", f"{search.trainer.label} ({can_run} can run it)")
+    if search.notice:
+        grid.add_row("notice", Text(search.notice, style="yellow"))
     limit = f" of {search.max_train_epochs}" if search.max_train_epochs else ""
     grid.add_row(
         "compute",
