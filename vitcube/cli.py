@@ -13,6 +13,7 @@ import typer
 from vitcube.client.cli import login, search_app
 from vitcube.export import export_command
 from vitcube.service import cli as service_cli
+from vitcube.trial_cli import trial_app
 from vitcube.workers.cli import worker_command
 
 app = typer.Typer(
@@ -29,3 +30,4 @@ app.command("worker")(worker_command)
 app.command("export")(export_command)
 app.add_typer(search_app, name="search")
 app.command("login")(login)
+app.add_typer(trial_app, name="trial")
