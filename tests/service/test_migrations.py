@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from tests.factories import scratch_database
 from vitcube.service import db as service_db
@@ -70,3 +71,33 @@ def test_migrations_are_found_from_the_installed_package() -> None:
     location = Path(config.get_main_option("script_location"))
     assert (location / "env.py").is_file()
     assert any((location / "versions").glob("0001_*.py"))
+
+
+def test_searches_from_before_trainers_become_builtin_val_top1_searches(empty_url: str) -> None:
+    service_db.upgrade(empty_url, "0006")
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO searches (name, state, base, dataset, budget, m0, max_macs, space,"
+                    " objective, strategy, max_trials, parallelism, training, seed, extra) VALUES"
+                    " ('old', 'running', '{}', '{\"name\": \"digits\"}', '{}', 10, 5, '{}',"
+                    " 'accuracy', 'gp', 4, 2, '{\"epochs\": 3}', 0, '{}')"
+                )
+            )
+        service_db.upgrade(empty_url)
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT trainer, trainer_label, metric FROM searches")
+            ).one()
+        trainer, label, metric = row
+        # SQLite hands JSON back as text, PostgreSQL's driver decodes it.
+        trainer, metric = (json.loads(v) if isinstance(v, str) else v for v in (trainer, metric))
+        assert (trainer, label) == ({"kind": "builtin"}, "builtin")
+        assert metric == {"name": "val_top1", "goal": "maximize"}
+        service_db.downgrade(empty_url, "0006")  # and back, the search kept
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT name FROM searches")).scalar_one() == "old"
+    finally:
+        engine.dispose()
