@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from vitcube.models import ArchConfig, build_model
 from vitcube.workers.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from vitcube.workers.trainer import ModelEma, parameter_groups
+from vitcube.workers.recipe import ModelEma, parameter_groups
 
 
 def checkpoint_state(preset: str, resolution: int, classes: int) -> dict[str, Any]:

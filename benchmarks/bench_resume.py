@@ -30,14 +30,9 @@ import torch
 from vitcube.models import ArchConfig
 from vitcube.workers.checkpoint import load_checkpoint, save_checkpoint
 from vitcube.workers.datasets import load_digits
-from vitcube.workers.trainer import (
-    Control,
-    TrainingAborted,
-    TrainingConfig,
-    TrainingListener,
-    TrialOutcome,
-    run_trial,
-)
+from vitcube.workers.executors import Control, TrainingAborted
+from vitcube.workers.recipe import TrainingConfig
+from vitcube.workers.training import TrainedTrial, TrainingListener, run_trial
 
 BASE = {"family": "mobilevit_v2", "width": 0.5, "resolution": 64, "num_classes": 10}
 
@@ -71,7 +66,7 @@ class SigtermAt(TrainingListener):
             self.control.interrupted.set()
 
 
-def _run(seed: int, config: TrainingConfig, **kwargs: Any) -> TrialOutcome:
+def _run(seed: int, config: TrainingConfig, **kwargs: Any) -> TrainedTrial:
     arch = ArchConfig.from_dict(BASE).scale().to_dict()
     return run_trial(
         arch, load_digits(), config=config, seed=seed, device=torch.device("cpu"),

@@ -12,10 +12,10 @@ on CUDA, fp32 on the CPU), timed one after the other on the same device. Three m
   `--data-root`): uint8 batches on the device, read from the host's decode cache (decoded once;
   its one-off build time is printed) against decoding every file with Pillow every epoch (what
   the worker did before the cache);
-- `end-to-end`: the worker's own training loop (`workers.trainer.train`: decode cache → batches
+- `end-to-end`: the worker's own training loop (`workers.training.train`: decode cache → batches
   on the device → random resized crop → step → EMA update) over the same image folder, with
   each side's network, so a first GPU run shows whether the loader or the step is the limit;
-- `latency`: the worker's batch-1 latency measurement (`workers.trainer.measure_latency`: on
+- `latency`: the worker's batch-1 latency measurement (`workers.latency.measure_latency`: on
   CUDA a bf16 copy timed with CUDA events from a CUDA graph where capture works; wall clock on
   the CPU), printed as batch-1 images/s (1000 / ms) with how it was measured.
 
@@ -53,12 +53,9 @@ from vitcube.models import ArchConfig, build_model
 from vitcube.workers.batches import BatchLoader, fixed_plan, host_loader_workers
 from vitcube.workers.datasets import FolderSplit, ImageDataset, load_dataset
 from vitcube.workers.decode_cache import CACHE_DIR_ENV, decode_cache_dir
-from vitcube.workers.trainer import (
-    TrainingConfig,
-    adamw_implementation,
-    measure_latency,
-    train,
-)
+from vitcube.workers.latency import measure_latency
+from vitcube.workers.recipe import TrainingConfig, adamw_implementation
+from vitcube.workers.training import train
 
 MODELS = ("mobilevitv2_100", "mobilevit_s")
 MODES = ("synthetic", "loader", "end-to-end", "latency")

@@ -1,10 +1,10 @@
 """Training checkpoints on the worker: the file format, when to save, and the background upload.
 
-A checkpoint is one `torch.save` of a dict (`CHECKPOINT_FORMAT`; the trainer builds it, see
-`workers.trainer.train`): the model, its EMA and the EMA's update count, the AdamW state, the
-epoch and step it stopped at, every RNG state the rest of the run draws from, the curve and
-the best epoch so far, and a digest of the recipe. `load_checkpoint` reads it back with
-`torch.load(weights_only=True, map_location="cpu")` and raises `CheckpointError` (never
+A checkpoint is one `torch.save` of a dict (`CHECKPOINT_FORMAT`; the epoch loop builds it,
+`workers.training.TrainingRun.checkpoint_state`): the model, its EMA and the EMA's update count,
+the AdamW state, the epoch and step it stopped at, every RNG state the rest of the run draws
+from, the curve and the best epoch so far, and a digest of the recipe. `load_checkpoint` reads it
+back with `torch.load(weights_only=True, map_location="cpu")` and raises `CheckpointError` (never
 anything else) for a file that is corrupt, truncated or not a vitcube checkpoint;
 `check_resumable` refuses one of another architecture or recipe before any training starts.
 
@@ -18,8 +18,9 @@ When a checkpoint is saved (`CheckpointCadence`, the worker's `checkpoint_every_
 - always when the worker is told to stop (SIGTERM/SIGINT), at the next step boundary.
 The last epoch is never checkpointed: the trial completes instead.
 
-`TrialCheckpoints` is the trainer's sink: the training thread writes the file to a local
-directory (atomically: a temporary file renamed into place) and returns at once;
+`TrialCheckpoints` is the epoch loop's sink: the training thread writes the file to a local
+directory (atomically: a temporary file renamed into place), hands it to the segment's
+checkpoints (`executors.SegmentCheckpoints.submit`) and returns at once; the worker loop's
 `CheckpointUploader`, a background thread, PUTs the newest file to the server. A newer file
 supersedes one not yet sent (coalescing), an unreachable server is retried with backoff for
 as long as the trial trains, and a 409 (the lease is no longer ours) stops it. `flush` waits,
@@ -34,12 +35,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -129,6 +131,40 @@ def check_resumable(
         raise CheckpointError(f"the checkpoint's epoch/step are not counts: {epoch!r}/{step!r}")
     if epoch > epochs:
         raise CheckpointError(f"the checkpoint is at epoch {epoch} of a {epochs}-epoch recipe")
+
+
+def python_rng_state(rng: random.Random) -> list[Any]:
+    """A `random.Random` state as lists and ints (what `torch.load(weights_only=True)` reads)."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def set_python_rng_state(rng: random.Random, saved: Any) -> None:
+    try:
+        version, internal, gauss_next = saved
+        rng.setstate((int(version), tuple(int(v) for v in internal), gauss_next))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"the checkpoint's augmentation RNG state is damaged: {error}"
+        ) from None
+
+
+def cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU copy of a state dict (contiguous: a channels_last model loads anywhere)."""
+    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in state.items()}
+
+
+def cpu_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's state dict with its tensors copied to the CPU."""
+
+    def cpu(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to("cpu", copy=True)
+        if isinstance(value, dict):
+            return {key: cpu(item) for key, item in value.items()}
+        return value
+
+    return {"state": cpu(state["state"]), "param_groups": state["param_groups"]}
 
 
 def _canonical(value: Any) -> str:
@@ -240,7 +276,7 @@ class CheckpointUploader:
         """The newest file handed to the uploader, sent or not."""
         return self._latest
 
-    def submit(self, path: Path, *, epoch: int, step: int) -> None:
+    def submit(self, path: Path, *, epoch: int, step: int = 0) -> None:
         """Send this file (soon): it supersedes any file not yet sent."""
         with self._condition:
             self._version += 1
@@ -358,11 +394,17 @@ class _AnyEvent:
         return True
 
 
+class CheckpointTaker(Protocol):
+    """Who takes a checkpoint file once written (`executors.SegmentCheckpoints`, an uploader)."""
+
+    def submit(self, path: Path, *, epoch: int, step: int = 0) -> None: ...
+
+
 class TrialCheckpoints:
-    """The trainer's checkpoint sink for one trial: cadence, local atomic files, the uploader.
+    """The epoch loop's checkpoint sink for one trial: cadence, local atomic files, the uploader.
 
     `due()` says whether an epoch end should be saved; `save(state_fn)` builds the state,
-    writes it to `directory/trial-{id}-…pt` and hands it to the uploader (when one is given).
+    writes it to `directory/trial-{id}-…pt` and hands it to `uploader` (when one is given).
     """
 
     def __init__(
@@ -371,7 +413,7 @@ class TrialCheckpoints:
         trial_id: int,
         *,
         cadence: CheckpointCadence | None = None,
-        uploader: CheckpointUploader | None = None,
+        uploader: CheckpointTaker | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.directory = Path(directory)

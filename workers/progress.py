@@ -2,15 +2,17 @@
 
 `make_progress("auto")` picks `RichProgress` when stdout is a TTY and `PlainProgress` when it
 is not (CI logs, `docker logs`, Slurm output files). Both show the trial, epoch, loss,
-accuracy, images/s and time left, and implement `workers.trainer.TrainingListener`.
+accuracy (or the search's metric), images/s and time left, and receive a segment's events
+(`workers.executors.SegmentEvents`: whatever metrics an executor reports each epoch).
 
-Imports rich and workers.trainer (its listener and report types, so torch comes with it).
+Imports rich only; never torch.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -25,11 +27,20 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vitcube.workers.trainer import EpochReport, TrainingListener
 
-
-class WorkerProgress(TrainingListener):
+class WorkerProgress:
     """Progress of one worker: trial boundaries, steps, epochs and free-form messages."""
+
+    def on_start(self, *, epochs: int, steps_per_epoch: int, train_images: int) -> None:
+        """A segment is about to train."""
+
+    def on_step(
+        self, *, epoch: int, step: int, loss: float, images_per_s: float, lr: float
+    ) -> None:
+        """Called every few steps with the running mean loss of the epoch."""
+
+    def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """An epoch ended with these metrics."""
 
     def start_trial(self, trial_id: int, title: str) -> None:
         """A trial was leased and is about to train."""
@@ -85,13 +96,12 @@ class PlainProgress(WorkerProgress):
                 f"{images_per_s:.0f} img/s"
             )
 
-    def on_epoch(self, report: EpochReport) -> None:
+    def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         elapsed = time.monotonic() - self._started
-        left = elapsed / report.epoch * (self._epochs - report.epoch) if report.epoch else 0.0
+        left = elapsed / epoch * (self._epochs - epoch) if epoch else 0.0
         self._line(
-            f"{self._trial} epoch {report.epoch}/{self._epochs}: loss {report.train_loss:.4f}, "
-            f"top-1 {report.val_top1:.2%}, top-5 {report.val_top5:.2%}, "
-            f"{report.images_per_s:.0f} img/s, ETA {_duration(left)}"
+            f"{self._trial} epoch {epoch}/{self._epochs}: {_metrics_text(metrics)}, "
+            f"ETA {_duration(left)}"
         )
 
     def end_trial(self, summary: str) -> None:
@@ -152,16 +162,24 @@ class RichProgress(WorkerProgress):
             speed=f"{images_per_s:.0f}",
         )
 
-    def on_epoch(self, report: EpochReport) -> None:
+    def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         if self._task is None:
             return
+        formats = {
+            "loss": ("train_loss", "{:.3f}"),
+            "top1": ("val_top1", "{:.1%}"),
+            "speed": ("images_per_s", "{:.0f}"),
+        }
+        shown: dict[str, Any] = {
+            key: form.format(metrics[name])
+            for key, (name, form) in formats.items()
+            if name in metrics
+        }
         self._progress.update(
             self._task,
-            completed=report.epoch * self._steps_per_epoch,
-            epoch=f"{report.epoch}/{self._epochs}",
-            loss=f"{report.train_loss:.3f}",
-            top1=f"{report.val_top1:.1%}",
-            speed=f"{report.images_per_s:.0f}",
+            completed=epoch * self._steps_per_epoch,
+            epoch=f"{epoch}/{self._epochs}",
+            **shown,
         )
 
     def end_trial(self, summary: str) -> None:
@@ -181,6 +199,39 @@ def make_progress(mode: str = "auto") -> WorkerProgress:
     if mode == "rich" or (mode == "auto" and sys.stdout.isatty()):
         return RichProgress()
     return PlainProgress()
+
+
+# How the usual metrics are shown (the order of a line), and any other metric after them.
+_SHOWN = {
+    "train_loss": "loss",
+    "val_top1": "top-1",
+    "val_top5": "top-5",
+    "images_per_s": "img/s",
+}
+
+
+def _number(name: str, value: float) -> str:
+    if name in ("val_top1", "val_top5"):
+        return f"{value:.2%}"
+    if name == "images_per_s":
+        return f"{value:.0f}"
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+
+
+def _metrics_text(metrics: Mapping[str, float]) -> str:
+    """`loss 1.2345, top-1 50.00%, top-5 90.00%, 300 img/s, val_map 0.4100`: the usual
+    metrics first, then any other an executor reported (the LR and epoch time are left out)."""
+    parts = []
+    for name, label in _SHOWN.items():
+        if name in metrics:
+            value = _number(name, metrics[name])
+            parts.append(f"{value} {label}" if name == "images_per_s" else f"{label} {value}")
+    parts += [
+        f"{name} {_number(name, value)}"
+        for name, value in metrics.items()
+        if name not in _SHOWN and name not in ("lr", "epoch_time_s", "epoch")
+    ]
+    return ", ".join(parts) or "no metrics"
 
 
 def _duration(seconds: float) -> str:

@@ -51,7 +51,8 @@ def trained() -> Trained:
     """The tiny MobileViT trained on digits by the worker's trainer, exported to ONNX."""
     from vitcube.workers.augment import center_resize
     from vitcube.workers.datasets import load_digits
-    from vitcube.workers.trainer import TrainingConfig, run_trial
+    from vitcube.workers.recipe import TrainingConfig
+    from vitcube.workers.training import run_trial
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -18,14 +18,9 @@ from vitcube.workers.checkpoint import (
     save_checkpoint,
 )
 from vitcube.workers.datasets import load_digits
-from vitcube.workers.trainer import (
-    Control,
-    TrainingAborted,
-    TrainingConfig,
-    TrainingListener,
-    TrialOutcome,
-    run_trial,
-)
+from vitcube.workers.executors import Control, TrainingAborted
+from vitcube.workers.recipe import TrainingConfig
+from vitcube.workers.training import TrainedTrial, TrainingListener, run_trial
 
 TINY_BASE = {
     "family": "mobilevit_v2",
@@ -86,7 +81,7 @@ class InterruptAt(TrainingListener):
             self.control.interrupted.set()
 
 
-def _train(**kwargs: Any) -> TrialOutcome:
+def _train(**kwargs: Any) -> TrainedTrial:
     config = kwargs.pop("config", TrainingConfig.from_dict(RECIPE))
     return run_trial(
         kwargs.pop("arch", tiny_arch()),

@@ -15,10 +15,11 @@ from tests.factories import trial_lease
 from tests.imports import modules_loaded_by
 from vitcube.workers.cli import parse_gpus
 from vitcube.workers.datasets import DatasetError
+from vitcube.workers.faults import CompilerMissing, describe_despite_signals, describe_failure
 from vitcube.workers.host import loader_shm_bytes, missing_compiler, shm_warning
-from vitcube.workers.loop import CompilerMissing, describe_despite_signals, describe_failure
 from vitcube.workers.progress import PlainProgress, RichProgress
-from vitcube.workers.trainer import EpochReport, TrainingConfig, TrainingDiverged
+from vitcube.workers.recipe import TrainingConfig
+from vitcube.workers.training import EpochReport, TrainingDiverged
 
 WORKER = [sys.executable, "-m", "vitcube.workers"]
 LEASE = trial_lease(arch={"resolution": 224}, training={"batch_size": 256})
@@ -176,7 +177,7 @@ def test_plain_progress_prints_epoch_lines_with_accuracy_and_eta() -> None:
     progress.start_trial(7, "search 1, mobilevit_v2 at 64 px")
     progress.on_start(epochs=4, steps_per_epoch=10, train_images=640)
     progress.on_step(epoch=1, step=5, loss=2.25, images_per_s=321.0, lr=0.001)
-    progress.on_epoch(EpochReport(1, 2.0, 0.5, 0.9, 0.001, 300.0))
+    progress.on_epoch(1, EpochReport(1, 2.0, 0.5, 0.9, 0.001, 300.0).metrics())
     progress.end_trial("completed")
     text = stream.getvalue()
     assert "trial 7: search 1, mobilevit_v2 at 64 px" in text
@@ -190,7 +191,7 @@ def test_rich_progress_renders_a_bar() -> None:
     progress.start_trial(7, "search 1")
     progress.on_start(epochs=2, steps_per_epoch=3, train_images=96)
     progress.on_step(epoch=1, step=3, loss=1.5, images_per_s=99.0, lr=0.001)
-    progress.on_epoch(EpochReport(1, 1.5, 0.625, 0.9, 0.001, 99.0))
+    progress.on_epoch(1, EpochReport(1, 1.5, 0.625, 0.9, 0.001, 99.0).metrics())
     progress.close()
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "trial 7" in text and "62.5%" in text and "epoch 1/2" in text
@@ -199,7 +200,8 @@ def test_rich_progress_renders_a_bar() -> None:
 def test_imports_stay_light_and_one_way() -> None:
     assert modules_loaded_by("import vitcube.workers.cli", ["torch"]) == []
     everything = (
-        "import vitcube.workers.cli, vitcube.workers.loop, vitcube.workers.trainer\n"
+        "import vitcube.workers.cli, vitcube.workers.loop, vitcube.workers.training\n"
+        "import vitcube.workers.executors.builtin, vitcube.workers.executors.surrogate\n"
         "import vitcube.workers.progress, vitcube.workers.spool\n"
     )
     heavy = ("vitcube.service", "vitcube.search", "fastapi", "sqlalchemy", "botorch")

@@ -17,9 +17,9 @@ from torch import nn
 
 from tests.factories import trial_lease
 from vitcube.workers.datasets import ImageDataset, load_digits
-from vitcube.workers.loop import describe_failure
-from vitcube.workers.trainer import (
-    TrainingConfig,
+from vitcube.workers.faults import describe_failure
+from vitcube.workers.recipe import TrainingConfig
+from vitcube.workers.training import (
     TrainResult,
     accumulate_gradients,
     train,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -14,14 +15,9 @@ from vitcube.models import ArchConfig, count_macs, count_params
 from vitcube.workers.augment import center_resize, random_resized_crop
 from vitcube.workers.batches import fixed_plan, multiscale_resolutions, variable_plan
 from vitcube.workers.datasets import load_digits
-from vitcube.workers.trainer import (
-    Control,
-    EpochReport,
-    TrainingConfig,
-    TrainingListener,
-    parameter_groups,
-    run_trial,
-)
+from vitcube.workers.executors import Control
+from vitcube.workers.recipe import TrainingConfig, parameter_groups
+from vitcube.workers.training import TrainingListener, run_trial
 
 # MobileViT v2-0.5 without its last two stages (the small-image variant), at 32 px: ~1 M MACs.
 TINY_BASE = {
@@ -39,13 +35,13 @@ def tiny_arch() -> dict:
 
 class Recorder(TrainingListener):
     def __init__(self, stop_after_epoch: int | None = None, control: Control | None = None):
-        self.epochs: list[EpochReport] = []
+        self.epochs: list[tuple[int, dict[str, float]]] = []
         self.stop_after_epoch = stop_after_epoch
         self.control = control
 
-    def on_epoch(self, report: EpochReport) -> None:
-        self.epochs.append(report)
-        if self.control is not None and report.epoch == self.stop_after_epoch:
+    def on_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        self.epochs.append((epoch, dict(metrics)))
+        if self.control is not None and epoch == self.stop_after_epoch:
             self.control.stop.set()
 
 
@@ -267,7 +263,7 @@ def test_multiscale_sampler_trains_at_several_resolutions() -> None:
             return self.inner(x)
 
     from vitcube.models import build_model
-    from vitcube.workers.trainer import train
+    from vitcube.workers.training import train
 
     arch = ArchConfig.from_dict({**TINY_BASE, "resolution": 64}).scale()
     result = train(

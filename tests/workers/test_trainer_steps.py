@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vitcube.contract import TrialReport
-from vitcube.workers.trainer import ModelEma, TrialOutcome, adamw_implementation, measure_latency
+from vitcube.contract import MetricSpec, TrialReport
+from vitcube.workers.executors import TrialOutcome
+from vitcube.workers.latency import measure_latency
+from vitcube.workers.recipe import ModelEma, adamw_implementation
 
 
 def test_adamw_is_fused_on_cuda_and_multi_tensor_elsewhere() -> None:
@@ -48,7 +50,8 @@ def test_latency_is_reported_with_what_measured_it() -> None:
     assert latency.ms > 0
     assert latency.device.startswith("CPU ") and latency.device.endswith("fp32, wall clock")
     outcome = TrialOutcome(
-        top1=0.5,
+        value=0.5,
+        metric=MetricSpec(),
         top5=0.9,
         params=1,
         macs=1,
@@ -62,3 +65,4 @@ def test_latency_is_reported_with_what_measured_it() -> None:
     # The server's schema takes the complete body the worker sends.
     report = TrialReport.model_validate({"lease_id": "a" * 32, **outcome.report()})
     assert report.latency_device == latency.device
+    assert (report.value, report.top1) == (0.5, 0.5)  # top1 too, for a val_top1 search

@@ -15,7 +15,7 @@ from vitcube.contract import preprocessing
 from vitcube.models import Arch, build_model
 from vitcube.workers.batches import BatchLoader
 from vitcube.workers.datasets import load_digits
-from vitcube.workers.trainer import evaluate
+from vitcube.workers.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -238,15 +238,21 @@ class Client:
 
     # -- the worker endpoints ---------------------------------------------------------------------
 
-    def lease(self, *, abort: Abort | None = None) -> TrialLease | None:
+    def lease(
+        self, *, abort: Abort | None = None, trainers: Sequence[str] | None = None
+    ) -> TrialLease | None:
         """Lease the next queued trial as `worker`; None when nothing is queued (204). Retries
-        until abort."""
+        until abort. `trainers`: the trainer labels this worker runs ("builtin",
+        "command:NAME"); the server leases only their searches' trials (None: builtin only)."""
         if self.worker is None:
             raise ValueError("lease needs the client's worker name: Client(..., worker='box:0')")
+        body: dict[str, Any] = {"worker": self.worker}
+        if trainers is not None:
+            body["trainers"] = list(trainers)
         response = self._request(
             "POST",
             "/api/trials/lease",
-            {"worker": self.worker},
+            body,
             deadline_s=None,
             abort=abort,
             idempotent=True,  # a lease lost to a timeout expires and goes back to the queue
