@@ -21,7 +21,8 @@ from vitcube.service.demo import DemoOptions, search_body
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 VITCUBE = Path(sys.executable).parent / "vitcube"
-EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+# examples/byo/: searches trained by the user's own scripts (tests/examples/test_byo.py runs them).
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml")) + sorted((EXAMPLES / "byo").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +54,34 @@ def run_cli(args: list[str], server: LiveServer, config: Path) -> subprocess.Com
 
 
 def test_there_is_an_example_per_use() -> None:
-    names = {path.name for path in EXAMPLE_FILES}
+    names = {str(path.relative_to(EXAMPLES)) for path in EXAMPLE_FILES}
     assert {
         "demo.yaml",
         "mobilevit_v2_imagefolder_asha.yaml",
         "pareto_min_macs.yaml",
+        "byo/digits_plain.yaml",
+        "byo/digits_lightning.yaml",
+        "byo/shell.yaml",
     } <= names
     listed = (EXAMPLES / "README.md").read_text()
     assert all(name in listed for name in names)
+    byo = (EXAMPLES / "byo" / "README.md").read_text()
+    for script in ("train_digits.py", "train_lightning.py", "train.sh"):
+        assert (EXAMPLES / "byo" / script).is_file() and script in byo
+
+
+@pytest.mark.parametrize(
+    ("path", "script"),
+    [
+        ("byo/digits_plain.yaml", "train_digits.py"),
+        ("byo/digits_lightning.yaml", "train_lightning.py"),
+        ("byo/shell.yaml", "train.sh"),
+    ],
+)
+def test_a_byo_search_names_the_label_its_worker_line_registers(path: str, script: str) -> None:
+    text = (EXAMPLES / path).read_text()
+    label = yaml.safe_load(text)["trainer"]["name"]
+    assert f"--command {label}='" in text and f"examples/byo/{script}'" in text
 
 
 def test_demo_yaml_is_the_search_vitcube_demo_creates() -> None:
@@ -75,7 +96,7 @@ def macs_shown(macs: int) -> tuple[str, str]:
     return str(macs), f"{macs:,}"
 
 
-@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda path: str(path.relative_to(EXAMPLES)))
 def test_dry_run_shows_the_plan_and_creates_nothing(
     path: Path, server: LiveServer, client: Client, tmp_path: Path
 ) -> None:
