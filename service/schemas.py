@@ -32,6 +32,7 @@ from vitcube.contract import (
     COMPACT_COLUMNS,
     DATASET_CLASSES,
     FACTORS,
+    IMAGEFOLDER_LAYOUTS,
     ArchitecturePublic,
     ArtifactPublic,
     ArtifactsDeleted,
@@ -140,6 +141,20 @@ class DatasetSpec(BaseModel):
             raise ValueError(f"dataset {self.name} has {known} classes, not {self.num_classes}")
         if self.num_classes is None:
             self.num_classes = known
+        return self
+
+    @model_validator(mode="after")
+    def _layout_known(self) -> DatasetSpec:
+        # An extra key like the others (not a field, so a dataset block without it is stored as
+        # before), but one the worker reads: a typo is refused here, not when a trial starts.
+        layout = (self.model_extra or {}).get("layout")
+        if layout is not None and self.name != "imagefolder":
+            raise ValueError(f"dataset.layout applies to imagefolder only, not {self.name}")
+        if layout is not None and layout not in IMAGEFOLDER_LAYOUTS:
+            raise ValueError(
+                f"dataset.layout must be one of {', '.join(IMAGEFOLDER_LAYOUTS)} (auto: "
+                f"whichever is on disk), got {layout!r}"
+            )
         return self
 
 

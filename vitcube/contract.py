@@ -86,6 +86,11 @@ DATASET_CLASSES: Mapping[str, int] = MappingProxyType(
 # the whole image elsewhere): what the worker evaluates with and what an exported network expects.
 EVAL_CROP_FRACTION: Mapping[str, float] = MappingProxyType({"imagefolder": 0.875})
 
+# How an imagefolder's files lie (`dataset.layout`): class folders, TinyImageNet as it unpacks, or
+# whichever of the two is on disk (the default). The server refuses any other value at POST.
+ImagefolderLayout = Literal["auto", "folders", "tinyimagenet"]
+IMAGEFOLDER_LAYOUTS: tuple[ImagefolderLayout, ...] = get_args(ImagefolderLayout)
+
 
 def preprocessing(dataset: str, resolution: int) -> dict[str, Any]:
     """How a trained network expects its input: the worker's evaluation path

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitcube.contract import DATASET_CLASSES, DATASETS
+from vitcube.contract import DATASET_CLASSES, DATASETS, IMAGEFOLDER_LAYOUTS
 from vitcube.workers import shapes
 from vitcube.workers.decode_cache import (
     Fit,
@@ -58,8 +58,6 @@ TINYIMAGENET_LAYOUT = (
     "(one line per image, tab-separated: file name, wnid, then the box; every wnid a train "
     "folder, every file in val/images/)"
 )
-# An imagefolder's `layout`: the class-per-folder one, TinyImageNet's, or whichever is on disk.
-IMAGEFOLDER_LAYOUTS = ("auto", "folders", "tinyimagenet")
 
 
 class DatasetError(ValueError):

@@ -79,6 +79,8 @@ def test_planner_queues_reference_trials_first_up_to_parallelism(client: TestCli
         ({"budget": {"max_macs": 1000}}, "smallest"),
         ({"dataset": {"name": "imagefolder"}}, "num_classes"),
         ({"dataset": {"name": "cifar10", "num_classes": 100}}, "10 classes"),
+        ({"dataset": {"name": "imagefolder", "num_classes": 200, "layout": "tiny"}}, "layout"),
+        ({"dataset": {"name": "cifar10", "layout": "folders"}}, "imagefolder only"),
         ({"max_trials": 0}, "max_trials"),
         ({"strategy": "grid"}, "strategy"),
         ({"name": ""}, "name"),
@@ -91,6 +93,12 @@ def test_bad_searches_get_422_naming_the_problem_and_write_nothing(
     assert response.status_code == 422, response.text
     assert message in response.text
     assert client.get("/api/searches", headers=VIEWER).json() == []
+
+
+def test_an_imagefolder_layout_reaches_the_workers_dataset_block(client: TestClient) -> None:
+    dataset = {"name": "imagefolder", "num_classes": 200, "layout": "tinyimagenet"}
+    search = create_search(client, dataset=dataset)
+    assert search["dataset"] == dataset  # the worker's load_dataset reads the same block
 
 
 @pytest.mark.parametrize(("block", "message"), BAD_TRAINING_BLOCKS)
