@@ -26,7 +26,12 @@ import numpy as np
 from vitcube.models import ArchConfig
 from vitcube.search.gp import fit_gp, lengthscales, posterior_mean_std, torch_threads
 from vitcube.search.space import FACTORS, validate_space
-from vitcube.search.strategies import Observation, validate_observations
+from vitcube.search.strategies import (
+    TOP1_RANGE,
+    Observation,
+    ScoreRange,
+    validate_observations,
+)
 
 MIN_OBSERVATIONS = 3
 PAIRS = (("r", "w"), ("r", "d_m"))
@@ -55,14 +60,17 @@ def analyze(
     grid_1d: int = 100,
     grid_2d: int = 50,
     space: Mapping[str, Sequence[float]] | None = None,
+    score_range: ScoreRange = TOP1_RANGE,
 ) -> dict[str, Any]:
     """GP views of ``observations`` as JSON-able dicts (shape in the module docstring).
 
     With fewer than :data:`MIN_OBSERVATIONS` observations returns
     ``{"fitted": False, "n": k, "reason": ...}``. ``base`` identifies the baseline the factors
     are ratios to (kept for symmetry with the other entry points; the GP needs only factors).
+    Observations and ``reference_top1`` are scores, higher is better (``score_range`` as in
+    :func:`search.strategies.make_strategy`); the views are in the same units.
     """
-    validate_observations(observations)
+    validate_observations(observations, score_range=score_range)
     bounds = validate_space(space)
     if not 2 <= grid_1d <= MAX_GRID_1D:
         raise ValueError(f"grid_1d must be in [2, {MAX_GRID_1D}], got {grid_1d}")

@@ -28,7 +28,9 @@ Key = TypeVar("Key", bound=Hashable)
 def promotable(results: Mapping[Key, float], paused: Iterable[Key], eta: int) -> list[Key]:
     """The paused trials of one rung that ASHA promotes now, best first.
 
-    results: every trial's top-1 at this rung (those still paused here and those that went on);
+    results: every trial's score at this rung, higher is better (its top-1, or the service's
+    score of the search's metric: -loss for a minimised loss), those still paused here and
+    those that went on;
     paused: the trials waiting at this rung. A trial is promoted when it ranks in the top
     floor(len(results) / eta) of `results`; ties rank by the order of `results` (first seen
     first), so the answer is deterministic.

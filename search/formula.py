@@ -31,7 +31,12 @@ from vitcube.search.gp import (
 )
 from vitcube.search.pareto import select_top
 from vitcube.search.space import FACTORS
-from vitcube.search.strategies import Observation, validate_observations
+from vitcube.search.strategies import (
+    TOP1_RANGE,
+    Observation,
+    ScoreRange,
+    validate_observations,
+)
 
 MIN_OBSERVATIONS = 5
 MIN_SELECTED = 4
@@ -148,13 +153,15 @@ def fit_formula(
     *,
     base: ArchConfig,
     space: Mapping[str, Sequence[float]] | None = None,
+    score_range: ScoreRange = TOP1_RANGE,
 ) -> Formula:
     """Fit the formula; raises ``ValueError`` with fewer than :data:`MIN_OBSERVATIONS`.
 
     ``space`` is accepted for symmetry with the other entry points: the formula may
-    extrapolate outside the search space, so it does not clip to it.
+    extrapolate outside the search space, so it does not clip to it. Observations are scored,
+    higher is better (``score_range`` as in :func:`search.strategies.make_strategy`).
     """
-    validate_observations(observations)
+    validate_observations(observations, score_range=score_range)
     if len(observations) < MIN_OBSERVATIONS:
         raise ValueError(
             f"the downsizing formula needs at least {MIN_OBSERVATIONS} completed trials, "

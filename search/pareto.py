@@ -1,7 +1,8 @@
 """Pareto tools on (top-1, MACs): the front, non-dominated sorting, hypervolume, and the
 paper's selection of the top 20 % of models.
 
-Points are ``(top1, macs)`` pairs: top-1 is maximised, MACs minimised. The front, the ranks
+Points are ``(top1, macs)`` pairs: top-1 (or any score, higher is better: the service hands
+``-loss`` for a minimised loss) is maximised, MACs minimised. The front, the ranks
 and the selection are numpy (the web process calls them without importing torch);
 :func:`hypervolume` uses BoTorch's exact ``Hypervolume`` (imported on call).
 

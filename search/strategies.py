@@ -33,6 +33,11 @@ When random sampling finds too few feasible points within :data:`MAX_DRAWS` draw
 far below the typical network of the space), the rest come from the budget projection so
 that a search never stalls; fewer than ``n`` come back only when the lattice is exhausted.
 
+Observations carry a *score*, higher is better (the ``top1`` field, named for the default
+metric): a trial's top-1 as a fraction, or, given ``score_range=None``, any finite number the
+caller derived from the metric it optimises (the service hands ``-val_loss`` for a minimised
+loss), so no strategy knows which way a metric goes.
+
 Imports ``models``, numpy and (lazily, inside the GP/Ax strategies) torch, botorch and ax.
 """
 
@@ -78,11 +83,15 @@ LOCAL_TOP = 8
 LOCAL_SIGMAS = (0.03, 0.1)
 # Pareto objective: at most this many observations, by non-dominated rank, are incumbents.
 BASELINE_MAX = 32
+# What an observation's score must lie in unless a caller says otherwise: a top-1 fraction.
+TOP1_RANGE = (0.0, 1.0)
+ScoreRange = tuple[float, float] | None
 
 
 @dataclass(frozen=True)
 class Observation:
-    """A completed trial: ``factors`` are the EFFECTIVE factors (what was built)."""
+    """A completed trial: ``factors`` are the EFFECTIVE factors (what was built); ``top1`` is
+    its score, higher is better (its top-1 for the default metric; see the module docstring)."""
 
     factors: dict[str, float]
     top1: float
@@ -97,8 +106,11 @@ class ReferenceTrial:
     factors: dict[str, float] = field(default_factory=dict)
 
 
-def validate_observations(observations: Sequence[Observation]) -> None:
-    """Raise ``ValueError`` naming the first bad observation (NaN, out of range, ...)."""
+def validate_observations(
+    observations: Sequence[Observation], *, score_range: ScoreRange = TOP1_RANGE
+) -> None:
+    """Raise ``ValueError`` naming the first bad observation (NaN, a score outside
+    ``score_range`` — None: any finite score —, ...)."""
     for i, obs in enumerate(observations):
         if not isinstance(obs, Observation):
             raise ValueError(f"observation {i} must be an Observation, got {type(obs).__name__}")
@@ -111,8 +123,11 @@ def validate_observations(observations: Sequence[Observation]) -> None:
                 raise ValueError(f"observation {i} has factor {f}={v!r}; must be finite and > 0")
         if not (isinstance(obs.top1, int | float) and math.isfinite(obs.top1)):
             raise ValueError(f"observation {i} has top1={obs.top1!r}; must be a finite number")
-        if not 0.0 <= obs.top1 <= 1.0:
-            raise ValueError(f"observation {i} has top1={obs.top1}; must be a fraction in [0, 1]")
+        if score_range is not None and not score_range[0] <= obs.top1 <= score_range[1]:
+            low, high = score_range
+            raise ValueError(
+                f"observation {i} has top1={obs.top1}; must be a fraction in [{low:g}, {high:g}]"
+            )
         if not isinstance(obs.macs, int | np.integer) or obs.macs <= 0:
             raise ValueError(f"observation {i} has macs={obs.macs!r}; must be a positive integer")
 
@@ -139,6 +154,7 @@ class Strategy:
         space: Mapping[str, Sequence[float]] | None = None,
         seed: int = 0,
         min_macs: int | None = None,
+        score_range: ScoreRange = TOP1_RANGE,
     ) -> None:
         if objective not in ("accuracy", "pareto"):
             raise ValueError(f"objective must be 'accuracy' or 'pareto', got {objective!r}")
@@ -151,6 +167,7 @@ class Strategy:
         self.min_macs = None if min_macs is None else int(min_macs)
         self.objective: Objective = objective
         self.seed = seed
+        self.score_range = score_range
 
     # -- public -------------------------------------------------------------------------
     def suggest(
@@ -162,7 +179,7 @@ class Strategy:
         """Propose up to ``n`` requested factor dicts (see the module docstring)."""
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        validate_observations(observations)
+        validate_observations(observations, score_range=self.score_range)
         _validate_pending(pending)
         if n == 0:
             return []
@@ -494,8 +511,11 @@ def make_strategy(
     space: Mapping[str, Sequence[float]] | None = None,
     seed: int = 0,
     min_macs: int | None = None,
+    score_range: ScoreRange = TOP1_RANGE,
 ) -> Strategy:
-    """Build a strategy by name; raises ``ValueError``/``InfeasibleBudgetError`` on bad input."""
+    """Build a strategy by name; raises ``ValueError``/``InfeasibleBudgetError`` on bad input.
+
+    ``score_range``: what observations' scores must lie in (None: any finite number)."""
     classes: dict[str, type[Strategy]] = {
         "gp": GPStrategy,
         "random": RandomStrategy,
@@ -514,6 +534,7 @@ def make_strategy(
         space=space,
         seed=seed,
         min_macs=min_macs,
+        score_range=score_range,
     )
 
 

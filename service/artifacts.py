@@ -11,8 +11,8 @@ The domain functions below take an open Session and never commit (service.store'
 `record` re-checks the lease (the trial's row locked on PostgreSQL) and swaps the trial's row
 of that kind in the caller's one transaction; the keys they return are objects to delete only
 *after* that transaction commits, with `ArtifactStore.delete` (best effort: a leftover object
-costs space, a deleted live one would lose work). Imports service.errors, service.settings,
-service.tables and vitcube.contract; never fastapi, never torch.
+costs space, a deleted live one would lose work). Imports service.errors, service.metric,
+service.settings, service.tables and vitcube.contract; never fastapi, never torch.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from vitcube.contract import ArtifactKind, ArtifactPublic, CheckpointRef
 from vitcube.service.errors import Conflict, NotFound, ServiceError
+from vitcube.service.metric import metric_of, score_of
 from vitcube.service.settings import Settings
 from vitcube.service.tables import Artifact, Search, Trial
 
@@ -392,20 +393,21 @@ def delete_checkpoint_rows(session: Session, trial_id: int) -> list[str]:
 
 
 def retain(session: Session, search_id: int, *, keep_weights: int) -> list[str]:
-    """Retention when a search ends: keep the weights of its Pareto front (top-1 vs MACs, as
-    /pareto computes it) and of its best `keep_weights` trials by top-1; drop every other
-    weights row and every checkpoint. The keys to delete after commit."""
+    """Retention when a search ends: keep the weights of its Pareto front (the metric's score vs
+    MACs, as /pareto computes it) and of its best `keep_weights` trials by score; drop every
+    other weights row and every checkpoint. The keys to delete after commit."""
+    metric = metric_of(session.scalar(select(Search.metric).where(Search.id == search_id)))
     completed = session.execute(
-        select(Trial.id, Trial.top1, Trial.macs)
-        .where(Trial.search_id == search_id, Trial.state == "completed", Trial.top1.is_not(None))
+        select(Trial.id, score_of(metric, Trial.value).label("score"), Trial.macs)
+        .where(Trial.search_id == search_id, Trial.state == "completed", Trial.value.is_not(None))
         .order_by(Trial.id)
     ).all()
     keep: set[int] = set()
     if completed:
         from vitcube.search import pareto_front  # lazily: the same front the API serves
 
-        keep.update(completed[i].id for i in pareto_front([(t.top1, t.macs) for t in completed]))
-        best = sorted(completed, key=lambda t: (-t.top1, t.macs, t.id))[:keep_weights]
+        keep.update(completed[i].id for i in pareto_front([(t.score, t.macs) for t in completed]))
+        best = sorted(completed, key=lambda t: (-t.score, t.macs, t.id))[:keep_weights]
         keep.update(t.id for t in best)
     doomed = (Artifact.search_id == search_id) & (
         (Artifact.kind == "checkpoint") | Artifact.trial_id.not_in(keep or {-1})

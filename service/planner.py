@@ -25,7 +25,8 @@ read transaction, computes, then writes in a second transaction that re-checks t
 Also the lease sweeper thread: expired leases are reclaimed against the database clock by the
 trial queue's `sweep_expired`, on the thread's own event loop. A search this planner completes
 gets artifact retention (service.artifacts.retain) right after the commit. Imports models/ and
-search/ (lazily), service.artifacts, service.db, service.queue, service.tables.
+search/ (lazily), service.artifacts, service.db, service.metric (the strategy and ASHA are
+handed scores of the search's metric, higher is better), service.queue, service.tables.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from vitcube.contract import FACTORS, AshaSchedule
 from vitcube.service import artifacts, store
 from vitcube.service.artifacts import ArtifactStore
 from vitcube.service.db import Database
+from vitcube.service.metric import metric_of
 from vitcube.service.queue import TrialQueue, make_queue
 from vitcube.service.settings import Settings
 from vitcube.service.tables import Search, Trial, utcnow
@@ -246,11 +248,11 @@ class Planner:
                 Trial.eff_d_i,
                 Trial.eff_d_m,
                 Trial.eff_w,
-                Trial.top1,
+                Trial.value,
                 Trial.macs,
                 Trial.arch_key,
                 Trial.to_epoch,
-                Trial.rung_top1,
+                Trial.rung_values,
                 Trial.epochs_trained,
             )
             .where(Trial.search_id == search_id)
@@ -259,12 +261,14 @@ class Planner:
         schedule = store.schedule_of(search)
         rungs = store.rungs_of(search)
         last = rungs[-1]
+        metric = metric_of(search.metric)
 
         def result(t: Any, epoch: int) -> float | None:
-            found = (t.rung_top1 or {}).get(str(epoch))
-            if found is None and epoch == last and t.state == "completed" and not t.rung_top1:
-                found = t.top1  # completed before schedules were stored
-            return None if found is None else float(found)
+            """The trial's score at this rung (its value of the metric, higher-is-better)."""
+            found = (t.rung_values or {}).get(str(epoch))
+            if found is None and epoch == last and t.state == "completed" and not t.rung_values:
+                found = t.value  # completed before schedules were stored
+            return None if found is None else metric.score(float(found))
 
         # The GP fits the results at the highest rung with enough of them (BOHB); with `full`
         # that is the only rung. Trials without a result there are pending information.
@@ -323,7 +327,7 @@ class Planner:
         started = [0] * len(rungs)
         for t in trials:
             if t.kind == "search":
-                first = min([int(e) for e in (t.rung_top1 or {})] + [t.to_epoch or last])
+                first = min([int(e) for e in (t.rung_values or {})] + [t.to_epoch or last])
                 started[rungs.index(first) if first in rungs else 0] += 1
         deficit = min(room - len(promotions), search.max_trials - total)
         affordable = budget is None or spent + rungs[0] <= budget
@@ -373,6 +377,7 @@ class Planner:
                 space={k: tuple(v) for k, v in search["space"].items()},
                 seed=int(search["seed"]),
                 min_macs=search["min_macs"],
+                score_range=None,  # scores of the search's metric (service.metric)
             )
             self._strategies[search_id] = strategy
         return strategy

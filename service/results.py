@@ -11,8 +11,11 @@ across every replica: a computation first claims the row (a conditional UPDATE o
 `claimed_until`, on the database clock), and stores its result only while it still holds the
 claim. The formula is stored as its GPs' hyperparameters and points (search.Formula.state) and
 rebuilt without fitting; the Pareto front is cached per process under the completed set's
-version. The GP work runs outside any database transaction. Imports models/ and search/ lazily,
-service.db, service.store, service.tables.
+version. The GP work runs outside any database transaction. search/ is handed scores of the
+search's metric (service.metric: higher is better whatever the goal) and what it returns is
+turned back into the metric's units here, so the views and the formula's points read in the
+metric's units. Imports models/ and search/ lazily, service.db, service.metric, service.store,
+service.tables.
 """
 
 from __future__ import annotations
@@ -35,9 +38,19 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vitcube.contract import MetricSpec
 from vitcube.service import store
 from vitcube.service.db import Database
 from vitcube.service.errors import Conflict, InvalidInput
+from vitcube.service.metric import (
+    analysis_in_units,
+    as_top1,
+    formula_points_in_units,
+    in_units,
+    is_top1,
+    metric_of,
+    score_of,
+)
 from vitcube.service.schemas import TrialPublic
 from vitcube.service.tables import Search, SearchAnalysis, Trial
 
@@ -60,7 +73,7 @@ CSV_COLUMNS = (
     "resolution",
     "macs",
     "params",
-    "top1",
+    "top1",  # the trial's value of the search's metric, headed by its name (top1 for val_top1)
     "top5",
     "latency_ms",
     "images_per_s",
@@ -268,6 +281,7 @@ class Results:
         with self.db.session() as session:
             search = store.get_search(session, search_id)
             version, _ = self._version(session, search_id)
+            metric = metric_of(search.metric)
             info: dict[str, Any] = {
                 "base": search.base,
                 "space": search.space,
@@ -277,7 +291,7 @@ class Results:
             rows = session.execute(
                 select(
                     Trial.kind,
-                    Trial.top1,
+                    Trial.value,
                     Trial.macs,
                     Trial.eff_r,
                     Trial.eff_d_i,
@@ -288,23 +302,36 @@ class Results:
                 .order_by(Trial.id)
             ).all()
         # Named references are another family's presets: yardsticks, never points of the cube.
-        observations = _observations([r for r in rows if r.kind != "reference:named"])
+        observations = _observations([r for r in rows if r.kind != "reference:named"], metric)
         base = ArchConfig.from_dict(info["base"])
+        # The best in-budget reference (a value of 0 was never a result a search must beat).
         refs = [
-            r.top1
+            metric.score(r.value)
             for r in rows
-            if r.kind.startswith("reference:") and r.macs <= info["max_macs"] and r.top1
+            if r.kind.startswith("reference:") and r.macs <= info["max_macs"] and r.value
         ]
-        reference_top1 = max(refs) if refs else None
+        reference_score = max(refs) if refs else None
+        reference = in_units(metric, reference_score)
         fitted_on = {"trials": len(observations), "state": "completed", "epochs": info["epochs"]}
         analysis = analyze(
-            observations, base=base, reference_top1=reference_top1, space=info["space"]
+            observations,
+            base=base,
+            reference_top1=reference_score,
+            space=info["space"],
+            score_range=None,
         )
-        analysis = {**analysis, "reference_top1": reference_top1, "fitted_on": fitted_on}
+        analysis = {
+            **analysis_in_units(metric, analysis),
+            "metric": metric.model_dump(),
+            "reference_value": reference,
+            "reference_top1": as_top1(metric, reference),
+            "fitted_on": fitted_on,
+        }
         formula: dict[str, Any] | None = None
         formula_error = None
         try:
-            formula = fit_formula(observations, base=base, space=info["space"]).state()
+            fitted = fit_formula(observations, base=base, space=info["space"], score_range=None)
+            formula = fitted.state()
         except ValueError as exc:
             formula_error = str(exc)
         return {
@@ -338,6 +365,7 @@ class Results:
                 "m0": search.m0,
                 "max_macs": search.max_macs,
                 "epochs": int(search.training["epochs"]),
+                "metric": metric_of(search.metric),
             }
         fitted_on = {"trials": stored.trials, "state": "completed", "epochs": info["epochs"]}
         return formula, stored, {**info, "fitted_on": fitted_on}
@@ -346,9 +374,14 @@ class Results:
         formula, stored, info = self._formula(search_id, fresh=fresh)
         c = info["max_macs"] / info["m0"] if c is None else c
         try:
-            return {**formula.predict(float(c)), "fitted_on": info["fitted_on"], **stored.meta()}
+            answer = formula.predict(float(c))
         except ValueError as exc:
             raise InvalidInput(f"c={c}: {exc}") from exc
+        return {
+            **_in_units(info["metric"], answer),
+            "fitted_on": info["fitted_on"],
+            **stored.meta(),
+        }
 
     def formula_curve(
         self,
@@ -370,9 +403,14 @@ class Results:
             low, high = low * 0.9, high * 1.1
         cs = [low + (high - low) * i / (points - 1) for i in range(points)]
         try:
-            return {**formula.curve(cs), "fitted_on": info["fitted_on"], **stored.meta()}
+            answer = formula.curve(cs)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        return {
+            **_in_units(info["metric"], answer),
+            "fitted_on": info["fitted_on"],
+            **stored.meta(),
+        }
 
     def pareto(self, search_id: int) -> list[TrialPublic]:
         """The non-dominated completed trials by MACs; the front is found on three columns and
@@ -380,20 +418,21 @@ class Results:
         from vitcube.search import pareto_front
 
         with self.db.session() as session:
-            store.get_search(session, search_id)
+            search = store.get_search(session, search_id)
             version, _ = self._version(session, search_id)
+            score = score_of(metric_of(search.metric), Trial.value)
 
             def front_ids() -> list[int]:
                 rows = session.execute(
-                    select(Trial.id, Trial.top1, Trial.macs)
+                    select(Trial.id, score.label("score"), Trial.macs)
                     .where(
                         Trial.search_id == search_id,
                         Trial.state == "completed",
-                        Trial.top1.is_not(None),
+                        Trial.value.is_not(None),
                     )
                     .order_by(Trial.id)
                 ).all()
-                front = [rows[i] for i in pareto_front([(r.top1 or 0.0, r.macs) for r in rows])]
+                front = [rows[i] for i in pareto_front([(r.score, r.macs) for r in rows])]
                 front.sort(key=lambda r: (r.macs, r.id))
                 return [r.id for r in front]
 
@@ -414,18 +453,26 @@ class Results:
         return value
 
 
-def _observations(rows: Sequence[Any]) -> list[Any]:
+def _observations(rows: Sequence[Any], metric: MetricSpec) -> list[Any]:
+    """search.Observations of completed trials, scored by the search's metric."""
     from vitcube.search import Observation
 
     return [
         Observation(
             factors={"r": r.eff_r, "d_i": r.eff_d_i, "d_m": r.eff_d_m, "w": r.eff_w},
-            top1=float(r.top1),
+            top1=metric.score(float(r.value)),
             macs=int(r.macs),
         )
         for r in rows
-        if r.top1 is not None
+        if r.value is not None
     ]
+
+
+def _in_units(metric: MetricSpec, answer: dict[str, Any]) -> dict[str, Any]:
+    """A formula answer with its selected points (if it shows them) in the metric's units."""
+    if "points" not in answer:
+        return answer
+    return {**answer, "points": formula_points_in_units(metric, answer["points"])}
 
 
 def _json_safe(value: Any) -> Any:
@@ -442,16 +489,19 @@ def _json_safe(value: Any) -> Any:
 
 
 def export_csv(session: Session, search_id: int) -> str:
-    store.get_search(session, search_id)
+    """The search's trials as CSV, each trial's value of the search's metric in the column named
+    after it (`top1` for val_top1, as always; e.g. `val_loss` for a loss)."""
+    search = store.get_search(session, search_id)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    header = "top1" if is_top1(metric_of(search.metric)) else metric_of(search.metric).name
+    writer.writerow([header if column == "top1" else column for column in CSV_COLUMNS])
     for trial in session.scalars(
         select(Trial).where(Trial.search_id == search_id).order_by(Trial.id)
     ):
         row = []
         for column in CSV_COLUMNS:
-            value = getattr(trial, column)
+            value = getattr(trial, "value" if column == "top1" else column)
             row.append(value.isoformat() if hasattr(value, "isoformat") else value)
         writer.writerow(row)
     return out.getvalue()

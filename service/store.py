@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from vitcube.contract import (
     BUILTIN_TRAINER,
+    DEFAULT_METRIC,
     DEFAULT_SPACE,
     FACTORS,
     AshaSchedule,
@@ -48,6 +49,7 @@ from vitcube.contract import (
 )
 from vitcube.service import artifacts
 from vitcube.service.errors import InvalidInput, InvalidTransition, NotFound
+from vitcube.service.metric import as_top1, best_of, is_top1, metric_of, score_of
 from vitcube.service.schemas import (
     COMPACT_COLUMNS,
     CheckpointSummary,
@@ -72,7 +74,8 @@ from vitcube.service.tables import (
     utcnow,
 )
 
-CURVE_COLUMNS = ("val_top1", "val_top5", "train_loss")
+# trial_metrics' columns besides `value` (the search's metric, named by `searches.metric`).
+CURVE_COLUMNS = ("val_top5", "train_loss")
 # A `since` read also returns trials updated this long before its cursor: a transaction that
 # stamped updated_at before the previous read but committed after it is not missed, and
 # replicas' clocks may differ by this much.
@@ -147,6 +150,7 @@ def resolve_search(body: SearchCreate) -> tuple[dict[str, Any], Any]:
             space=space,
             seed=body.seed,
             min_macs=min_macs,
+            score_range=None,  # the planner hands it scores of the search's metric
         )
     except InfeasibleBudgetError as exc:
         raise InvalidInput(f"budget: {exc}") from exc
@@ -397,9 +401,10 @@ def counts_by_search(session: Session, search_ids: list[int]) -> dict[int, Count
 
 
 def best_trials(session: Session, searches: list[Search]) -> dict[int, Trial]:
-    """The completed trial with the highest top-1 within each search's budget."""
+    """The completed trial with the best value of the search's metric within its budget."""
     best: dict[int, Trial] = {}
     for search in searches:
+        score = score_of(metric_of(search.metric), Trial.value)
         query = (
             select(Trial)
             .where(
@@ -407,7 +412,7 @@ def best_trials(session: Session, searches: list[Search]) -> dict[int, Trial]:
                 Trial.state == "completed",
                 Trial.macs <= search.max_macs,
             )
-            .order_by(Trial.top1.desc(), Trial.macs, Trial.id)
+            .order_by(score.desc(), Trial.macs, Trial.id)
             .limit(1)
         )
         if search.min_macs is not None:
@@ -419,18 +424,25 @@ def best_trials(session: Session, searches: list[Search]) -> dict[int, Trial]:
 
 
 def curves(session: Session, trial_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The learning curves of these trials: points {epoch, <the search's metric>, val_top5,
+    train_loss, …extra}, in epoch order."""
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     if not trial_ids:
         return out
-    rows = session.scalars(
-        select(TrialMetric)
+    rows = session.execute(
+        select(TrialMetric, Search.metric)
+        .join(Trial, Trial.id == TrialMetric.trial_id)
+        .join(Search, Search.id == Trial.search_id)
         .where(TrialMetric.trial_id.in_(trial_ids))
         .order_by(TrialMetric.trial_id, TrialMetric.epoch)
     )
-    for row in rows:
-        point: dict[str, Any] = {"epoch": row.epoch}
-        for name in CURVE_COLUMNS:
-            point[name] = getattr(row, name)
+    names: dict[str, str] = {}  # the stored metric (as JSON text) -> its name
+    for row, stored in rows:
+        key = json.dumps(stored, sort_keys=True)
+        name = names.get(key) or names.setdefault(key, metric_of(stored).name)
+        point: dict[str, Any] = {"epoch": row.epoch, name: row.value}
+        for column in CURVE_COLUMNS:
+            point.setdefault(column, getattr(row, column))
         point.update(row.extra or {})
         out[row.trial_id].append(point)
     return out
@@ -443,9 +455,11 @@ def trial_public(
     *,
     rungs: tuple[int, ...] = (),
     train_images: int | None = None,
+    metric: MetricSpec = DEFAULT_METRIC,
 ) -> TrialPublic:
     """The public view; `artifacts`: the trial's artifact rows by kind (weights, checkpoint);
-    `rungs`: its search's rung epochs; `train_images`: its search's images per epoch."""
+    `rungs`: its search's rung epochs; `train_images`: its search's images per epoch; `metric`:
+    its search's (`value` is the trial's value of it; `top1` is that value for val_top1)."""
     # Older PostgreSQL completes could store a JSON array here (see queue.postgres._complete).
     metrics = trial.metrics if isinstance(trial.metrics, dict) else {}
     weights = (artifacts or {}).get("weights")
@@ -462,7 +476,8 @@ def trial_public(
         resolution=trial.resolution,
         macs=trial.macs,
         params=trial.params,
-        top1=trial.top1,
+        value=trial.value,
+        top1=as_top1(metric, trial.value),
         top5=trial.top5,
         latency_ms=trial.latency_ms,
         images_per_s=trial.images_per_s,
@@ -479,7 +494,8 @@ def trial_public(
         attempt_epochs_trained=metrics.get("epochs_trained"),
         to_epoch=trial.to_epoch,
         rung=_rung_index(trial.to_epoch, rungs),
-        rung_top1=dict(trial.rung_top1 or {}),
+        rung_values=dict(trial.rung_values or {}),
+        rung_top1=dict(trial.rung_values or {}) if is_top1(metric) else {},
         epochs_trained=trial.epochs_trained or 0.0,
         train_macs=(trial.epochs_trained or 0.0) * trial.macs * (train_images or 0),
         latency_onnx_ms=metrics.get("latency_onnx_ms"),
@@ -507,7 +523,7 @@ def trials_public(session: Session, trials: list[Trial]) -> list[TrialPublic]:
     held = artifacts.by_trial(session, ids)
     # Each search's rungs and images per epoch, once per search rather than once per trial.
     context = {
-        s.id: (rungs_of(s), s.train_images)
+        s.id: (rungs_of(s), s.train_images, metric_of(s.metric))
         for s in session.scalars(select(Search).where(Search.id.in_({t.search_id for t in trials})))
     }
     return [
@@ -517,6 +533,7 @@ def trials_public(session: Session, trials: list[Trial]) -> list[TrialPublic]:
             held.get(t.id),
             rungs=context[t.search_id][0],
             train_images=context[t.search_id][1],
+            metric=context[t.search_id][2],
         )
         for t in trials
     ]
@@ -553,12 +570,14 @@ def compact_trials(session: Session, search_id: int, since: datetime | None) -> 
     """The dashboard's view of a search's trials (schemas.COMPACT_COLUMNS), all of them or
     those updated after `since` − SINCE_OVERLAP_S."""
     cursor: datetime = session.execute(select(db_now(session))).scalar_one()
+    metric = metric_of(session.scalar(select(Search.metric).where(Search.id == search_id)))
+    top1 = Trial.value if is_top1(metric) else literal(None)
     eff = (Trial.eff_r, Trial.eff_d_i, Trial.eff_d_m, Trial.eff_w)
     query = select(
         Trial.id, Trial.kind, Trial.state, *eff, Trial.resolution, Trial.macs, Trial.params,
-        Trial.top1, Trial.top5, Trial.latency_ms, Trial.worker, Trial.attempts, Trial.surrogate,
+        top1, Trial.top5, Trial.latency_ms, Trial.worker, Trial.attempts, Trial.surrogate,
         Trial.to_epoch, Trial.epochs_trained, func.substr(Trial.error, 1, 300),
-        Trial.reference_name,
+        Trial.reference_name, Trial.value,
     ).where(Trial.search_id == search_id)  # fmt: skip
     if since is not None:
         query = query.where(Trial.updated_at > since - timedelta(seconds=SINCE_OVERLAP_S))
@@ -573,8 +592,9 @@ def compact_trials(session: Session, search_id: int, since: datetime | None) -> 
     total = session.scalar(select(func.count()).where(Trial.search_id == search_id)) or 0
     return TrialsCompact(
         search_id=search_id,
-        # COMPACT_COLUMNS order: ... to_epoch, epochs_trained, weights_bytes, error, reference.
-        rows=[[*_rounded(row[:-2]), weights.get(row[0]), row[-2], row[-1]] for row in rows],
+        # COMPACT_COLUMNS order: ... to_epoch, epochs_trained, weights_bytes, error, reference,
+        # value.
+        rows=[[*_rounded(row[:-3]), weights.get(row[0]), *row[-3:]] for row in rows],
         total=int(total),
         since=since,
         cursor=cursor if cursor.tzinfo else cursor.replace(tzinfo=UTC),
@@ -702,15 +722,17 @@ def rung_summaries(session: Session, searches: list[Search]) -> dict[int, list[R
     result there: counted in the database, one query per distinct rung epoch of these searches
     (a page of a 10,000-trial search must not read every trial's rung results)."""
     by_search = {s.id: rungs_of(s) for s in searches}
+    metrics = {s.id: metric_of(s.metric) for s in searches}
     counted: dict[tuple[int, int], Any] = {}
     for epoch in sorted({e for rungs in by_search.values() for e in rungs}):
         ids = [sid for sid, rungs in by_search.items() if epoch in rungs]
-        result = Trial.rung_top1[str(epoch)].as_float()
+        result = Trial.rung_values[str(epoch)].as_float()
         rows = session.execute(
             select(
                 Trial.search_id,
                 func.count(),
                 func.max(result),
+                func.min(result),
                 func.count(case((and_(Trial.state == "paused", Trial.to_epoch == epoch), 1))),
                 func.count(case((Trial.to_epoch > epoch, 1))),
                 func.count(case((Trial.to_epoch.is_(None), 1))),
@@ -718,7 +740,8 @@ def rung_summaries(session: Session, searches: list[Search]) -> dict[int, list[R
             .where(Trial.search_id.in_(ids), result.is_not(None))
             .group_by(Trial.search_id)
         )
-        for sid, reached, best, paused, later, unknown in rows:
+        for sid, reached, highest, lowest, paused, later, unknown in rows:
+            best = best_of(metrics[sid], (highest, lowest))
             counted[(sid, epoch)] = (reached, best, paused, later, unknown)
     out: dict[int, list[RungSummary]] = {}
     for sid, rungs in by_search.items():
@@ -734,7 +757,8 @@ def rung_summaries(session: Session, searches: list[Search]) -> dict[int, list[R
                     reached=reached,
                     paused=paused,
                     promoted=promoted,
-                    best_top1=None if best is None else float(best),
+                    best_top1=None if best is None else as_top1(metrics[sid], float(best)),
+                    best_value=None if best is None else float(best),
                 )
             )
     return out

@@ -163,13 +163,13 @@ def _insert(
                     "resolution": row["resolution"],
                     "macs": row["macs"],
                     "params": row["params"],
-                    "top1": curve[-1],
+                    "value": curve[-1],  # a val_top1 search's (the surrogate's top-1)
                     "images_per_s": images_per_s,
                     "surrogate": True,
                     "attempts": 1,
                     "worker": "synthetic",
                     "to_epoch": epochs,
-                    "rung_top1": {str(epochs): curve[-1]},
+                    "rung_values": {str(epochs): curve[-1]},
                     "epochs_trained": float(epochs),
                     "created_at": finished - timedelta(seconds=1),
                     "started_at": finished - timedelta(seconds=1),
@@ -201,7 +201,7 @@ def _insert(
                 session.execute(
                     insert(TrialMetric),
                     [
-                        {"trial_id": trial_id, "epoch": epoch + 1, "val_top1": value}
+                        {"trial_id": trial_id, "epoch": epoch + 1, "value": value}
                         for trial_id, curve in zip(new, points, strict=True)
                         for epoch, value in enumerate(curve)
                     ],

@@ -170,7 +170,6 @@ class Trial(Base):
         CheckConstraint("attempts >= 0", name="attempts"),
         CheckConstraint("to_epoch IS NULL OR to_epoch >= 1", name="to_epoch"),
         CheckConstraint("epochs_trained >= 0", name="epochs_trained"),
-        CheckConstraint("top1 IS NULL OR (top1 >= 0 AND top1 <= 1)", name="top1_fraction"),
         CheckConstraint("top5 IS NULL OR (top5 >= 0 AND top5 <= 1)", name="top5_fraction"),
         CheckConstraint(
             "state != 'running' OR (lease_id IS NOT NULL AND lease_expires_at IS NOT NULL)",
@@ -210,7 +209,9 @@ class Trial(Base):
     lease_expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200))
-    top1: Mapped[float | None] = mapped_column(Float)
+    # The trial's value of its search's metric (`searches.metric`: val_top1 by default) at its
+    # best epoch so far; ranked as service.metric's scores.
+    value: Mapped[float | None] = mapped_column(Float)
     top5: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     images_per_s: Mapped[float | None] = mapped_column(Float)
@@ -219,10 +220,10 @@ class Trial(Base):
     report_digest: Mapped[str | None] = mapped_column(String(64))  # idempotent complete
     error: Mapped[str | None] = mapped_column(Text)
     # The schedule's segments: the epoch the trial's current (or next) lease trains to (null:
-    # training.epochs), its top-1 at every rung it reached (epoch as text -> top-1), and the
+    # training.epochs), its value at every rung it reached (epoch as text -> value), and the
     # epochs its training has reached over all its segments (what the search's compute counts).
     to_epoch: Mapped[int | None] = mapped_column(Integer)
-    rung_top1: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    rung_values: Mapped[dict[str, float] | None] = mapped_column(JSON)
     epochs_trained: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # Whether the failure that set `error` was reported retryable (SIGTERM, a lost device) or
     # not (a bad recipe, a missing dataset); null when no failure was reported.
@@ -269,7 +270,8 @@ class SearchAnalysis(Base):
 
 
 class TrialMetric(Base):
-    """One point of a learning curve: a heartbeat's metrics, or the completed curve."""
+    """One point of a learning curve: a heartbeat's metrics, or the completed curve. `value` is
+    the search's metric at that epoch; the other metrics keep their columns, or `extra`."""
 
     __tablename__ = "trial_metrics"
     __table_args__ = (
@@ -280,7 +282,7 @@ class TrialMetric(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
     epoch: Mapped[int] = mapped_column(Integer)
-    val_top1: Mapped[float | None] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)
     val_top5: Mapped[float | None] = mapped_column(Float)
     train_loss: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict[str, Any] | None]  # every other metric the worker sent

@@ -981,7 +981,13 @@ class TrialPublic(BaseModel):
     resolution: int
     macs: int
     params: int
-    top1: float | None
+    value: float | None = Field(
+        default=None,
+        description="The trial's value of its search's metric (search.metric) at its best epoch.",
+    )
+    top1: float | None = Field(
+        description="The same value when the search's metric is val_top1; null for any other."
+    )
     top5: float | None
     latency_ms: float | None
     images_per_s: float | None
@@ -1012,8 +1018,14 @@ class TrialPublic(BaseModel):
     # at its rung (partial), a completed trial's the result of its full training.
     to_epoch: int | None = None
     rung: int | None = Field(default=None, description="Index of the rung to_epoch ends.")
+    rung_values: dict[str, float] = Field(
+        default_factory=dict,
+        description="The metric's value at each rung reached: epoch (as text) → value.",
+    )
     rung_top1: dict[str, float] = Field(
-        default_factory=dict, description="Top-1 at each rung reached: epoch (as text) → top-1."
+        default_factory=dict,
+        description="Top-1 at each rung reached: epoch (as text) → top-1 (rung_values of a "
+        "val_top1 search; empty for any other metric).",
     )
     epochs_trained: float = Field(
         default=0.0, description="The epoch the trial's training has reached, all segments."
@@ -1045,6 +1057,7 @@ COMPACT_COLUMNS = (
     "weights_bytes",
     "error",
     "reference",
+    "value",
 )
 
 
@@ -1069,7 +1082,12 @@ class RungSummary(BaseModel):
     reached: int = Field(description="Trials with a result at this rung.")
     paused: int = Field(description="Trials waiting here (not promoted, or not yet).")
     promoted: int = Field(description="Trials sent on to the next rung (0 for the last).")
-    best_top1: float | None = Field(default=None, description="The best top-1 at this rung.")
+    best_top1: float | None = Field(
+        default=None, description="The best top-1 at this rung (val_top1 searches only)."
+    )
+    best_value: float | None = Field(
+        default=None, description="The best value of the search's metric at this rung."
+    )
 
 
 class SearchPublic(BaseModel):

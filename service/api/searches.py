@@ -194,7 +194,8 @@ def curves(
     _: ViewerAuth,
     ids: Annotated[str, Query(max_length=8_000, description="Trial ids, comma-separated")],
 ) -> dict[str, list[dict[str, Any]]]:
-    """The learning curves of some of the search's trials: {trial id: [{epoch, val_top1, …}]}."""
+    """The learning curves of some of the search's trials: {trial id: [{epoch, <the search's
+    metric, e.g. val_top1>, …}]}."""
     try:
         wanted = sorted({int(part) for part in ids.split(",") if part.strip()})
     except ValueError:
@@ -211,7 +212,8 @@ def curves(
 
 @router.get("/{search_id}/pareto", response_model=list[TrialPublic])
 def pareto(search_id: SearchId, results: ResultsDep, _: ViewerAuth) -> list[TrialPublic]:
-    """The completed trials no other completed trial beats on both top-1 and MACs."""
+    """The completed trials no other completed trial beats on both the search's metric (by its
+    goal) and MACs."""
     return results.pareto(search_id)
 
 
@@ -228,7 +230,8 @@ Fresh = Annotated[
 def analysis(
     search_id: SearchId, results: ResultsDep, _: ViewerAuth, fresh: Fresh = False
 ) -> dict[str, Any]:
-    """GP views (search.analyze) plus `reference_top1`, the best reference trial's top-1, as
+    """GP views (search.analyze) of the search's metric, in its units (`metric`), plus
+    `reference_value`, the best reference trial's value (`reference_top1` too for val_top1), as
     last computed in the background: `fitted_on` says on how many trials, `stale` whether
     more have completed since (`current_trials`)."""
     return results.analysis(search_id, fresh=fresh)

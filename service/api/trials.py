@@ -34,6 +34,7 @@ from vitcube.service.api.deps import (
 from vitcube.service.artifacts import ArtifactStore, ArtifactTooLarge, Written
 from vitcube.service.db import Database
 from vitcube.service.errors import NotFound
+from vitcube.service.metric import as_top1, metric_of
 from vitcube.service.schemas import (
     ArchitecturePublic,
     ArtifactPublic,
@@ -351,5 +352,5 @@ def architecture(trial_id: TrialId, db: DbDep, _: ViewerAuth) -> ArchitecturePub
             num_classes=search.dataset.get("num_classes", trial.arch.get("num_classes")),
             dataset=dataset,
             preprocessing=preprocessing(dataset, trial.resolution),
-            top1=trial.top1,
+            top1=as_top1(metric_of(search.metric), trial.value),
         )

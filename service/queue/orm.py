@@ -31,9 +31,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from vitcube.contract import BUILTIN_TRAINER
+from vitcube.contract import BUILTIN_TRAINER, MetricSpec
 from vitcube.service import artifacts, failfast
 from vitcube.service.errors import Conflict, InvalidTransition
+from vitcube.service.metric import best_of, metric_of, report_value
 from vitcube.service.queue import TrialQueue
 from vitcube.service.schemas import TrialAck, TrialFailure, TrialHeartbeat, TrialReport
 from vitcube.service.store import CURVE_COLUMNS, db_later, db_now, get_trial, is_postgres
@@ -228,22 +229,29 @@ def _stale(session: Session, trial_id: int, lease_id: str, action: str) -> Confl
     return InvalidTransition(f"trial {trial_id} is {trial.state}; cannot {action} it")
 
 
-def metric_row(trial_id: int, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-    """A heartbeat's metrics as a trial_metrics row: the curve columns, the rest in `extra`."""
+def metric_row(
+    trial_id: int, epoch: int, metrics: dict[str, Any], metric: MetricSpec
+) -> dict[str, Any]:
+    """A heartbeat's metrics (or a curve point's) as a trial_metrics row: the search's metric in
+    `value`, the curve columns, the rest in `extra`."""
     return {
         "trial_id": trial_id,
         "epoch": epoch,
+        "value": metrics.get(metric.name),
         **{name: metrics.get(name) for name in CURVE_COLUMNS},
-        "extra": {k: v for k, v in metrics.items() if k not in CURVE_COLUMNS} or None,
+        "extra": {k: v for k, v in metrics.items() if k not in CURVE_COLUMNS and k != metric.name}
+        or None,
     }
 
 
-def _upsert_metric(session: Session, trial_id: int, epoch: int, metrics: dict[str, float]) -> None:
+def _upsert_metric(
+    session: Session, trial_id: int, epoch: int, metrics: dict[str, float], metric: MetricSpec
+) -> None:
     make = pg_insert if is_postgres(session) else sqlite_insert
-    stmt = make(TrialMetric).values(**metric_row(trial_id, epoch, metrics))
+    stmt = make(TrialMetric).values(**metric_row(trial_id, epoch, metrics, metric))
     stmt = stmt.on_conflict_do_update(
         index_elements=[TrialMetric.trial_id, TrialMetric.epoch],
-        set_={k: stmt.excluded[k] for k in (*CURVE_COLUMNS, "extra")},
+        set_={k: stmt.excluded[k] for k in ("value", *CURVE_COLUMNS, "extra")},
     )
     session.execute(stmt)
 
@@ -260,13 +268,15 @@ def heartbeat(
     """Extend the lease, record the epoch's metrics, and say whether to go on.
 
     The answer is `stop` when the search was stopped, or by the median stopping rule: a
-    `search` trial (never a reference trial) at epoch e ≥ `warmup_epochs` whose best val_top1
-    so far is below the median of the val_top1 at epoch e of the search's completed trials
-    (at least `min_trials` of them with a point at e) is clearly worse than a typical trial;
-    it is stopped (state `stopped`), as Optuna's MedianPruner and Vizier's median rule do.
+    `search` trial (never a reference trial) at epoch e ≥ `warmup_epochs` whose best value of
+    the search's metric so far scores below the median score at epoch e of the search's
+    completed trials (at least `min_trials` of them with a point at e) is clearly worse than a
+    typical trial; it is stopped (state `stopped`), as Optuna's MedianPruner and Vizier's
+    median rule do.
     """
     search_state = select(Search.state).where(Search.id == Trial.search_id).scalar_subquery()
     schedule = select(Search.schedule).where(Search.id == Trial.search_id).scalar_subquery()
+    stored_metric = select(Search.metric).where(Search.id == Trial.search_id).scalar_subquery()
     row = session.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
@@ -274,19 +284,29 @@ def heartbeat(
             lease_expires_at=db_later(session, lease_seconds),
             heartbeat_at=db_now(session),
         )
-        .returning(Trial.search_id, Trial.kind, Trial.lease_expires_at, search_state, schedule)
+        .returning(
+            Trial.search_id,
+            Trial.kind,
+            Trial.lease_expires_at,
+            search_state,
+            schedule,
+            stored_metric,
+        )
     ).one_or_none()
     if row is None:
         trial = get_trial(session, trial_id)
         if trial.state == "stopped" and trial.lease_id == body.lease_id:
             return {"action": "stop", "reason": trial.error or "trial stopped"}
         raise _stale(session, trial_id, body.lease_id, "heartbeat")
-    search_id, kind, expires_at, state, schedule = row
+    search_id, kind, expires_at, state, schedule, stored = row
+    metric = metric_of(stored)
     if body.metrics:
-        _upsert_metric(session, trial_id, body.epoch, body.metrics)
+        _upsert_metric(session, trial_id, body.epoch, body.metrics, metric)
     reason = search_stop_reason(search_id, state)
-    if reason is None and median_rule_applies(kind, schedule_kind(schedule), body, warmup_epochs):
-        reason = _median_rule(session, trial_id, search_id, body.epoch, min_trials)
+    if reason is None and median_rule_applies(
+        kind, schedule_kind(schedule), body, warmup_epochs, metric
+    ):
+        reason = _median_rule(session, trial_id, search_id, body.epoch, min_trials, metric)
     if reason is None:
         return {"action": "continue", "lease_expires_at": expires_at}
     session.execute(
@@ -305,8 +325,10 @@ def heartbeat(
 
 
 def median_rule_may_apply(body: TrialHeartbeat, warmup_epochs: int) -> bool:
-    """Whether `heartbeat` may read more and stop the trial (then it needs a transaction)."""
-    return "val_top1" in body.metrics and body.epoch >= warmup_epochs
+    """Whether `heartbeat` may read more and stop the trial (then it needs a transaction): a
+    heartbeat with metrics past the warm-up (whether they hold the search's metric is known
+    only once the heartbeat has read its search)."""
+    return bool(body.metrics) and body.epoch >= warmup_epochs
 
 
 def schedule_kind(schedule: dict[str, Any] | str | None) -> str:
@@ -317,44 +339,60 @@ def schedule_kind(schedule: dict[str, Any] | str | None) -> str:
     return str((schedule or {}).get("kind", "full"))
 
 
-def median_rule_applies(kind: str, schedule: str, body: TrialHeartbeat, warmup_epochs: int) -> bool:
-    """The median rule judges `search` trials (never references) of `full` searches only: under
-    ASHA the rungs decide which trials go on, and one rule per search is enough."""
-    return kind == "search" and schedule == "full" and median_rule_may_apply(body, warmup_epochs)
+def median_rule_applies(
+    kind: str, schedule: str, body: TrialHeartbeat, warmup_epochs: int, metric: MetricSpec
+) -> bool:
+    """The median rule judges `search` trials (never references) of `full` searches only, on a
+    heartbeat that carries the search's metric: under ASHA the rungs decide which trials go
+    on, and one rule per search is enough."""
+    return (
+        kind == "search"
+        and schedule == "full"
+        and metric.name in body.metrics
+        and median_rule_may_apply(body, warmup_epochs)
+    )
 
 
 def _median_rule(
-    session: Session, trial_id: int, search_id: int, epoch: int, min_trials: int
+    session: Session, trial_id: int, search_id: int, epoch: int, min_trials: int, metric: MetricSpec
 ) -> str | None:
     others = list(
         session.scalars(
-            select(TrialMetric.val_top1)
+            select(TrialMetric.value)
             .join(Trial, Trial.id == TrialMetric.trial_id)
             .where(
                 Trial.search_id == search_id,
                 Trial.state == "completed",
                 TrialMetric.epoch == epoch,
-                TrialMetric.val_top1.is_not(None),
+                TrialMetric.value.is_not(None),
             )
         )
     )
     if len(others) < min_trials:
         return None
-    best_so_far = session.scalar(
-        select(func.max(TrialMetric.val_top1)).where(
+    highest, lowest = session.execute(
+        select(func.max(TrialMetric.value), func.min(TrialMetric.value)).where(
             TrialMetric.trial_id == trial_id, TrialMetric.epoch <= epoch
         )
-    )
-    return median_verdict(others, best_so_far, epoch)
+    ).one()
+    return median_verdict(others, (highest, lowest), epoch, metric)
 
 
-def median_verdict(others: list[float | None], best_so_far: float | None, epoch: int) -> str | None:
-    """The median rule's answer: why to stop, or None. `others`: the completed trials' val_top1
-    at `epoch`; `best_so_far`: this trial's best val_top1 up to `epoch`."""
-    median = statistics.median(v for v in others if v is not None)
-    if best_so_far is not None and best_so_far < median:
+def median_verdict(
+    others: list[float | None],
+    extremes: tuple[float | None, float | None],
+    epoch: int,
+    metric: MetricSpec,
+) -> str | None:
+    """The median rule's answer: why to stop, or None. `others`: the completed trials' values
+    of the metric at `epoch`; `extremes`: this trial's highest and lowest value up to `epoch`
+    (its best is the one that scores higher). Compared as scores, worded in values."""
+    median = metric.value(statistics.median(metric.score(v) for v in others if v is not None))
+    best = best_of(metric, extremes)
+    if best is not None and metric.better(median, best):
+        side = "below" if metric.maximize else "above"
         return (
-            f"median stopping rule: best val_top1 {best_so_far:.4f} by epoch {epoch} is below "
+            f"median stopping rule: best {metric.name} {best:.4f} by epoch {epoch} is {side} "
             f"the median {median:.4f} of {len(others)} completed trials at that epoch"
         )
     return None
@@ -379,19 +417,24 @@ def complete_clearing(
     answer, the checkpoint keys to delete from the artifact store after commit).
 
     The report is the segment's that the lease named: when its `to_epoch` is before
-    training.epochs the trial becomes `paused` at that rung (its top-1 is the rung's result and
+    training.epochs the trial becomes `paused` at that rung (its value is the rung's result and
     its checkpoint stays for the promotion); otherwise it is `completed`. Either way the rung's
-    top-1 joins `rung_top1`, `epochs_trained` becomes the segment's end, and the search learns
-    its images per epoch (train_macs) from the report.
+    value joins `rung_values`, `epochs_trained` becomes the segment's end, and the search learns
+    its images per epoch (train_macs) from the report. The value is the report's of the search's
+    metric (service.metric.report_value: InvalidInput naming the metric when it is missing).
     """
     digest = report_digest(body)
     now = db_now(session)
     found = session.execute(
-        select(Trial.metrics, Trial.to_epoch, Trial.rung_top1, Search.training)
+        select(Trial.metrics, Trial.to_epoch, Trial.rung_values, Search.training, Search.metric)
         .join(Search, Search.id == Trial.search_id)
         .where(Trial.id == trial_id)
     ).one_or_none()
-    kept, to_epoch, rungs_so_far, training = found if found is not None else (None, None, None, {})
+    if found is None:
+        get_trial(session, trial_id)  # NotFound
+    kept, to_epoch, rungs_so_far, training, stored = found  # type: ignore[misc]
+    metric = metric_of(stored)
+    value = report_value(metric, body)
     # The report's extras join what the server already keeps there (e.g. worker_faults).
     kept = kept if isinstance(kept, dict) else {}
     metrics = {**kept, **(report_extras(body) or {})} or None
@@ -403,14 +446,14 @@ def complete_clearing(
         .where(Trial.id == trial_id, Trial.lease_id == body.lease_id, Trial.state == "running")
         .values(
             state=state,
-            top1=body.top1,
+            value=value,
             top5=body.top5,
             latency_ms=body.latency_ms,
             images_per_s=body.images_per_s,
             surrogate=body.surrogate,
             metrics=metrics,
             report_digest=digest,
-            rung_top1={**(rungs_so_far or {}), str(end): body.top1},
+            rung_values={**(rungs_so_far or {}), str(end): value},
             epochs_trained=float(end),
             finished_at=now if state == "completed" else None,
             updated_at=now,
@@ -437,7 +480,7 @@ def complete_clearing(
         raise _stale(session, trial_id, body.lease_id, "complete")
     if body.curve:
         session.execute(delete(TrialMetric).where(TrialMetric.trial_id == trial_id))
-        session.execute(insert(TrialMetric), curve_rows(trial_id, body))
+        session.execute(insert(TrialMetric), curve_rows(trial_id, body, metric))
     if body.train_images:
         session.execute(
             update(Search)
@@ -472,19 +515,13 @@ def report_extras(body: TrialReport) -> dict[str, Any] | None:
     return extras or None
 
 
-def curve_rows(trial_id: int, body: TrialReport) -> list[dict[str, Any]]:
+def curve_rows(trial_id: int, body: TrialReport, metric: MetricSpec) -> list[dict[str, Any]]:
     """The report's learning curve as trial_metrics rows, one per epoch (the last point of an
-    epoch wins), in epoch order; `extra` holds a point's fields beyond the curve columns."""
+    epoch wins), in epoch order: the search's metric in `value`, a point's fields beyond it and
+    the curve columns in `extra`."""
     by_epoch = {p.epoch: p for p in body.curve}
     return [
-        {
-            "trial_id": trial_id,
-            "epoch": p.epoch,
-            "val_top1": p.val_top1,
-            "val_top5": p.val_top5,
-            "train_loss": p.train_loss,
-            "extra": p.model_dump(exclude_none=True, exclude={"epoch", *CURVE_COLUMNS}) or None,
-        }
+        metric_row(trial_id, p.epoch, p.model_dump(exclude_none=True, exclude={"epoch"}), metric)
         for p in (by_epoch[e] for e in sorted(by_epoch))
     ]
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from vitcube.contract import BUILTIN_TRAINER
 from vitcube.service.db import Database
+from vitcube.service.metric import TOP1, metric_of, report_value
 from vitcube.service.queue import QueuePolicy
 from vitcube.service.queue.orm import (
     CHECKPOINT_COLUMNS,
@@ -38,7 +39,6 @@ from vitcube.service.queue.orm import (
     median_rule_applies,
     median_rule_may_apply,
     median_verdict,
-    metric_row,
     report_digest,
     report_extras,
     schedule_kind,
@@ -47,6 +47,7 @@ from vitcube.service.queue.orm import (
     worker_trainers,
 )
 from vitcube.service.schemas import TrialAck, TrialHeartbeat, TrialReport
+from vitcube.service.store import CURVE_COLUMNS
 
 _PG_LEASE = """
 WITH seen AS (
@@ -144,6 +145,8 @@ async def _lease(
     }
 
 
+# The search's metric is read in the statement: its value goes into `value` (taken from the
+# heartbeat's metrics by the metric's name), the rest beyond the curve columns into `extra`.
 _PG_HEARTBEAT = """
 WITH beat AS (
     UPDATE trials
@@ -152,27 +155,32 @@ WITH beat AS (
     WHERE id = %(trial_id)s AND lease_id = %(lease_id)s AND state = 'running'
     RETURNING search_id, kind, lease_expires_at,
         (SELECT s.state FROM searches s WHERE s.id = trials.search_id) AS search_state,
-        (SELECT s.schedule->>'kind' FROM searches s WHERE s.id = trials.search_id) AS schedule
+        (SELECT s.schedule->>'kind' FROM searches s WHERE s.id = trials.search_id) AS schedule,
+        (SELECT s.metric FROM searches s WHERE s.id = trials.search_id) AS metric
+), named AS (
+    SELECT coalesce(metric->>'name', %(top1_name)s) AS name FROM beat
 ), point AS (
-    INSERT INTO trial_metrics (trial_id, epoch, val_top1, val_top5, train_loss, extra, created_at)
+    INSERT INTO trial_metrics (trial_id, epoch, value, val_top5, train_loss, extra, created_at)
     SELECT CAST(%(trial_id)s AS integer), CAST(%(epoch)s AS integer),
-           CAST(%(val_top1)s AS double precision), CAST(%(val_top5)s AS double precision),
-           CAST(%(train_loss)s AS double precision), CAST(%(extra)s AS json), now()
-    FROM beat
+           CAST(CAST(%(metrics)s AS jsonb) ->> named.name AS double precision),
+           CAST(%(val_top5)s AS double precision), CAST(%(train_loss)s AS double precision),
+           NULLIF(CAST(%(extra)s AS jsonb) - named.name, '{}'::jsonb)::json, now()
+    FROM named
     WHERE %(has_metrics)s
     ON CONFLICT (trial_id, epoch) DO UPDATE
-    SET val_top1 = excluded.val_top1, val_top5 = excluded.val_top5,
+    SET value = excluded.value, val_top5 = excluded.val_top5,
         train_loss = excluded.train_loss, extra = excluded.extra
 )
-SELECT search_id, kind, lease_expires_at, search_state, schedule FROM beat
+SELECT search_id, kind, lease_expires_at, search_state, schedule, metric FROM beat
 """
 _PG_MEDIAN_OTHERS = """
-SELECT m.val_top1 FROM trial_metrics m JOIN trials t ON t.id = m.trial_id
+SELECT m.value FROM trial_metrics m JOIN trials t ON t.id = m.trial_id
 WHERE t.search_id = %(search_id)s AND t.state = 'completed' AND m.epoch = %(epoch)s
-  AND m.val_top1 IS NOT NULL
+  AND m.value IS NOT NULL
 """
 _PG_BEST_SO_FAR = """
-SELECT max(val_top1) FROM trial_metrics WHERE trial_id = %(trial_id)s AND epoch <= %(epoch)s
+SELECT max(value), min(value) FROM trial_metrics
+WHERE trial_id = %(trial_id)s AND epoch <= %(epoch)s
 """
 _PG_STOP = """
 UPDATE trials SET state = 'stopped', finished_at = now(), error = %(reason)s, updated_at = now(),
@@ -193,60 +201,74 @@ async def _heartbeat(
     """`orm.heartbeat` for a current lease in one statement (plus the median rule's reads and
     the stop when it applies: run atomically then); None when the lease is not current (nothing
     written: ask `orm.heartbeat`)."""
-    point = metric_row(trial_id, body.epoch, body.metrics)
+    metrics = body.metrics
     await cursor.execute(
         _PG_HEARTBEAT,
         {
-            **point,
-            "extra": json.dumps(point["extra"]),
+            "trial_id": trial_id,
+            "epoch": body.epoch,
+            "metrics": json.dumps(metrics),
+            **{name: metrics.get(name) for name in CURVE_COLUMNS},
+            "extra": json.dumps({k: v for k, v in metrics.items() if k not in CURVE_COLUMNS}),
             "lease_id": body.lease_id,
             "lease_seconds": lease_seconds,
+            "top1_name": TOP1,
             "has_metrics": bool(body.metrics),
         },
     )
     row = await cursor.fetchone()
     if row is None:
         return None
-    search_id, kind, expires_at, state, schedule = row
+    search_id, kind, expires_at, state, schedule, stored = row
+    metric = metric_of(stored)
     reason = search_stop_reason(search_id, state)
-    if reason is None and median_rule_applies(kind, schedule_kind(schedule), body, warmup_epochs):
+    if reason is None and median_rule_applies(
+        kind, schedule_kind(schedule), body, warmup_epochs, metric
+    ):
         await cursor.execute(_PG_MEDIAN_OTHERS, {"search_id": search_id, "epoch": body.epoch})
         others = [v for (v,) in await cursor.fetchall()]
         if len(others) >= min_trials:
             await cursor.execute(_PG_BEST_SO_FAR, {"trial_id": trial_id, "epoch": body.epoch})
-            (best_so_far,) = await cursor.fetchone()
-            reason = median_verdict(others, best_so_far, body.epoch)
+            highest, lowest = await cursor.fetchone()
+            reason = median_verdict(others, (highest, lowest), body.epoch, metric)
     if reason is None:
         return {"action": "continue", "lease_expires_at": expires_at}
     await cursor.execute(_PG_STOP, {"trial_id": trial_id, "reason": reason, "epoch": body.epoch})
     return {"action": "stop", "reason": reason}
 
 
+# The report's value of the search's metric: `value`, or `top1` for a val_top1 search. A report
+# with neither matches no row (nothing written): orm.complete then refuses it, naming the metric.
 _PG_COMPLETE = """
 WITH segment AS (
     -- The segment's end: the trial's to_epoch, or all of training.epochs.
     SELECT t.id, coalesce(t.to_epoch, (s.training->>'epochs')::integer) AS end_epoch,
            coalesce(t.to_epoch, (s.training->>'epochs')::integer)
-               >= (s.training->>'epochs')::integer AS last
+               >= (s.training->>'epochs')::integer AS last,
+           s.metric,
+           coalesce(CAST(%(value)s AS double precision),
+                    CASE WHEN coalesce(s.metric->>'name', %(top1_name)s) = %(top1_name)s
+                         THEN CAST(%(top1)s AS double precision) END) AS value
     FROM trials t JOIN searches s ON s.id = t.search_id
     WHERE t.id = %(trial_id)s
 ), done AS (
 UPDATE trials
 SET state = CASE WHEN segment.last THEN 'completed' ELSE 'paused' END,
-    top1 = %(top1)s, top5 = %(top5)s, latency_ms = %(latency_ms)s,
+    value = segment.value, top5 = %(top5)s, latency_ms = %(latency_ms)s,
     images_per_s = %(images_per_s)s, surrogate = %(surrogate)s,
     metrics = NULLIF(
         CASE WHEN json_typeof(metrics) = 'object' THEN metrics::jsonb ELSE '{}' END
             || COALESCE(CAST(%(metrics)s AS jsonb), '{}'),
         '{}')::json,
     report_digest = %(digest)s,
-    rung_top1 = (coalesce(rung_top1::jsonb, '{}') || jsonb_build_object(
-        segment.end_epoch::text, CAST(%(top1)s AS double precision)))::json,
+    rung_values = (coalesce(rung_values::jsonb, '{}') || jsonb_build_object(
+        segment.end_epoch::text, segment.value))::json,
     epochs_trained = segment.end_epoch,
     finished_at = CASE WHEN segment.last THEN now() END, updated_at = now(), error = NULL
 FROM segment
 WHERE trials.id = segment.id AND trials.lease_id = %(lease_id)s AND trials.state = 'running'
-RETURNING trials.search_id, trials.attempts, trials.state
+  AND segment.value IS NOT NULL
+RETURNING trials.search_id, trials.attempts, trials.state, segment.metric
 ), images AS (
     UPDATE searches SET train_images = CAST(%(train_images)s AS bigint)
     WHERE id = (SELECT search_id FROM done) AND CAST(%(train_images)s AS bigint) IS NOT NULL
@@ -259,12 +281,12 @@ RETURNING trials.search_id, trials.attempts, trials.state
       AND EXISTS (SELECT 1 FROM done WHERE done.state = 'completed')
     RETURNING key
 )
-SELECT search_id, attempts, state, ARRAY(SELECT key FROM cleared) FROM done
+SELECT search_id, attempts, state, ARRAY(SELECT key FROM cleared), metric FROM done
 """
 _PG_DELETE_CURVE = "DELETE FROM trial_metrics WHERE trial_id = %(trial_id)s"
 _PG_INSERT_POINT = """
-INSERT INTO trial_metrics (trial_id, epoch, val_top1, val_top5, train_loss, extra, created_at)
-VALUES (%(trial_id)s, %(epoch)s, %(val_top1)s, %(val_top5)s, %(train_loss)s,
+INSERT INTO trial_metrics (trial_id, epoch, value, val_top5, train_loss, extra, created_at)
+VALUES (%(trial_id)s, %(epoch)s, %(value)s, %(val_top5)s, %(train_loss)s,
         CAST(%(extra)s AS json), now())
 """
 
@@ -273,7 +295,8 @@ async def _complete(
     cursor: Any, trial_id: int, body: TrialReport
 ) -> tuple[TrialAck, list[str]] | None:
     """`orm.complete_clearing` of a running trial under its current lease, in one statement
-    (plus the curve: run atomically when there is one): the answer and the checkpoint keys to
+    (plus the curve: run atomically when there is one, and checked against the search's metric
+    the statement read: InvalidInput rolls it all back): the answer and the checkpoint keys to
     delete after commit; None when it does not apply (nothing written: ask `orm.complete` for
     the exact answer)."""
     extras = report_extras(body)
@@ -282,7 +305,9 @@ async def _complete(
         {
             "trial_id": trial_id,
             "lease_id": body.lease_id,
+            "value": body.value,
             "top1": body.top1,
+            "top1_name": TOP1,
             "top5": body.top5,
             "latency_ms": body.latency_ms,
             "images_per_s": body.images_per_s,
@@ -296,12 +321,17 @@ async def _complete(
     row = await cursor.fetchone()
     if row is None:
         return None
-    search_id, attempts, state, keys = row
+    search_id, attempts, state, keys, stored = row
     if body.curve:
+        metric = metric_of(stored)
+        report_value(metric, body)  # a curve point without the metric: InvalidInput, rolled back
         await cursor.execute(_PG_DELETE_CURVE, {"trial_id": trial_id})
         await cursor.executemany(
             _PG_INSERT_POINT,
-            [{**row, "extra": json.dumps(row["extra"])} for row in curve_rows(trial_id, body)],
+            [
+                {**row, "extra": json.dumps(row["extra"])}
+                for row in curve_rows(trial_id, body, metric)
+            ],
         )
     ack = TrialAck(id=trial_id, search_id=search_id, state=state, attempts=attempts)
     return ack, list(keys or [])

@@ -48,7 +48,7 @@ def _drift(url: str) -> list[object]:
 def test_empty_to_head_round_trip_and_no_drift(empty_url: str) -> None:
     assert service_db.current_revision(empty_url) is None
     service_db.upgrade(empty_url)
-    assert service_db.current_revision(empty_url) == "0007"
+    assert service_db.current_revision(empty_url) == "0008"
     assert _tables(empty_url) >= {
         "searches",
         "trials",

@@ -377,7 +377,7 @@ async def test_complete_is_idempotent_and_a_different_report_conflicts(
         await queue.complete(lease["id"], report(lease, top1=0.5, curve=body.curve))
     assert trial_row(db, lease["id"]) == stored
     assert stored["state"] == "completed" and stored["error"] is None
-    assert (stored["top1"], stored["top5"], stored["latency_ms"], stored["images_per_s"]) == (
+    assert (stored["value"], stored["top5"], stored["latency_ms"], stored["images_per_s"]) == (
         body.top1,
         body.top5,
         body.latency_ms,
