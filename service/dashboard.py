@@ -96,6 +96,37 @@ def format_pct(fraction: float | None) -> str:
     return f"{100.0 * float(fraction):.1f} %"
 
 
+def metric_label(search: dict[str, Any]) -> str:
+    """What a search's metric is called on a page: `top-1` for val_top1 (as always), else its
+    name (`val_map`, `val_loss`)."""
+    name = str((search.get("metric") or {}).get("name") or "val_top1")
+    return "top-1" if name == "val_top1" else name
+
+
+def metric_better(search: dict[str, Any]) -> str:
+    """What "better" means for a search's metric: `more accurate` (top-1), `lower val_loss`."""
+    spec = search.get("metric") or {}
+    label = metric_label(search)
+    if label == "top-1":
+        return "more accurate"
+    return f"{'lower' if spec.get('goal') == 'minimize' else 'higher'} {label}"
+
+
+def format_best(search: dict[str, Any]) -> str:
+    """The search's best trial's value of its metric: `83.1 %` for top-1, `0.4127 val_loss`."""
+    best = search.get("best") or {}
+    value = best.get("value", best.get("top1"))
+    if metric_label(search) == "top-1":
+        return format_pct(value)
+    return "–" if value is None else f"{float(value):.4g} {metric_label(search)}"
+
+
+def best_header(searches: list[dict[str, Any]]) -> str:
+    """A column of searches' best results: `Best top-1` when every one optimises top-1."""
+    labels = {metric_label(s) for s in searches} or {"top-1"}
+    return f"Best {labels.pop()}" if len(labels) == 1 else "Best result"
+
+
 def format_time(iso: str | None) -> str:
     """ISO-8601 from the API as `2025-01-31 14:05 UTC` (or as given if it does not parse)."""
     if not iso:
@@ -134,6 +165,10 @@ _env.filters["schedule"] = describe_schedule
 _env.filters["filesize"] = format_bytes
 _env.filters["macs"] = format_macs
 _env.filters["pct"] = format_pct
+_env.filters["best"] = format_best
+_env.filters["metric_label"] = metric_label
+_env.filters["metric_better"] = metric_better
+_env.filters["best_header"] = best_header
 _env.filters["when"] = format_time
 
 

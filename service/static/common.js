@@ -74,6 +74,42 @@ window.vitcube = (function () {
     return Number(x).toFixed(digits === undefined ? 2 : digits);
   }
 
+  /** A search's metric ({name, goal}; val_top1/maximize when absent) as every page shows it:
+   * its label, how a value is drawn (`plot`: top-1 in %) and printed, and its order (`score`
+   * is higher-is-better whatever the goal; `best` sorts trials best first). One helper, so no
+   * view special-cases a metric. */
+  function metricOf(search) {
+    const spec = (search && search.metric) || {};
+    const name = spec.name || "val_top1";
+    const minimize = spec.goal === "minimize";
+    const top1 = name === "val_top1";
+    const known = (v) => v !== null && v !== undefined;
+    const score = (v) => (known(v) ? (minimize ? -Number(v) : Number(v)) : null);
+    return Object.freeze({
+      name,
+      minimize,
+      label: top1 ? "top-1" : name,
+      axis: top1 ? "top-1 accuracy (%)" : name,
+      curveAxis: top1 ? "validation top-1 (%)" : name, // the learning curves' y axis
+      unit: top1 ? " %" : "",
+      hover: top1 ? ".2f" : ".4g", // a d3 format for plotted values
+      better: top1 ? "more accurate" : minimize ? `lower ${name}` : `higher ${name}`,
+      plot: (v) => (known(v) ? (top1 ? 100 * Number(v) : Number(v)) : null),
+      fmt: (v, digits) => (top1 ? fmtPct(v, digits) : fmtNum(v, 4)),
+      score,
+      /** Trials (or anything with `value`) best first; those without a value last. */
+      best: (a, b) => (score(b.value) ?? -Infinity) - (score(a.value) ?? -Infinity),
+      /** How much better value `a` is than `b`: {good, text} ("+1.2 pts" for top-1). */
+      delta: (a, b) => {
+        const d = score(a) - score(b);
+        const shown = top1 ? `${(100 * d).toFixed(1)} pts` : fmtNum(Math.abs(Number(a) - Number(b)), 4);
+        return { good: d >= 0, text: `${d >= 0 ? (top1 ? "+" : "better by ") : (top1 ? "" : "worse by ")}${shown}` };
+      },
+      /** A y axis of this metric: reversed when lower is better, so up is always better. */
+      yaxis: minimize ? { autorange: "reversed" } : {},
+    });
+  }
+
   function errorText(reply) {
     const body = reply.body;
     if (body && body.detail !== undefined) {
@@ -110,5 +146,5 @@ window.vitcube = (function () {
     document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
   }
 
-  return Object.freeze({ $, el, fill, fmtMacs, fmtTally, fmtBytes, fmtCount, fmtPct, fmtNum, errorText, getJSON, markReady });
+  return Object.freeze({ $, el, fill, fmtMacs, fmtTally, fmtBytes, fmtCount, fmtPct, fmtNum, metricOf, errorText, getJSON, markReady });
 })();

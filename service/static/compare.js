@@ -9,7 +9,7 @@
 "use strict";
 
 (function () {
-  const { $, el, fmtMacs, fmtNum, errorText, getJSON, markReady } = window.vitcube;
+  const { $, el, fmtMacs, fmtNum, metricOf, errorText, getJSON, markReady } = window.vitcube;
   // One colour per search slot (at most 8 searches); colour-blind-safe where it matters most.
   const PALETTE = ["#2f6fdb", "#d1495b", "#1f9d55", "#c77c02", "#8e44ad", "#138d90", "#5f6b7a", "#b0519f"];
   const FACTORS = ["r", "d_i", "d_m", "w"];
@@ -84,10 +84,10 @@
       : { ok: false, status: reply.status, error: errorText(reply) });
   }
 
-  /** The top-1 of the best front trial at or below `macs` (fronts rise with MACs), or null. */
-  function bestAtOrBelow(front, macs) {
+  /** The best front trial (by the search's metric `m`) at or below `macs`, or null. */
+  function bestAtOrBelow(front, macs, m) {
     let best = null;
-    for (const t of front) if (t.macs <= macs && (best === null || t.top1 > best.top1)) best = t;
+    for (const t of front) if (t.macs <= macs && (best === null || m.score(t.value) > m.score(best.value))) best = t;
     return best;
   }
 
@@ -98,12 +98,13 @@
   }
 
   function frontTrace(search, index, front) {
+    const m = metricOf(search);
     return {
       name: plotText(label(search)),
       meta: { search: search.id, role: "front" },
       legendgroup: `search-${search.id}`,
       x: front.map((t) => t.macs / 1e6),
-      y: front.map((t) => 100 * t.top1),
+      y: front.map((t) => m.plot(t.value)),
       customdata: front.map((t) => {
         const f = t.effective_factors || t.factors || {};
         return [t.id, fmtMacs(t.macs), f.r, f.d_i, f.d_m, f.w];
@@ -113,20 +114,22 @@
       line: { color: colorOf(index), width: 2.5 },
       marker: { color: colorOf(index), size: 9, line: { color: "#fff", width: 1 } },
       hovertemplate:
-        "<b>%{fullData.name}</b><br>trial %{customdata[0]}: top-1 <b>%{y:.2f} %</b> at %{customdata[1]}MACs<br>" +
+        `<b>%{fullData.name}</b><br>trial %{customdata[0]}: ${m.label} <b>%{y:${m.hover}}${m.unit}</b> at %{customdata[1]}MACs<br>` +
         "r %{customdata[2]:.3f} · d<sub>i</sub> %{customdata[3]:.3f} · d<sub>m</sub> %{customdata[4]:.3f} · " +
         "w %{customdata[5]:.3f}<extra></extra>",
     };
   }
 
   function formulaTrace(search, index, front, rec) {
-    const anchor = bestAtOrBelow(front, rec.macs);
-    const lowest = front.length ? Math.min(...front.map((t) => t.top1)) : null;
+    const m = metricOf(search);
+    const anchor = bestAtOrBelow(front, rec.macs, m);
+    const scores = front.map((t) => m.score(t.value));
+    const lowest = front.length ? m.score(Math.min(...scores)) : null; // the worst front value
     if (!anchor && lowest === null) return null; // nothing to stand it on
     const factors = builtFactors(rec).map(([f, v]) => `${FACTOR_HOVER[f]} ${fmtNum(v, 2)}`).join(" · ");
     const where = anchor
-      ? `drawn at the best top-1 this search found at ≤ these MACs (trial ${anchor.id}, ${fmtNum(100 * anchor.top1, 2)} %)`
-      : "no trial of this search is this cheap yet: drawn at its lowest front top-1";
+      ? `drawn at the best ${m.label} this search found at ≤ these MACs (trial ${anchor.id}, ${m.fmt(anchor.value, 2)})`
+      : `no trial of this search is this cheap yet: drawn at its worst front ${m.label}`;
     const text =
       `<b>${plotText(label(search))}</b><br>formula at c=${fmtNum(rec.c, 2)}: ${factors} → ${fmtMacs(rec.macs)}MACs` +
       ` (≤ ${fmtMacs(rec.max_macs)})<br><i>the formula predicts factors, not accuracy;</i><br><i>${where}</i>`;
@@ -135,7 +138,7 @@
       meta: { search: search.id, role: "formula" },
       legendgroup: `search-${search.id}`,
       x: [rec.macs / 1e6],
-      y: [100 * (anchor ? anchor.top1 : lowest)],
+      y: [m.plot(anchor ? anchor.value : lowest)],
       text: [text],
       mode: "markers",
       type: "scatter",
@@ -185,13 +188,17 @@
       const front = state.fronts.get(s.id);
       return front && front.ok && front.trials.some((t) => t.surrogate);
     });
+    // One y axis: the searches' metric (named once when they share it, as they usually do).
+    const metrics = [...new Map(state.searches.map((s) => [metricOf(s).name, metricOf(s)])).values()];
+    const yTitle = metrics.length ? metrics.map((m) => m.axis).join(" · ") : "top-1 accuracy (%)";
+    const yReversed = metrics.length === 1 ? metrics[0].yaxis : {};
     return window.Plotly.react(node, traces, {
       font: { family: FONT, size: 12, color: "#1d2633" },
       paper_bgcolor: "#ffffff",
       plot_bgcolor: "#ffffff",
       hoverlabel: { font: { family: FONT } },
       xaxis: { title: { text: "MACs per image (millions)", standoff: 6 }, gridcolor: "#e8ecf1", zerolinecolor: "#e8ecf1", linecolor: "#c9d1db", automargin: true },
-      yaxis: { title: { text: "top-1 accuracy (%)", standoff: 6 }, gridcolor: "#e8ecf1", zerolinecolor: "#e8ecf1", linecolor: "#c9d1db", automargin: true },
+      yaxis: { title: { text: yTitle, standoff: 6 }, gridcolor: "#e8ecf1", zerolinecolor: "#e8ecf1", linecolor: "#c9d1db", automargin: true, ...yReversed },
       shapes,
       annotations: annotations.concat(surrogate ? [{
         xref: "paper", yref: "paper", x: 0, y: 1, xanchor: "left", yanchor: "bottom",

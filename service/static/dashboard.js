@@ -6,7 +6,7 @@
 "use strict";
 
 (function () {
-  const { $, el, fill, fmtMacs, fmtTally, fmtBytes, fmtCount, fmtPct, fmtNum, errorText, getJSON, markReady } = window.vitcube;
+  const { $, el, fill, fmtMacs, fmtTally, fmtBytes, fmtCount, fmtPct, fmtNum, metricOf, errorText, getJSON, markReady } = window.vitcube;
   const FACTORS = ["r", "d_i", "d_m", "w"];
   const FACTOR_TITLE = {
     r: "r · resolution",
@@ -27,7 +27,7 @@
   const GOOD = "#1f9d55";
   const BAD = "#d64545";
   const ACCENT = "#2f6fdb";
-  const PAUSED = "#b0519f"; // a trial waiting at a rung (its top-1 is partial)
+  const PAUSED = "#b0519f"; // a trial waiting at a rung (its value is partial)
   const PAUSED_SYMBOLS = ["circle-open", "diamond-open", "square-open", "triangle-up-open"];
   const POLL_MS = 4000;
   const MANY_POINTS = 1500; // past this many markers, smaller ones without outlines
@@ -115,10 +115,10 @@
     return window.Plotly.react(node, traces, layout, PLOT_CONFIG);
   }
 
-  /** At most `limit` trials: the best quarter by top-1, then every k-th of the rest. */
+  /** At most `limit` trials: the best quarter by the metric, then every k-th of the rest. */
   function sampleTrials(trials, limit) {
     if (trials.length <= limit) return trials;
-    const ranked = [...trials].sort((a, b) => b.top1 - a.top1);
+    const ranked = [...trials].sort(metric().best);
     const best = ranked.slice(0, Math.floor(limit / 4));
     const rest = ranked.slice(best.length);
     const wanted = limit - best.length;
@@ -195,9 +195,14 @@
     timer: null,
   };
 
+  /** The search's metric (name, goal) as this page labels, draws and ranks it. */
+  function metric() {
+    return metricOf(state.search);
+  }
+
   function completedTrials() {
     return state.trials.filter(
-      (t) => t.state === "completed" && t.top1 !== null && t.top1 !== undefined && t.macs
+      (t) => t.state === "completed" && t.value !== null && t.value !== undefined && t.macs
     );
   }
 
@@ -213,14 +218,14 @@
 
   /** Trials waiting at a rung with a (partial) result there. */
   function pausedTrials() {
-    return state.trials.filter((t) => t.state === "paused" && partialTop1(t) !== null && t.macs);
+    return state.trials.filter((t) => t.state === "paused" && partialValue(t) !== null && t.macs);
   }
 
-  /** A paused trial's top-1 at the rung it waits at (the API's top1 is that result too). */
-  function partialTop1(t) {
-    const atRung = t.rung_top1 && t.to_epoch !== null && t.to_epoch !== undefined
-      ? t.rung_top1[String(t.to_epoch)] : undefined;
-    const value = atRung !== undefined ? atRung : t.top1;
+  /** A paused trial's value at the rung it waits at (the API's value is that result too). */
+  function partialValue(t) {
+    const atRung = t.rung_values && t.to_epoch !== null && t.to_epoch !== undefined
+      ? t.rung_values[String(t.to_epoch)] : undefined;
+    const value = atRung !== undefined ? atRung : t.value;
     return value === null || value === undefined ? null : Number(value);
   }
 
@@ -229,7 +234,8 @@
       (t) => !state.search.max_macs || t.macs <= state.search.max_macs
     );
     if (done.length === 0) return null;
-    return done.reduce((a, b) => (b.top1 > a.top1 ? b : a));
+    const m = metric();
+    return done.reduce((a, b) => (m.score(b.value) > m.score(a.value) ? b : a));
   }
 
   function hoverData(t) {
@@ -249,18 +255,22 @@
     ];
   }
 
-  const HOVER =
-    "<b>trial %{customdata[0]}</b> · %{customdata[8]}<br>" +
-    "top-1 <b>%{y:.2f} %</b> at %{customdata[10]}MACs<br>" +
-    "r %{customdata[1]:.3f} · d<sub>i</sub> %{customdata[2]:.3f} · " +
-    "d<sub>m</sub> %{customdata[3]:.3f} · w %{customdata[4]:.3f}<br>" +
-    "resolution %{customdata[5]} px · params %{customdata[6]}<br>" +
-    "worker %{customdata[7]}%{customdata[9]}<extra></extra>";
+  /** A trial's hover on the front plot; `what` names the value ("top-1", "partial val_map"…). */
+  function hover(what) {
+    const m = metric();
+    return "<b>trial %{customdata[0]}</b> · %{customdata[8]}<br>" +
+      `${what} <b>%{y:${m.hover}}${m.unit}</b> at %{customdata[10]}MACs<br>` +
+      "r %{customdata[1]:.3f} · d<sub>i</sub> %{customdata[2]:.3f} · " +
+      "d<sub>m</sub> %{customdata[3]:.3f} · w %{customdata[4]:.3f}<br>" +
+      "resolution %{customdata[5]} px · params %{customdata[6]}<br>" +
+      "worker %{customdata[7]}%{customdata[9]}<extra></extra>";
+  }
 
   function renderPareto() {
     const done = completedTrials();
     const paused = pausedTrials();
     const search = state.search;
+    const m = metric();
     $("pareto-plot").dataset.points = String(done.length);
     $("pareto-plot").dataset.paused = String(paused.length);
     if (done.length === 0 && paused.length === 0) {
@@ -284,7 +294,7 @@
       {
         name: "Pareto front",
         x: front.map((t) => t.macs / 1e6),
-        y: front.map((t) => 100 * t.top1),
+        y: front.map((t) => m.plot(t.value)),
         mode: "lines",
         line: { color: ACCENT, width: 2.5 },
         hoverinfo: "skip",
@@ -321,18 +331,18 @@
           ? `${g.name} (${fmtTally(members.length)} of ${fmtTally(all.length)} drawn: the best quarter, every k-th of the rest)`
           : g.name,
         x: members.map((t) => t.macs / 1e6),
-        y: members.map((t) => 100 * t.top1),
+        y: members.map((t) => m.plot(t.value)),
         customdata: members.map(hoverData),
         mode: g.label ? "markers+text" : "markers",
         text: g.label ? members.map(() => g.name) : undefined,
         textposition: "top center",
         type: "scatter",
         marker: g.marker,
-        hovertemplate: HOVER,
+        hovertemplate: hover(m.label),
       });
     }
     $("pareto-plot").dataset.drawn = String(drawn);
-    // Paused trials are partial results (top-1 at their rung): never on the front, hollow,
+    // Paused trials are partial results (their value at their rung): never on the front, hollow,
     // one symbol per rung.
     const rungs = rungEpochs();
     for (const epoch of [...new Set(paused.map((t) => t.to_epoch))].sort((a, b) => a - b)) {
@@ -341,12 +351,12 @@
       traces.push({
         name: `paused at epoch ${epoch} (partial)`,
         x: members.map((t) => t.macs / 1e6),
-        y: members.map((t) => 100 * partialTop1(t)),
+        y: members.map((t) => m.plot(partialValue(t))),
         customdata: members.map(hoverData),
         mode: "markers",
         type: "scatter",
         marker: { color: PAUSED, symbol, size: 9, line: { color: PAUSED, width: 1.5 } },
-        hovertemplate: HOVER.replace("top-1 <b>", `paused at epoch ${epoch}: partial top-1 <b>`),
+        hovertemplate: hover(`paused at epoch ${epoch}: partial ${m.label}`),
       });
     }
     const shapes = [];
@@ -369,11 +379,11 @@
     const surrogate = done.concat(paused).some((t) => t.surrogate);
     draw("pareto-plot", traces, baseLayout({
       xaxis: axis("MACs per image (millions)"),
-      yaxis: axis("top-1 accuracy (%)"),
+      yaxis: axis(m.axis, m.yaxis),
       shapes,
       annotations: annotations.concat([{
         xref: "paper", yref: "paper", x: 0.01, y: 0.99, xanchor: "left", yanchor: "top",
-        text: "↖ better: more accurate for fewer MACs", showarrow: false,
+        text: `↖ better: ${m.better} for fewer MACs`, showarrow: false,
         font: { color: "#8a94a3", size: 11 } }], surrogate ? [{
         xref: "paper", yref: "paper", x: 0, y: 1, xanchor: "left", yanchor: "bottom",
         text: "surrogate results (not trained)", showarrow: false,
@@ -427,19 +437,19 @@
       return;
     }
     const refs = completedTrials().filter((t) => REFERENCE_STYLE[t.kind] && t.id !== best.id);
+    const m = metric();
     const compare = el("ul", { class: "compare" });
     for (const ref of refs) {
-      const delta = 100 * (best.top1 - ref.top1);
+      const delta = m.delta(best.value, ref.value);
       compare.appendChild(el("li", {}, [
-        el("span", { class: delta >= 0 ? "text-good" : "text-bad",
-          text: `${delta >= 0 ? "+" : ""}${delta.toFixed(1)} pts` }),
-        ` vs ${refName(ref)} (${fmtPct(ref.top1)})`,
+        el("span", { class: delta.good ? "text-good" : "text-bad", text: delta.text }),
+        ` vs ${refName(ref)} (${m.fmt(ref.value)})`,
       ]));
     }
     fill(box,
       el("p", { class: "best-line" }, [
-        el("strong", { style: "font-size:1.6rem", text: fmtPct(best.top1) }),
-        " top-1 · ",
+        el("strong", { style: "font-size:1.6rem", text: m.fmt(best.value) }),
+        ` ${m.label} · `,
         el("a", { href: "#trial-" + best.id, text: `trial ${best.id}` }),
         best.surrogate ? el("span", { class: "tag", style: "margin-left:6px", text: "surrogate" }) : null,
         REFERENCE_STYLE[best.kind] ? el("span", { class: "tag kind-ref", style: "margin-left:6px", text: refName(best) }) : null,
@@ -502,14 +512,16 @@
       return;
     }
     showMessage("gp-empty", "");
-    const ref = a.reference_top1;
-    // One shared y range so the four plots compare how much each factor moves top-1.
+    const m = metric();
+    const ref = a.reference_value ?? a.reference_top1;
+    const valueOf = (o) => o.value ?? o.top1;
+    // One shared y range so the four plots compare how much each factor moves the metric.
     let lo = Infinity;
     let hi = -Infinity;
     for (const f of FACTORS) {
       const v = a.one_d[f];
       if (!v) continue;
-      for (const y of v.lower.concat(v.upper, (v.observations || []).map((o) => o.top1))) {
+      for (const y of v.lower.concat(v.upper, (v.observations || []).map(valueOf))) {
         lo = Math.min(lo, y);
         hi = Math.max(hi, y);
       }
@@ -519,7 +531,8 @@
       hi = Math.max(hi, ref);
     }
     const pad = Math.max((hi - lo) * 0.06, 0.002);
-    const yRange = [100 * (lo - pad), 100 * (hi + pad)];
+    const yRange = [m.plot(lo - pad), m.plot(hi + pad)];
+    if (m.minimize) yRange.reverse(); // up is better
     for (const [i, f] of FACTORS.entries()) {
       const v = a.one_d[f];
       if (!v) {
@@ -531,24 +544,24 @@
       const better = obs.filter((o) => o.better);
       const worse = obs.filter((o) => !o.better);
       const traces = [
-        { x: v.x, y: v.upper.map((y) => 100 * y), mode: "lines", line: { width: 0 },
+        { x: v.x, y: v.upper.map(m.plot), mode: "lines", line: { width: 0 },
           hoverinfo: "skip", showlegend: false },
-        { x: v.x, y: v.lower.map((y) => 100 * y), mode: "lines", line: { width: 0 },
+        { x: v.x, y: v.lower.map(m.plot), mode: "lines", line: { width: 0 },
           fill: "tonexty", fillcolor: hexA(color, 0.18), hoverinfo: "skip", name: "95 % band",
           showlegend: false },
-        { x: v.x, y: v.mean.map((y) => 100 * y), mode: "lines", line: { color, width: 2.5 },
+        { x: v.x, y: v.mean.map(m.plot), mode: "lines", line: { color, width: 2.5 },
           name: "GP mean", showlegend: false,
-          hovertemplate: `${f} %{x:.2f}: %{y:.2f} %<extra>GP mean</extra>` },
-        { x: better.map((o) => o.x), y: better.map((o) => 100 * o.top1), mode: "markers",
+          hovertemplate: `${f} %{x:.2f}: %{y:${m.hover}}${m.unit}<extra>GP mean</extra>` },
+        { x: better.map((o) => o.x), y: better.map((o) => m.plot(valueOf(o))), mode: "markers",
           marker: { color: GOOD, size: 7, line: { color: "#fff", width: 1 } }, name: "better than reference",
-          showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>better</extra>` },
-        { x: worse.map((o) => o.x), y: worse.map((o) => 100 * o.top1), mode: "markers",
+          showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:${m.hover}}${m.unit}<extra>better</extra>` },
+        { x: worse.map((o) => o.x), y: worse.map((o) => m.plot(valueOf(o))), mode: "markers",
           marker: { color: BAD, size: 7, line: { color: "#fff", width: 1 } }, name: "worse than reference",
-          showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:.2f} %<extra>not better</extra>` },
+          showlegend: false, hovertemplate: `${f} %{x:.3f}: %{y:${m.hover}}${m.unit}<extra>not better</extra>` },
       ];
       const shapes = [];
       if (ref !== null && ref !== undefined) {
-        shapes.push({ type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: 100 * ref, y1: 100 * ref,
+        shapes.push({ type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: m.plot(ref), y1: m.plot(ref),
           line: { color: "#555", width: 1.2, dash: "dot" } });
       }
       const share = a.importance && a.importance[f] !== undefined
@@ -557,7 +570,7 @@
       draw("gp1d-" + f, traces, baseLayout({
         title: { text: FACTOR_TITLE[f] + share, font: { size: 13, color }, x: 0.02, xanchor: "left" },
         xaxis: axis(f + " (× baseline)"),
-        yaxis: axis(i === 0 ? "top-1 (%)" : "", { range: yRange }),
+        yaxis: axis(i === 0 ? m.label + (m.unit ? " (%)" : "") : "", { range: yRange }),
         shapes,
         margin: { l: i === 0 ? 50 : 36, r: 8, t: 30, b: 40 },
         showlegend: false,
@@ -594,6 +607,7 @@
     // At most MAX_DOTS dots: each is an SVG element, and four plots draw them.
     const dots = sampleTrials(completedTrials(), MAX_DOTS);
     const best = bestTrial();
+    const m = metric();
     for (const [pair, stat] of ids) {
       const id = `gp2d-${pair}-${stat}`;
       const g = a.two_d[pair];
@@ -602,7 +616,7 @@
         continue;
       }
       const [fx, fy] = pair.split("-");
-      const z = gridToZ(g[stat], g.x, g.y).map((row) => row.map((v) => 100 * v));
+      const z = gridToZ(g[stat], g.x, g.y).map((row) => row.map(m.plot));
       const traces = [
         {
           type: "contour",
@@ -610,12 +624,12 @@
           y: g.y,
           z,
           colorscale: stat === "mean" ? "Viridis" : "Blues",
-          reversescale: false,
+          reversescale: stat === "mean" && m.minimize, // bright is better
           ncontours: 14,
           contours: { coloring: "heatmap", showlines: true },
           line: { width: 0.5, color: "rgba(255,255,255,0.35)" },
-          colorbar: { thickness: 10, len: 0.9, title: { text: stat === "mean" ? "top-1 %" : "std %", side: "right" }, outlinewidth: 0 },
-          hovertemplate: `${fx} %{x:.2f}, ${fy} %{y:.2f}: %{z:.2f} %<extra>${stat}</extra>`,
+          colorbar: { thickness: 10, len: 0.9, title: { text: (stat === "mean" ? m.label : "std") + m.unit, side: "right" }, outlinewidth: 0 },
+          hovertemplate: `${fx} %{x:.2f}, ${fy} %{y:.2f}: %{z:${m.hover}}${m.unit}<extra>${stat}</extra>`,
         },
         {
           type: "scatter",
@@ -788,11 +802,12 @@
     { key: "resolution", label: "px", num: true, value: (t) => t.resolution ?? (t.arch && t.arch.resolution) },
     { key: "macs", label: "MACs", num: true, value: (t) => t.macs, show: fmtMacs },
     { key: "params", label: "params", num: true, value: (t) => t.params, show: fmtCount },
-    { key: "top1", label: "top-1", num: true, value: (t) => t.top1,
-      cell: (t) => (t.state === "paused" && t.top1 !== null && t.top1 !== undefined
-        ? el("span", { class: "partial", title: `partial: top-1 at epoch ${t.to_epoch}, the rung it waits at` },
-          [fmtPct(t.top1, 2), el("small", { text: ` @ ${t.to_epoch}` })])
-        : document.createTextNode(fmtPct(t.top1, 2))) },
+    // The search's metric: labelled by its name, sorted by its score (best first by default).
+    { key: "top1", get label() { return metric().label; }, num: true, value: (t) => metric().score(t.value),
+      cell: (t) => (t.state === "paused" && t.value !== null && t.value !== undefined
+        ? el("span", { class: "partial", title: `partial: ${metric().label} at epoch ${t.to_epoch}, the rung it waits at` },
+          [metric().fmt(t.value, 2), el("small", { text: ` @ ${t.to_epoch}` })])
+        : document.createTextNode(metric().fmt(t.value, 2))) },
     { key: "top5", label: "top-5", num: true, value: (t) => t.top5, show: (v) => fmtPct(v, 2) },
     { key: "latency_ms", label: "latency ms", num: true, value: (t) => t.latency_ms, show: (v) => fmtNum(v, 2) },
     { key: "worker", label: "worker", value: (t) => t.worker },
@@ -981,9 +996,9 @@
   function curveTrials() {
     const refs = state.trials.filter((t) => REFERENCE_STYLE[t.kind]);
     const live = state.trials.filter((t) => t.state === "running" || t.state === "paused")
-      .sort((a, b) => (b.top1 ?? -1) - (a.top1 ?? -1));
+      .sort(metric().best);
     const best = completedTrials().filter((t) => !REFERENCE_STYLE[t.kind])
-      .sort((a, b) => b.top1 - a.top1);
+      .sort(metric().best);
     const chosen = new Map();
     for (const t of refs.concat(live, best)) {
       if (chosen.size >= CURVES_SHOWN) break;
@@ -1014,18 +1029,19 @@
     }
     showMessage("curves-empty", "");
     const best = bestTrial();
+    const m = metric();
+    const has = (p) => p[m.name] !== null && p[m.name] !== undefined;
     const traces = withCurves
-      .sort((a, b) => (a.top1 ?? 0) - (b.top1 ?? 0))
+      .sort((a, b) => m.best(b, a)) // worst first: the best drawn last, on top
       .map((t) => {
         const ref = REFERENCE_STYLE[t.kind];
         const isBest = best && t.id === best.id;
         // A paused trial's curve ends at its rung, where its training stopped.
-        const pts = t.curve.filter((p) => p.val_top1 !== null && p.val_top1 !== undefined &&
-          !(t.state === "paused" && p.epoch > t.to_epoch));
+        const pts = t.curve.filter((p) => has(p) && !(t.state === "paused" && p.epoch > t.to_epoch));
         return {
           name: isBest ? `best (trial ${t.id})` : ref ? refName(t) : `trial ${t.id}`,
           x: pts.map((p) => p.epoch),
-          y: pts.map((p) => 100 * p.val_top1),
+          y: pts.map((p) => m.plot(p[m.name])),
           mode: pts.length === 1 ? "markers" : "lines",
           showlegend: Boolean(ref || isBest),
           line: {
@@ -1033,7 +1049,7 @@
             width: isBest ? 3 : ref ? 2 : 1.2,
             dash: ref && !isBest ? "dash" : t.state === "running" ? "dot" : "solid",
           },
-          hovertemplate: `trial ${t.id} (${t.state}) · epoch %{x}: %{y:.2f} %<extra></extra>`,
+          hovertemplate: `trial ${t.id} (${t.state}) · epoch %{x}: %{y:${m.hover}}${m.unit}<extra></extra>`,
         };
       });
     const shapes = [];
@@ -1041,18 +1057,18 @@
     if (isAsha()) {
       // Where each paused trial's training stopped: a hollow marker at its curve's end.
       const ends = withCurves.filter((t) => t.state === "paused").map((t) => {
-        const pts = t.curve.filter((p) => p.val_top1 !== null && p.val_top1 !== undefined && p.epoch <= t.to_epoch);
+        const pts = t.curve.filter((p) => has(p) && p.epoch <= t.to_epoch);
         return [t, pts[pts.length - 1]];
       }).filter(([, end]) => end);
       if (ends.length) {
         traces.push({
           name: "paused at a rung",
           x: ends.map(([, end]) => end.epoch),
-          y: ends.map(([, end]) => 100 * end.val_top1),
+          y: ends.map(([, end]) => m.plot(end[m.name])),
           text: ends.map(([t]) => String(t.id)),
           mode: "markers",
           marker: { color: PAUSED, symbol: "circle-open", size: 8, line: { color: PAUSED, width: 1.5 } },
-          hovertemplate: "trial %{text} paused at epoch %{x}: %{y:.2f} % (partial)<extra></extra>",
+          hovertemplate: `trial %{text} paused at epoch %{x}: %{y:${m.hover}}${m.unit} (partial)<extra></extra>`,
         });
       }
       // The rungs: vertical lines where segments end and trials wait for a promotion.
@@ -1065,7 +1081,7 @@
     }
     draw("curves-plot", traces, baseLayout({
       xaxis: axis("epoch"),
-      yaxis: axis("validation top-1 (%)"),
+      yaxis: axis(m.curveAxis, m.yaxis),
       shapes,
       annotations,
       legend: { orientation: "h", y: isAsha() ? 1.1 : 1.02, yanchor: "bottom", x: 0 },
@@ -1083,11 +1099,11 @@
   const PARCOORDS = [
     ...FACTORS.map((f) => ({ key: f, label: f, value: (t) => factorsOf(t)[f], digits: 2 })),
     { key: "macs", label: "MMACs", value: (t) => t.macs / 1e6, digits: 0 },
-    { key: "top1", label: "top-1 %", value: (t) => 100 * t.top1, digits: 1 },
+    { key: "top1", get label() { return metric().label + metric().unit; }, value: (t) => metric().plot(t.value), digits: 1 },
   ];
   const PC_MARGIN = { l: 36, r: 84, t: 34, b: 26 };
   const PC_HEIGHT = 380;
-  // Viridis at five stops, for the top-1 colour of each line.
+  // Viridis at five stops, for the metric's colour of each line (bright: better).
   const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
   const pc = { geometry: null, drag: null, frame: 0 };
 
@@ -1105,7 +1121,7 @@
     if (!brush || Object.keys(brush).length === 0) return null;
     const axes = PARCOORDS.filter((d) => brush[d.key]);
     return (t) => {
-      if (t.state !== "completed" || t.top1 === null || t.top1 === undefined) return false;
+      if (t.state !== "completed" || t.value === null || t.value === undefined) return false;
       return axes.every((d) => {
         const v = d.value(t);
         return brush[d.key].some(([lo, hi]) => v >= lo && v <= hi);
@@ -1159,7 +1175,7 @@
     node.hidden = false;
     showMessage("parcoords-empty", "");
     // Lines drawn worst first, so the best lie on top.
-    const trials = [...done].sort((a, b) => a.top1 - b.top1);
+    const trials = [...done].sort((a, b) => metric().best(b, a));
     const columns = PARCOORDS.map((d) => trials.map(d.value));
     const ranges = columns.map((values, k) => {
       let lo = Math.min(...values);
@@ -1203,7 +1219,10 @@
     node.dataset.axisBottom = String(bottom);
     node.dataset.lines = String(trials.length);
     const inside = brushFilter();
+    const m = metric();
     const top1 = ranges[PARCOORDS.length - 1];
+    // Bright is better: a minimised metric's colour runs the other way.
+    const shade = (v) => viridis(m.minimize ? (top1[1] - v) / (top1[1] - top1[0]) : (v - top1[0]) / (top1[1] - top1[0]));
     const alpha = trials.length > 2000 ? 0.22 : trials.length > 300 ? 0.45 : 0.85;
     const line = (i) => {
       g.beginPath();
@@ -1224,7 +1243,7 @@
     g.globalAlpha = alpha;
     trials.forEach((t, i) => {
       if (inside && !inside(t)) return;
-      g.strokeStyle = viridis((columns[PARCOORDS.length - 1][i] - top1[0]) / (top1[1] - top1[0]));
+      g.strokeStyle = shade(columns[PARCOORDS.length - 1][i]);
       line(i);
     });
     g.globalAlpha = 1;
@@ -1263,7 +1282,7 @@
         g.strokeRect(x - 7, y0, 14, y1 - y0);
       }
     }
-    // The colour scale of top-1.
+    // The colour scale of the metric (its best at the top).
     const barX = width - PC_MARGIN.r + 34;
     for (let py = top; py <= bottom; py++) {
       g.fillStyle = viridis((bottom - py) / (bottom - top));
@@ -1271,8 +1290,10 @@
     }
     g.fillStyle = "#5f6b7a";
     g.textAlign = "left";
-    g.fillText(`${fmtNum(top1[1], 1)} %`, barX - 4, top - 4);
-    g.fillText(`${fmtNum(top1[0], 1)} %`, barX - 4, bottom + 14);
+    const [worst, best] = m.minimize ? [top1[1], top1[0]] : top1;
+    const digits = m.unit ? 1 : 3;
+    g.fillText(`${fmtNum(best, digits)}${m.unit}`, barX - 4, top - 4);
+    g.fillText(`${fmtNum(worst, digits)}${m.unit}`, barX - 4, bottom + 14);
   }
 
   /** Brushing: press on an axis, drag along it, let go; a click without a drag drops it. */
@@ -1396,14 +1417,15 @@
     const last = rungs.length - 1;
     const body = el("tbody");
     for (const [k, r] of rungs.entries()) {
-      const best = r.best_top1 === null || r.best_top1 === undefined ? null : Number(r.best_top1);
+      const found = r.best_value ?? r.best_top1;
+      const best = found === null || found === undefined ? null : Number(found);
       body.appendChild(el("tr", { "data-epoch": r.epoch }, [
         el("td", { text: k === last ? `${k + 1} (full)` : String(k + 1) }),
         el("td", { class: "num rung-epoch", text: String(r.epoch) }),
         el("td", { class: "num rung-reached", text: String(r.reached) }),
         el("td", { class: "num rung-promoted", text: k === last ? "–" : String(r.promoted) }),
         el("td", { class: "num rung-paused" + (r.paused ? " waiting" : ""), text: String(r.paused) }),
-        el("td", { class: "num", text: best === null ? "–" : fmtPct(best, 2) }),
+        el("td", { class: "num", text: best === null ? "–" : metric().fmt(best, 2) }),
       ]));
     }
     table.replaceChild(body, table.tBodies[0]);

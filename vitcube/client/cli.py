@@ -26,7 +26,7 @@ from vitcube.client import views
 from vitcube.client.api import Client
 from vitcube.client.errors import AuthError, ClientError, ServerRefused, ServerUnavailable
 from vitcube.client.profiles import ProfileError, resolve, save_profile
-from vitcube.contract import FACTORS, TRIAL_STATES, SearchPublic, TrialPublic
+from vitcube.contract import FACTORS, TRIAL_STATES, MetricSpec, SearchPublic, TrialPublic
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -210,7 +210,9 @@ def list_searches(
         _out().print("no searches yet: vitcube search create FILE.yaml")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("id", "name", "state", "baseline", "budget", "completed", "best top-1"):
+    labels = {views.metric_label(s.metric) for s in searches}
+    best = f"best {labels.pop()}" if len(labels) == 1 else "best"
+    for column in ("id", "name", "state", "baseline", "budget", "completed", best):
         table.add_column(column, justify="right" if column in ("id", "completed") else "left")
     for search in searches:
         table.add_row(
@@ -220,7 +222,7 @@ def list_searches(
             views.baseline(search.base),
             f"≤ {views.macs(search.max_macs)}MACs",
             f"{search.counts.completed}/{search.max_trials}",
-            views.percent(search.best.top1 if search.best else None),
+            _best_value(search),
         )
     _out().print(table)
 
@@ -254,11 +256,26 @@ TRIAL_COLUMNS = (
 )  # fmt: skip
 
 
-def _row(trial: TrialPublic) -> dict[str, Any]:
+def _best_value(search: SearchPublic) -> str:
+    """The best trial's value of the search's metric, named unless it is top-1."""
+    if search.best is None:
+        return views.metric_value(search.metric, None)
+    shown = views.metric_value(search.metric, search.best.value)
+    label = views.metric_label(search.metric)
+    return shown if label == "top-1" else f"{shown} {label}"
+
+
+def _metric_column(metric: MetricSpec) -> str:
+    """The CSV column of the search's metric: `top1` for val_top1 (as always), else its name."""
+    return "top1" if views.metric_label(metric) == "top-1" else metric.name
+
+
+def _row(trial: TrialPublic, metric: MetricSpec) -> dict[str, Any]:
     data = trial.model_dump(mode="json")
     row = {column: data.get(column) for column in TRIAL_COLUMNS}
     row.update({f: trial.effective_factors.get(f) for f in FACTORS})
-    return row
+    del row["top1"]
+    return {**row, _metric_column(metric): trial.value}
 
 
 @search_app.command("trials")
@@ -289,17 +306,20 @@ def trials(
             EXIT_USAGE,
         )
     with _client(server, token, profile) as client:
+        metric = client.get_search(search_id).metric
         found = client.trials(search_id, states=state or None)
     if output == "json":
         _print_json([t.model_dump(mode="json") for t in found])
     elif output == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=TRIAL_COLUMNS, lineterminator="\n")
+        column = _metric_column(metric)
+        fields = [column if c == "top1" else c for c in TRIAL_COLUMNS]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for trial in found:
-            writer.writerow(_row(trial))
+            writer.writerow(_row(trial, metric))
     else:
         title = f"{len(found)} trials of search {search_id}"
-        _out().print(views.trials_table(found, title=title, curve_epochs=True))
+        _out().print(views.trials_table(found, title=title, curve_epochs=True, metric=metric))
 
 
 @search_app.command("watch")

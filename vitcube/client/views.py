@@ -15,8 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from vitcube.contract import (
+    DEFAULT_METRIC,
     FACTORS,
     FormulaPublic,
+    MetricSpec,
     SearchPlan,
     SearchPublic,
     TrialPublic,
@@ -69,12 +71,28 @@ def budget(search: SearchPublic | SearchPlan) -> str:
     return f"{low}{macs(search.max_macs)}MACs (c = {search.c:.3g} of m0 = {macs(search.m0)}MACs)"
 
 
+def metric_label(metric: MetricSpec) -> str:
+    """A search's metric as a column or line names it: `top-1` for val_top1, else its name."""
+    return "top-1" if metric.name == DEFAULT_METRIC.name else metric.name
+
+
+def metric_value(metric: MetricSpec, value: float | None) -> str:
+    """A value of the metric: a percentage for top-1, four significant digits otherwise."""
+    if metric.name == DEFAULT_METRIC.name:
+        return percent(value)
+    return "—" if value is None else f"{value:.4g}"
+
+
 def trials_table(
-    trials: Sequence[TrialPublic], *, title: str | None = None, curve_epochs: bool = False
+    trials: Sequence[TrialPublic],
+    *,
+    title: str | None = None,
+    curve_epochs: bool = False,
+    metric: MetricSpec = DEFAULT_METRIC,
 ) -> Table:
-    """One row per trial: id, kind, state, effective factors, px, MACs, params, top-1."""
+    """One row per trial: id, kind, state, effective factors, px, MACs, params, the metric."""
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "kind", "state", *FACTORS, "px", "MACs", "params", "top-1"):
+    for column in ("id", "kind", "state", *FACTORS, "px", "MACs", "params", metric_label(metric)):
         table.add_column(column, justify="left" if column in ("kind", "state") else "right")
     if curve_epochs:
         table.add_column("epoch", justify="right")
@@ -87,7 +105,7 @@ def trials_table(
             str(trial.resolution),
             macs(trial.macs),
             macs(trial.params),
-            percent(trial.top1),
+            metric_value(metric, trial.value),
         ]
         if curve_epochs:
             row.append(_epoch(trial))
@@ -95,19 +113,20 @@ def trials_table(
     return table
 
 
-def running_table(trials: Sequence[TrialPublic]) -> Table:
-    """The running trials with their epoch (of the segment's end) and latest accuracy."""
+def running_table(trials: Sequence[TrialPublic], *, metric: MetricSpec = DEFAULT_METRIC) -> Table:
+    """The running trials with their epoch (of the segment's end) and latest value."""
     table = Table(title="running", title_justify="left", box=None, header_style="bold")
-    for column in ("id", "worker", "epoch", "val top-1", "MACs", "px"):
+    label = "val top-1" if metric.name == DEFAULT_METRIC.name else metric.name
+    for column in ("id", "worker", "epoch", label, "MACs", "px"):
         table.add_column(column, justify="left" if column == "worker" else "right")
     for trial in trials:
         last = trial.curve[-1] if trial.curve else {}
-        value = last.get("val_top1")
+        value = last.get(metric.name)
         table.add_row(
             str(trial.id),
             trial.worker or "—",
             _epoch(trial),
-            percent(value) if isinstance(value, int | float) else "—",
+            metric_value(metric, value) if isinstance(value, int | float) else "—",
             macs(trial.macs),
             str(trial.resolution),
         )
@@ -160,7 +179,8 @@ def best_line(search: SearchPublic) -> Text:
     factors = ", ".join(f"{f}={best.effective_factors.get(f, 0):.3f}" for f in FACTORS)
     return Text.assemble(
         ("best: ", "bold"),
-        f"trial {best.id} ({best.kind}) top-1 {percent(best.top1)} at {macs(best.macs)}MACs, "
+        f"trial {best.id} ({best.kind}) {metric_label(search.metric)} "
+        f"{metric_value(search.metric, best.value)} at {macs(best.macs)}MACs, "
         f"{best.resolution} px, {factors}\n",
         ("deploy it: ", "bold"),
         f"vitcube export --search {search.id} --trial {best.id} --out best.onnx",
@@ -171,7 +191,8 @@ def search_view(search: SearchPublic, front: Sequence[TrialPublic]) -> Renderabl
     """`vitcube search show`: the header, the Pareto front, the best network."""
     title = f"Pareto front ({len(front)} of {search.counts.completed} completed)"
     parts: list[RenderableType] = [search_header(search), Text("")]
-    parts.append(trials_table(front, title=title) if front else Text("Pareto front: empty"))
+    table = trials_table(front, title=title, metric=search.metric)
+    parts.append(table if front else Text("Pareto front: empty"))
     parts += [Text(""), best_line(search)]
     return Group(*parts)
 
@@ -187,9 +208,10 @@ def watch_view(
 ) -> RenderableType:
     """`vitcube search watch`: the search's header, front, running trials and failures."""
     parts: list[RenderableType] = [search_header(search), Text("")]
-    parts.append(trials_table(front, title="Pareto front") if front else Text("front: empty"))
+    table = trials_table(front, title="Pareto front", metric=search.metric)
+    parts.append(table if front else Text("front: empty"))
     if running:
-        parts += [Text(""), running_table(running)]
+        parts += [Text(""), running_table(running, metric=search.metric)]
     if failed:
         parts.append(Text(""))
         parts.append(Text(f"failed ({len(failed)}, latest first):", style="bold red"))
