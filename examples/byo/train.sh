@@ -66,7 +66,7 @@ for ((epoch = from_epoch + 1; epoch <= to_epoch; epoch++)); do
     fi
     sleep "${VITCUBE_EXAMPLE_EPOCH_S:-1}" &  # "training"; wait returns at once on SIGTERM
     training=$!
-    wait "$training" || true
+    [ "$stop" = 1 ] || wait "$training" || true
     if [ "$stop" = 1 ]; then
         kill "$training" 2>/dev/null || true
         exit 0  # an epoch cut short is not reported

@@ -169,6 +169,7 @@ def test_the_shell_script_exits_0_on_sigterm_without_reporting_the_cut_epoch(
     while not any(child.name() == "sleep" for child in psutil.Process(process.pid).children()):
         assert process.poll() is None and time.monotonic() < deadline, "no epoch started"
         time.sleep(0.05)  # reading the trial file; then into the first 30-s "epoch"
+    time.sleep(0.2)  # from starting the "epoch" to waiting for it
     started = time.monotonic()
     process.terminate()
     output = process.communicate(timeout=60)[0]
