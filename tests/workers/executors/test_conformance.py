@@ -62,7 +62,8 @@ KINDS = ["builtin", "surrogate"]  # the command executor adds "command" (and a b
 
 
 @pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> ExecutorKind:
+def kind(request: pytest.FixtureRequest, tmp_path: Path) -> ExecutorKind:
+    """The executor kind a test runs on (`tmp_path`: where a kind may write what it runs)."""
     if request.param == "builtin":
         return ExecutorKind(
             name="builtin",
