@@ -133,7 +133,9 @@ def test_bad_reports_are_422(client: TestClient) -> None:
         report_body(lease, top1=1.5),
         report_body(lease, top1=-0.1),
         {**report_body(lease), "unknown_field": 1},
-        report_body(lease, curve=[{"epoch": 0, "val_top1": 0.5, "mystery": 1}]),
+        # A curve point may carry any further metric, but only as a number.
+        report_body(lease, curve=[{"epoch": 0, "val_top1": 0.5, "mystery": "high"}]),
+        report_body(lease, curve=[{"epoch": 0, "val_top1": 0.5, "mystery": True}]),
         report_body(lease, latency_ms=-1),
     ):
         response = client.post(url, json=bad, headers=WORKER)
