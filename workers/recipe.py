@@ -30,7 +30,7 @@ class TrainingConfig(TrainingRecipe):
 
     `TrainingConfig.from_dict(lease.training)` raises InvalidRecipeError (a ValueError) naming
     every bad key and its allowed range, exactly where the server's POST would have said 422.
-    `training.train` and `training.run_trial` resolve it for the network's family and the dataset
+    `training.train` and `trial.run_trial` resolve it for the network's family and the dataset
     (`TrainingRecipe.resolved`) before they read it; a lease's recipe arrives resolved.
     """
 
