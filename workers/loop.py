@@ -112,6 +112,8 @@ def build_executors(options: WorkerOptions, device: torch.device) -> dict[str, E
         executors[BUILTIN_TRAINER] = BuiltinExecutor(
             device, data_root=options.data_root, checkpoint_every_s=options.checkpoint_every_s
         )
+    for label, spec in options.commands.items():
+        executors[label] = spec.executor()
     return executors
 
 
