@@ -65,6 +65,7 @@ from vitcube.workers.executors import (
     TrialFailed,
     TrialOutcome,
 )
+from vitcube.workers.executors.sealed import seal, unseal
 
 DEFAULT_REPORT_TIMEOUT_S = 1800.0
 # How long a script told to stop (the stop file and SIGTERM) may take to save and exit.
@@ -244,6 +245,8 @@ class _Progress:
     """What the script has said through the channel in this run."""
 
     curve: list[dict[str, float]] = field(default_factory=list)
+    # The epochs before this segment, as the checkpoint it resumed from carried them (sealed).
+    earlier: list[dict[str, float]] = field(default_factory=list)
     weights: Path | None = None
     last_report_at: float = field(default_factory=time.monotonic)
 
@@ -291,7 +294,7 @@ class CommandExecutor(Executor):
         lease = segment.lease
         run_dir = segment.scratch / f"command-{lease.id}-{lease.from_epoch}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        trial_file = self._trial_file(segment, run_dir)
+        trial_file, earlier = self._trial_file(segment, run_dir)
         trial_path = run_dir / "trial.json"
         trial_file.write(trial_path)
         env = {
@@ -329,18 +332,24 @@ class CommandExecutor(Executor):
         output = _ScriptOutput(prefix=f"[trial {lease.id}]", log=segment.log)
         output.start(process)
         try:
-            return self._supervise(segment, process, output, trial_file)
+            return self._supervise(segment, process, output, trial_file, earlier)
         finally:
             _kill_group(process, signal.SIGKILL)
             process.wait()
             output.join(_OUTPUT_DRAIN_S)
 
-    def _trial_file(self, segment: Segment, run_dir: Path) -> TrialFile:
+    def _trial_file(
+        self, segment: Segment, run_dir: Path
+    ) -> tuple[TrialFile, list[dict[str, float]]]:
+        """The segment's trial file, and the curve up to the checkpoint it resumes from (cut off
+        the downloaded file, `workers.executors.sealed`, so the script gets its own bytes)."""
         lease = segment.lease
         checkpoint_dir = run_dir / "checkpoints"
         checkpoint_dir.mkdir(exist_ok=True)
         resume = segment.checkpoints.resume_path()
-        return TrialFile(
+        carried = unseal(resume) if resume is not None else []
+        earlier = [p for p in carried if p.get("epoch", 0) <= lease.from_epoch]
+        trial_file = TrialFile(
             trial_id=lease.id,
             search_id=lease.search_id,
             arch=lease.arch,
@@ -360,6 +369,7 @@ class CommandExecutor(Executor):
             checkpoint_dir=str(checkpoint_dir),
             checkpoint=str(resume) if resume is not None else None,
         )
+        return trial_file, earlier
 
     def _supervise(
         self,
@@ -367,10 +377,11 @@ class CommandExecutor(Executor):
         process: subprocess.Popen[bytes],
         output: _ScriptOutput,
         trial_file: TrialFile,
+        earlier: list[dict[str, float]],
     ) -> TrialOutcome:
         control = segment.control
         reader = ChannelReader(trial_file.channel)
-        progress = _Progress()
+        progress = _Progress(earlier=earlier)
         asked_to_stop_at: float | None = None  # when the stop file and SIGTERM went out
         killed_after_grace = False
         while True:
@@ -475,10 +486,24 @@ class CommandExecutor(Executor):
                     f"its checkpoint line for epoch {message.epoch} names {path}, which is not "
                     "a file (write the file completely, then append the line)"
                 )
-            segment.checkpoints.submit(path, epoch=message.epoch)
+            segment.checkpoints.submit(
+                self._sealed(segment, path, progress, message.epoch), epoch=message.epoch
+            )
         elif message.type == "weights":
             assert message.path is not None
             progress.weights = self._script_path(message.path)
+
+    def _sealed(self, segment: Segment, path: Path, progress: _Progress, epoch: int) -> Path:
+        """The checkpoint file to upload: the script's, with the curve up to `epoch` appended
+        (`sealed.seal`). A file in the trial's checkpoint_dir is the SDK's, fresh for this
+        announcement, and is sealed in place; any other the script may still use, so it is
+        sealed as a copy."""
+        if path.parent != segment.scratch and segment.scratch not in path.parents:
+            copy = segment.scratch / f"checkpoint-{segment.lease.id}-e{epoch}-{path.name}"
+            shutil.copyfile(path, copy)
+            path = copy
+        seal(path, [p for p in progress.earlier + progress.curve if p["epoch"] <= epoch])
+        return path
 
     def _script_path(self, path: str) -> Path:
         return self.workdir / path  # an absolute path stays absolute
@@ -544,13 +569,15 @@ class CommandExecutor(Executor):
     ) -> TrialOutcome:
         lease = segment.lease
         metric = segment.metric
-        best = metric.best_point(progress.curve)
+        # The whole run's curve: a segment's result is its best epoch so far, as a builtin one's.
+        curve = progress.earlier + progress.curve
+        best = metric.best_point(curve)
         assert best is not None  # every point carries the metric, checked on arrival
         value = float(best[metric.name])
         return TrialOutcome(
             value=value,
             metric=metric,
-            curve=progress.curve,
+            curve=curve,
             stopped=stopped,
             best_epoch=int(best["epoch"]),
             params=lease.params,
