@@ -594,7 +594,10 @@ def compact_trials(session: Session, search_id: int, since: datetime | None) -> 
         search_id=search_id,
         # COMPACT_COLUMNS order: ... to_epoch, epochs_trained, weights_bytes, error, reference,
         # value.
-        rows=[[*_rounded(row[:-3]), weights.get(row[0]), *row[-3:]] for row in rows],
+        rows=[
+            [*_rounded(row[:-3]), weights.get(row[0]), *row[-3:-1], _rounded_value(row[-1], metric)]
+            for row in rows
+        ],
         total=int(total),
         since=since,
         cursor=cursor if cursor.tzinfo else cursor.replace(tzinfo=UTC),
@@ -611,6 +614,16 @@ _DIGITS: dict[str, int] = {
     "epochs_trained": 3,
 }
 _COMPACT_DIGITS = {COMPACT_COLUMNS.index(name): digits for name, digits in _DIGITS.items()}
+
+
+def _rounded_value(value: float | None, metric: MetricSpec) -> float | None:
+    """The metric's value as the compact view sends it: as top1 for top-1 (the page sorts by it,
+    so both must tie alike), else to six significant digits whatever its scale."""
+    if value is None:
+        return None
+    if is_top1(metric):
+        return round(float(value), _DIGITS["top1"])
+    return float(f"{float(value):.6g}")
 
 
 def _rounded(row: Sequence[Any]) -> list[Any]:
