@@ -3,7 +3,8 @@
 `worker_command` is a plain function with typer-annotated parameters; vitcube/cli.py registers
 it as `vitcube worker`, and `python -m vitcube.workers` runs it on a box that only has the worker's
 dependencies. With `--gpus` it starts one worker process per GPU (each sees only its GPU via
-CUDA_VISIBLE_DEVICES), each in its own session so a Ctrl-C on the terminal reaches only this
+CUDA_VISIBLE_DEVICES; with `--gpus-per-trial N`, one per group of N GPUs, for `--command` scripts
+that run torchrun), each in its own session so a Ctrl-C on the terminal reaches only this
 parent, which forwards the first SIGINT/SIGTERM to every child exactly once: each child then
 hands its trial back (`retry: true`) and exits. `launch_workers` takes the list of devices, so
 the same launcher runs CPU children (tests) as GPU ones.
@@ -14,6 +15,7 @@ Heavy imports (torch, the trainer) happen inside the command, not at module impo
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,8 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from vitcube.workers.executors.command import CommandSpec
 
 
 def worker_command(
@@ -96,14 +102,54 @@ def worker_command(
         "Short epochs are checkpointed every epoch while a save costs <= 5 % of the training "
         "since the last; SIGTERM/SIGINT always saves one before the trial is handed back.",
     ),
+    command: list[str] | None = typer.Option(
+        None,
+        "--command",
+        help="LABEL='program args…': run your own training script for the trials of searches "
+        'whose trainer is {"kind": "command", "name": "LABEL"} (split like a shell would, run '
+        "without one, in --workdir; repeatable, one label each). It talks to the worker "
+        "through vitcube.trial.",
+    ),
+    workdir: Path | None = typer.Option(
+        None, help="The directory --command scripts run in (default: the current directory)."
+    ),
+    report_timeout: float = typer.Option(
+        1800.0,
+        "--report-timeout",
+        min=1.0,
+        help="Kill a --command script (its whole process group) and fail its trial when it "
+        "reports no epoch for this many seconds.",
+    ),
+    gpus_per_trial: int = typer.Option(
+        1,
+        min=1,
+        help="With --gpus and --command: give each trial this many GPUs (one worker process "
+        "per group, CUDA_VISIBLE_DEVICES set to the group), e.g. for torchrun "
+        "--nproc_per_node N.",
+    ),
 ) -> None:
     """Lease trials from a vitcube server, train them on this machine, report the results."""
     if trainer not in ("real", "surrogate"):
         raise typer.BadParameter("must be real or surrogate", param_hint="--trainer")
     if progress not in ("auto", "rich", "plain"):
         raise typer.BadParameter("must be auto, rich or plain", param_hint="--progress")
+    commands = _command_specs(command or [], workdir, report_timeout)
+    if gpus_per_trial > 1 and gpus is None:
+        raise typer.BadParameter(
+            f"--gpus-per-trial {gpus_per_trial} splits the GPUs of --gpus into groups: add "
+            f"--gpus all (or a list such as --gpus 0,1,2,3)",
+            param_hint="--gpus-per-trial",
+        )
+    if gpus_per_trial > 1 and not commands:
+        raise typer.BadParameter(
+            "the builtin trainer trains on one GPU: --gpus-per-trial is for --command scripts "
+            "(e.g. torchrun --nproc_per_node N …); drop it, or add --command",
+            param_hint="--gpus-per-trial",
+        )
     if gpus is not None:
-        raise typer.Exit(_run_per_gpu(gpus, name=name, argv=sys.argv[1:]))
+        raise typer.Exit(
+            _run_per_gpu(gpus, name=name, argv=sys.argv[1:], gpus_per_trial=gpus_per_trial)
+        )
 
     from vitcube.workers.loop import Worker, WorkerOptions
     from vitcube.workers.progress import make_progress
@@ -121,8 +167,11 @@ def worker_command(
         threads=threads,
         max_worker_faults=max_worker_faults,
         checkpoint_every_s=checkpoint_every_s,
+        commands={spec.label: spec for spec in commands},
     )
     display = make_progress(progress)
+    for spec in commands:
+        display.log(f"command {spec.name}: {shlex.join(spec.argv)} (in {spec.workdir})")
     try:
         worker = Worker(options, display)
         code = worker.run()
@@ -132,6 +181,40 @@ def worker_command(
     finally:
         display.close()
     raise typer.Exit(code)
+
+
+def _command_specs(
+    flags: list[str], workdir: Path | None, report_timeout_s: float
+) -> list[CommandSpec]:
+    """The --command flags, checked; a bad one is exit 2 with what to write instead."""
+    from vitcube.workers.executors.command import CommandSpecError, parse_command_flags
+
+    directory = (workdir or Path.cwd()).resolve()
+    if flags and not directory.is_dir():
+        raise typer.BadParameter(
+            f"{directory} is not a directory (--command scripts run there)", param_hint="--workdir"
+        )
+    try:
+        return parse_command_flags(flags, workdir=directory, report_timeout_s=report_timeout_s)
+    except CommandSpecError as error:
+        raise typer.BadParameter(str(error), param_hint="--command") from None
+
+
+def group_gpus(chosen: Sequence[int], per_trial: int) -> list[list[int]]:
+    """Split the chosen GPUs, in order, into groups of `per_trial`: one worker process each.
+
+    Raises ValueError saying what would divide when `per_trial` does not divide their count.
+    """
+    if per_trial < 1:
+        raise ValueError(f"--gpus-per-trial must be >= 1, got {per_trial}")
+    if len(chosen) % per_trial:
+        divisors = [n for n in range(1, len(chosen) + 1) if len(chosen) % n == 0]
+        raise ValueError(
+            f"--gpus-per-trial {per_trial} does not divide the {len(chosen)} GPU(s) of --gpus "
+            f"{','.join(str(i) for i in chosen)}: use one of {', '.join(map(str, divisors))}, "
+            f"or list {per_trial * (len(chosen) // per_trial or 1)} GPUs"
+        )
+    return [list(chosen[i : i + per_trial]) for i in range(0, len(chosen), per_trial)]
 
 
 def parse_gpus(spec: str, visible: int) -> list[int]:
@@ -183,27 +266,29 @@ def _strip_options(argv: list[str], names: set[str]) -> list[str]:
     return kept
 
 
-def _run_per_gpu(spec: str, *, name: str | None, argv: list[str]) -> int:
+def _run_per_gpu(spec: str, *, name: str | None, argv: list[str], gpus_per_trial: int = 1) -> int:
     import torch
 
     try:
-        chosen = parse_gpus(spec, torch.cuda.device_count())
+        groups = group_gpus(parse_gpus(spec, torch.cuda.device_count()), gpus_per_trial)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if argv and argv[0] == "worker":
         argv = argv[1:]
-    base_args = _strip_options(argv, {"--gpus", "--device", "--name", "--progress"})
+    base_args = _strip_options(
+        argv, {"--gpus", "--gpus-per-trial", "--device", "--name", "--progress"}
+    )
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     physical = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
     host = name or socket.gethostname()
     children = [
         ChildWorker(
-            device="cuda:0",  # the only GPU the child sees
-            name=f"{host}:cuda{index}",
-            env={"CUDA_VISIBLE_DEVICES": physical[index]},
+            device="cuda:0",  # the first GPU of those the child sees; a command sees them all
+            name=f"{host}:cuda{'+'.join(str(index) for index in group)}",
+            env={"CUDA_VISIBLE_DEVICES": ",".join(physical[index] for index in group)},
         )
-        for index in chosen
+        for group in groups
     ]
     return launch_workers(children, base_args)
 
