@@ -309,8 +309,11 @@ class CommandExecutor(Executor):
         segment.log(
             f"trial {lease.id}: running {self.describe()}, epochs "
             f"{lease.from_epoch + 1}-{segment.to_epoch} of {segment.epochs}"
-            + (f", resuming from {trial_file.checkpoint}" if trial_file.checkpoint else "")
         )
+        if trial_file.checkpoint:
+            segment.log(
+                f"trial {lease.id}: resuming from its checkpoint at epoch {lease.from_epoch}"
+            )
         segment.events.on_start(epochs=segment.epochs, steps_per_epoch=0, train_images=0)
         try:
             process = subprocess.Popen(

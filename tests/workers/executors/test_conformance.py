@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -58,7 +59,33 @@ class ExecutorKind:
     long_options: dict[str, Any] = field(default_factory=dict)
 
 
-KINDS = ["builtin", "surrogate"]  # the command executor adds "command" (and a branch below)
+KINDS = ["builtin", "surrogate", "command"]
+
+# The command kind's script: a toy trainer on the SDK (vitcube.trial), its dataset block its
+# knobs (the script owns its data): `epoch_s` per epoch, `mode` "crash" or "nan".
+TOY_SCRIPT = """
+import json, math, sys, time
+from pathlib import Path
+from vitcube import trial
+
+t = trial.current()
+mode = t.dataset.get("mode", "ok")
+if mode == "crash":
+    sys.stderr.write("RuntimeError: the toy trainer crashed on purpose\\n")
+    sys.exit(1)
+start = json.loads(Path(t.checkpoint_path).read_text())["epoch"] if t.checkpoint_path else 0
+for epoch in range(start + 1, t.to_epoch + 1):
+    deadline = time.monotonic() + float(t.dataset.get("epoch_s", 0))
+    while time.monotonic() < deadline and not t.should_stop:
+        time.sleep(0.01)
+    if t.should_stop:
+        sys.exit(0)  # the epoch in flight is lost; the last checkpoint is announced already
+    value = math.nan if mode == "nan" else 0.5 + 0.4 * (1 - math.exp(-epoch / 2))
+    t.report(epoch, val_top1=value, train_loss=2.0 / epoch)  # NaN: refused here, naming it
+    state = Path(t.checkpoint_dir) / "state.json"
+    state.write_text(json.dumps({"epoch": epoch}))
+    t.save_checkpoint_file(state, epoch=epoch, move=True)
+"""
 
 
 @pytest.fixture(params=KINDS)
@@ -99,6 +126,30 @@ def kind(request: pytest.FixtureRequest, tmp_path: Path) -> ExecutorKind:
             crash={"dataset": {"name": "digits", "landscape": "no-such-landscape"}},
             crash_message="no-such-landscape",
             non_finite="the surrogate landscape is finite by construction",
+        )
+    if request.param == "command":
+        from vitcube.workers.executors.command import CommandSpec
+
+        script = tmp_path / "toy_trainer.py"
+        script.write_text(TOY_SCRIPT)
+        spec = CommandSpec(name="toy", argv=(sys.executable, str(script)), workdir=tmp_path)
+
+        def toy(epochs: int, **dataset: Any) -> dict[str, Any]:
+            return {
+                "trainer": {"kind": "command", "name": "toy"},
+                "dataset": {"name": "toy", "num_classes": 10, **dataset},
+                "training": {**TRAINING, "epochs": epochs},
+            }
+
+        return ExecutorKind(
+            name="command",
+            options={"commands": {spec.label: spec}},
+            search=toy,
+            long_search=lambda epochs: toy(epochs, epoch_s=0.5),
+            crash=toy(2, mode="crash"),
+            crash_message="RuntimeError: the toy trainer crashed on purpose",
+            non_finite=toy(2, mode="nan"),
+            non_finite_message="val_top1 must be a finite number",
         )
     raise AssertionError(f"no conformance entry for executor kind {request.param!r}")
 
