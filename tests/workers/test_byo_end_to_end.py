@@ -15,6 +15,7 @@ real `vitcube worker --command` processes, and the scripts of examples/byo/ real
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -94,10 +95,17 @@ def test_the_plain_example_completes_a_search_with_its_weights(
     assert search["best"]["value"] == max(t["value"] for t in trials)
 
 
-EPOCHS = 7
+EPOCHS = 9
 
 
-def test_a_killed_script_then_a_killed_worker_each_lose_at_most_one_epoch(
+@pytest.fixture(autouse=True)
+def attempts_for_every_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the server starts: one trial goes through three faults in a row here, each of
+    which costs an attempt (the default allows three)."""
+    monkeypatch.setenv("VITCUBE_MAX_ATTEMPTS", "5")
+
+
+def test_a_killed_script_a_sigterm_and_a_killed_worker_each_lose_at_most_one_epoch(
     server: LiveServer, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     body = _example(
@@ -140,13 +148,29 @@ def test_a_killed_script_then_a_killed_worker_each_lose_at_most_one_epoch(
     lost_to_script = reported_before - checkpoint["epoch"]
     assert lost_to_script <= 1, (reported_before, checkpoint)
 
-    # 2. The worker itself, SIGKILLed: no goodbye; the kernel kills its script with it.
+    # 2. SIGTERM to the worker (a preemption): the script is told to stop (SIGTERM and the
+    # stop file), the worker stores its last checkpoint, hands the trial back and exits 0.
     script = _script_of(first)
     assert script is not None
-    first.kill()
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout_s=90) == 0, first.log()[-3000:]
+    script.wait(timeout=10)
+    handed_back = server.trial(search_id)
+    assert handed_back["state"] == "queued", handed_back
+    assert "SIGTERM" in handed_back["error"], handed_back
+    held = handed_back["checkpoint"]
+    assert max(_epochs_logged(first)) - held["epoch"] <= 1, (held, first.log()[-2000:])
+    second = start_worker(server, "--command", _plain_command(4), name="second", own_home=True)
+    wait_for(lambda: checkpoint_at_least(held["epoch"] + 1), 180, "the second worker's checkpoint")
+    assert f"resuming from its checkpoint at epoch {held['epoch']}" in second.log()
+
+    # 3. The worker itself, SIGKILLed: no goodbye; the kernel kills its script with it.
+    script = _script_of(second)
+    assert script is not None
+    second.kill()
     script.wait(timeout=10)  # PR_SET_PDEATHSIG: the script does not outlive its worker
-    trained_by_first = max(_epochs_logged(first))
-    assert trained_by_first < EPOCHS, "the trial finished before the kill; make epochs longer"
+    trained_by_second = max(_epochs_logged(second))
+    assert trained_by_second < EPOCHS, "the trial finished before the kill; make epochs longer"
     heir = start_worker(
         server, "--command", _plain_command(4), "--max-trials", "1", name="heir", own_home=True
     )
@@ -154,8 +178,8 @@ def test_a_killed_script_then_a_killed_worker_each_lose_at_most_one_epoch(
     trial = server.trial(search_id)
     assert trial["state"] == "completed", trial
     _whole_curve(trial, EPOCHS)
-    assert trial["attempts"] == 2  # the killed script and the expired lease
-    assert trained_by_first - trial["resumed_from_epoch"] <= 1, trial
+    assert trial["attempts"] == 3  # the killed script, the SIGTERM and the expired lease
+    assert trained_by_second - trial["resumed_from_epoch"] <= 1, trial
     assert _epochs_logged(heir) == list(range(trial["resumed_from_epoch"] + 1, EPOCHS + 1))
     assert trial["weights_bytes"] and trial["weights_bytes"] > 0
 
