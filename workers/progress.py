@@ -81,9 +81,11 @@ class PlainProgress(WorkerProgress):
         self._epochs = epochs
         self._started = time.monotonic()
         self._last_step_line = self._started
-        self._line(
-            f"{self._trial}: {epochs} epochs × {steps_per_epoch} steps, {train_images} images"
-        )
+        if steps_per_epoch:
+            size = f"{epochs} epochs × {steps_per_epoch} steps, {train_images} images"
+        else:  # a command trainer: its script alone knows its steps and data
+            size = f"{epochs} epochs"
+        self._line(f"{self._trial}: {size}")
 
     def on_step(
         self, *, epoch: int, step: int, loss: float, images_per_s: float, lr: float
