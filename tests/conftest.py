@@ -24,6 +24,7 @@ def test_output_dir() -> Path:
 # first (a slow file collected last ran alone while the other process idled), and the files whose
 # slow tests run once per backend are split by backend, each half a unit of its own.
 SLOWEST_FIRST = (
+    "tests/workers/test_byo_end_to_end.py",
     "tests/workers/test_asha_worker.py",
     "tests/workers/test_preemption.py",
     "tests/service/test_dashboard_scale.py",
@@ -34,8 +35,13 @@ SLOWEST_FIRST = (
     "tests/workers/test_trainer.py",
     "tests/service/test_demo.py",
     "tests/test_export_cli.py",
+    "tests/workers/executors/test_conformance.py",
+    "tests/examples/test_byo.py",
+    "tests/integrations/test_lightning.py",
+    "tests/integrations/test_transformers.py",
 )
 SPLIT_BY_BACKEND = (
+    "tests/workers/test_byo_end_to_end.py",
     "tests/workers/test_asha_worker.py",
     "tests/workers/test_preemption.py",
     "tests/workers/test_worker_service.py",
