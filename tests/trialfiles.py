@@ -4,6 +4,7 @@ against it as a real worker would run them (a subprocess with the worker's envir
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,6 +86,13 @@ class PlayedWorker:
             timeout=timeout_s,
             check=False,
         )
+
+    def run_python(self, script: Path, **env: str) -> dict[str, Any]:
+        """Run a Python training script that prints what it did as JSON on its last line; its
+        exit code must be 0."""
+        result = self.run(sys.executable, script, timeout_s=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
     def messages(self) -> list[Message]:
         """Every line the script appended, parsed as the worker parses it."""

@@ -5,9 +5,8 @@ resumes at the next epoch, the stop file ends training early, and the weights ar
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,14 +21,8 @@ SCRIPT = Path(__file__).with_name("lightning_digits.py")
 STEPS_PER_EPOCH = 6  # 192 training images, batches of 32
 
 
-def train(worker: PlayedWorker, **env: str) -> dict[str, int]:
-    result = worker.run(sys.executable, SCRIPT, timeout_s=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
 @pytest.fixture(scope="module")
-def first_segment(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlayedWorker, dict[str, int]]:
+def first_segment(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlayedWorker, dict[str, Any]]:
     """Epoch 1 of a 3-epoch trial."""
     worker = play_worker(
         tmp_path_factory.mktemp("lightning") / "segment-1",
@@ -38,11 +31,11 @@ def first_segment(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlayedWorke
         epochs=3,
         arch=tiny_arch(),
     )
-    return worker, train(worker)
+    return worker, worker.run_python(SCRIPT)
 
 
 def test_an_epoch_is_reported_checkpointed_and_its_weights_saved(
-    first_segment: tuple[PlayedWorker, dict[str, int]],
+    first_segment: tuple[PlayedWorker, dict[str, Any]],
 ) -> None:
     worker, printed = first_segment
     assert printed["global_step"] == STEPS_PER_EPOCH  # max_epochs = to_epoch: one epoch
@@ -66,13 +59,13 @@ def test_an_epoch_is_reported_checkpointed_and_its_weights_saved(
 
 
 def test_the_next_segment_resumes_at_the_next_epoch_and_a_stop_ends_it_early(
-    first_segment: tuple[PlayedWorker, dict[str, int]],
+    first_segment: tuple[PlayedWorker, dict[str, Any]],
 ) -> None:
     worker, _ = first_segment
     second = worker.next_segment(worker.directory.parent / "segment-2", to_epoch=3)
     # The server says stop two steps into epoch 3 (the stop file appears after step 14).
     stop_at = 2 * STEPS_PER_EPOCH + 2
-    printed = train(second, STOP_AT_STEP=str(stop_at))
+    printed = second.run_python(SCRIPT, STOP_AT_STEP=str(stop_at))
 
     assert [m.epoch for m in second.reports()] == [2]  # resumed: epoch 1 was not trained again
     assert stop_at < printed["global_step"] < 3 * STEPS_PER_EPOCH  # stopped within epoch 3

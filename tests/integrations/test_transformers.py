@@ -6,10 +6,9 @@ a stop saves mid-epoch and ends training early, and resuming that save loses no 
 
 from __future__ import annotations
 
-import json
-import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,14 +24,8 @@ SCRIPT = Path(__file__).with_name("transformers_digits.py")
 STEPS_PER_EPOCH = 6  # 192 training images, batches of 32
 
 
-def train(worker: PlayedWorker, **env: str) -> dict[str, int]:
-    result = worker.run(sys.executable, SCRIPT, timeout_s=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
 @pytest.fixture(scope="module")
-def first_segment(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlayedWorker, dict[str, int]]:
+def first_segment(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlayedWorker, dict[str, Any]]:
     """Epoch 1 of a 3-epoch trial."""
     worker = play_worker(
         tmp_path_factory.mktemp("transformers") / "segment-1",
@@ -41,11 +34,11 @@ def first_segment(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlayedWorke
         epochs=3,
         arch=tiny_arch(),
     )
-    return worker, train(worker)
+    return worker, worker.run_python(SCRIPT)
 
 
 def test_an_epoch_is_reported_checkpointed_and_its_weights_saved(
-    first_segment: tuple[PlayedWorker, dict[str, int]],
+    first_segment: tuple[PlayedWorker, dict[str, Any]],
 ) -> None:
     worker, printed = first_segment
     assert printed["global_step"] == STEPS_PER_EPOCH
@@ -69,12 +62,12 @@ def test_an_epoch_is_reported_checkpointed_and_its_weights_saved(
 
 
 def test_resume_at_the_next_epoch_a_stop_saves_mid_epoch_and_that_save_resumes(
-    first_segment: tuple[PlayedWorker, dict[str, int]],
+    first_segment: tuple[PlayedWorker, dict[str, Any]],
 ) -> None:
     worker, _ = first_segment
     second = worker.next_segment(worker.directory.parent / "segment-2", to_epoch=3)
     stop_at = 2 * STEPS_PER_EPOCH + 2  # the server says stop two steps into epoch 3
-    printed = train(second, STOP_AT_STEP=str(stop_at))
+    printed = second.run_python(SCRIPT, STOP_AT_STEP=str(stop_at))
 
     assert printed["global_step"] == stop_at  # it stopped at the step the stop came
     assert [m.epoch for m in second.reports()] == [2]  # resumed: epoch 1 not trained again
@@ -87,7 +80,7 @@ def test_resume_at_the_next_epoch_a_stop_saves_mid_epoch_and_that_save_resumes(
     assert len(second.weights()) == 1
 
     third = second.next_segment(worker.directory.parent / "segment-3", to_epoch=3)
-    printed = train(third)
+    printed = third.run_python(SCRIPT)
     assert printed["global_step"] == 3 * STEPS_PER_EPOCH  # no step lost, none trained twice
     assert [m.epoch for m in third.reports()] == [3]
     assert [m.epoch for m in third.checkpoints()] == [3]
