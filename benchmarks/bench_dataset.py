@@ -65,7 +65,7 @@ def _trial(
     from vitcube.models import ArchConfig, count_macs
     from vitcube.workers.datasets import load_dataset
     from vitcube.workers.recipe import TrainingConfig
-    from vitcube.workers.trial import run_trial
+    from vitcube.workers.runner import run_trial
 
     torch.set_num_threads(1)
     base, factors, seed, recipe, dataset = job

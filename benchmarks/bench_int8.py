@@ -2,7 +2,7 @@
 and what it buys in size and CPU latency, against a pure CNN.
 
 For a MobileViT v1 (XXS), a MobileViT v2 (0.5), a MobileNet v2 and an EfficientViT (M0), each
-trained on digits on the CPU by the worker's own trainer (`workers.trial.run_trial`, seed 0,
+trained on digits on the CPU by the worker's own trainer (`workers.runner.run_trial`, seed 0,
 one thread) and exported to ONNX as `vitcube export` does (`models.export`, the dynamo exporter
 by default), this quantizes the fp32 file with `models.quantize.quantize_onnx` (QDQ, per-channel
 int8 weights, uint8 activations, 256 calibration images of the training split prepared as the
@@ -49,7 +49,7 @@ from vitcube.models.quantize import CALIBRATION_METHODS, quantize_onnx, run_logi
 from vitcube.workers.augment import center_resize
 from vitcube.workers.datasets import load_digits
 from vitcube.workers.recipe import TrainingConfig
-from vitcube.workers.trial import run_trial
+from vitcube.workers.runner import run_trial
 
 # preset@resolution. The MobileViTs and MobileNet v2 at 64 px cost 21-29 M MACs; EfficientViT's
 # 16x patch embedding leaves a 4x4 token map at 64 px, so it runs at 128 px (26 M MACs).

@@ -32,8 +32,8 @@ from vitcube.workers.checkpoint import load_checkpoint, save_checkpoint
 from vitcube.workers.datasets import load_digits
 from vitcube.workers.executors import Control, TrainingAborted
 from vitcube.workers.recipe import TrainingConfig
+from vitcube.workers.runner import TrainedTrial, run_trial
 from vitcube.workers.training import TrainingListener
-from vitcube.workers.trial import TrainedTrial, run_trial
 
 BASE = {"family": "mobilevit_v2", "width": 0.5, "resolution": 64, "num_classes": 10}
 

@@ -67,7 +67,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     from vitcube.workers.checkpoint import save_weights
     from vitcube.workers.datasets import load_digits
     from vitcube.workers.recipe import TrainingConfig
-    from vitcube.workers.trial import run_trial
+    from vitcube.workers.runner import run_trial
 
     scratch = tmp_path_factory.mktemp("int8-server")
     url = f"sqlite:///{scratch / 'vitcube.db'}"

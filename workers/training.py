@@ -12,7 +12,7 @@ autotuning and atomic adds; `TrainingRecipe`'s docstring).
 `train()` sets up a `TrainingRun` (loaders, augmentation, EMA, AdamW), restores a checkpoint
 into it when given one, and runs its epochs against a `Control` (stop / lease lost /
 interrupted flags set by other threads), telling a `TrainingListener` (the segment's events)
-how it goes. `workers.trial` builds a trial's network, trains it here (restarting with
+how it goes. `workers.runner` builds a trial's network, trains it here (restarting with
 micro-batches after a CUDA OOM) and measures it.
 
 Checkpoints and resume (`workers.checkpoint` has the format and the cadence): the run hands a

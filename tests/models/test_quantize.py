@@ -52,7 +52,7 @@ def trained() -> Trained:
     from vitcube.workers.augment import center_resize
     from vitcube.workers.datasets import load_digits
     from vitcube.workers.recipe import TrainingConfig
-    from vitcube.workers.trial import run_trial
+    from vitcube.workers.runner import run_trial
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -20,8 +20,8 @@ from vitcube.workers.checkpoint import (
 from vitcube.workers.datasets import load_digits
 from vitcube.workers.executors import Control, TrainingAborted
 from vitcube.workers.recipe import TrainingConfig
+from vitcube.workers.runner import TrainedTrial, run_trial
 from vitcube.workers.training import TrainingListener
-from vitcube.workers.trial import TrainedTrial, run_trial
 
 TINY_BASE = {
     "family": "mobilevit_v2",

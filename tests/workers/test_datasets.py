@@ -237,7 +237,7 @@ def test_tinyimagenet_as_it_unpacks_has_the_same_classes_on_both_splits(
 def test_tinyimagenet_trains_through_the_decode_cache(tmp_path: Path) -> None:
     from vitcube.models import ArchConfig
     from vitcube.workers.recipe import TrainingConfig
-    from vitcube.workers.trial import run_trial
+    from vitcube.workers.runner import run_trial
 
     data = load_dataset({"name": "imagefolder"}, _tinyimagenet(tmp_path / "tiny"))
     loader = BatchLoader(

@@ -220,7 +220,7 @@ def test_trials_on_an_image_folder_train_from_the_cache(
 ) -> None:
     from vitcube.models import ArchConfig
     from vitcube.workers.recipe import TrainingConfig
-    from vitcube.workers.trial import run_trial
+    from vitcube.workers.runner import run_trial
 
     _imagefolder(tmp_path / "data", per_class=4)
     data = load_dataset({"name": "imagefolder"}, tmp_path / "data")

@@ -19,8 +19,8 @@ from tests.factories import trial_lease
 from vitcube.workers.datasets import ImageDataset, load_digits
 from vitcube.workers.faults import describe_failure
 from vitcube.workers.recipe import TrainingConfig
+from vitcube.workers.runner import train_splitting_on_oom
 from vitcube.workers.training import TrainResult, accumulate_gradients, train
-from vitcube.workers.trial import train_splitting_on_oom
 
 RESOLUTION = 16
 CPU = torch.device("cpu")

@@ -102,7 +102,7 @@ def test_resolution_separates_networks_beyond_seed_noise() -> None:
     Training runs for 250 steps, past the step at which reading the stripes is learnt."""
     from vitcube.models import ArchConfig
     from vitcube.workers.recipe import TrainingConfig
-    from vitcube.workers.trial import run_trial
+    from vitcube.workers.runner import run_trial
 
     base = ArchConfig.from_dict(
         {"family": "mobilevit_v2", "width": 0.5, "resolution": 48, "num_classes": 10}

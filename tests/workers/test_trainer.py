@@ -17,8 +17,8 @@ from vitcube.workers.batches import fixed_plan, multiscale_resolutions, variable
 from vitcube.workers.datasets import load_digits
 from vitcube.workers.executors import Control
 from vitcube.workers.recipe import TrainingConfig, parameter_groups
+from vitcube.workers.runner import run_trial
 from vitcube.workers.training import TrainingListener
-from vitcube.workers.trial import run_trial
 
 # MobileViT v2-0.5 without its last two stages (the small-image variant), at 32 px: ~1 M MACs.
 TINY_BASE = {

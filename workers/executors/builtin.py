@@ -33,7 +33,7 @@ from vitcube.workers.executors import Executor, Segment, TrialOutcome
 from vitcube.workers.faults import CompilerMissing
 from vitcube.workers.host import missing_compiler
 from vitcube.workers.recipe import TrainingConfig
-from vitcube.workers.trial import TrainedTrial, run_trial
+from vitcube.workers.runner import TrainedTrial, run_trial
 
 
 class BuiltinExecutor(Executor):
