@@ -38,6 +38,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from vitcube import trial as sdk
+from vitcube.integrations import as_search_metric
 
 __all__ = ["VitcubeCallback"]
 
@@ -110,17 +111,13 @@ class VitcubeCallback(Callback):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 metrics[key] = float(value)
         name = self.trial.metric.name
-        if self.metric_key not in metrics:
-            keys = ", ".join(sorted(metrics)) or "nothing"
-            raise ValueError(
-                f"epoch {epoch}: Lightning logged no {self.metric_key!r}, and the search "
-                f"optimises {name} ({self.trial.metric.goal}); log it in validation "
-                f"(self.log({name!r}, value)) or pass VitcubeCallback(metric=KEY) naming the "
-                f"logged key that holds it (logged: {keys})"
-            )
-        if self.metric_key != name:
-            metrics[name] = metrics.pop(self.metric_key)
-        return metrics
+        return as_search_metric(
+            metrics,
+            self.metric_key,
+            self.trial,
+            missing=f"epoch {epoch}: Lightning logged no {self.metric_key!r}: log it in "
+            f"validation (self.log({name!r}, value))",
+        )
 
     def _save_checkpoint(self, trainer: Trainer, epoch: int) -> None:
         # Every rank calls save_checkpoint (it synchronises); only global rank 0 writes the file.

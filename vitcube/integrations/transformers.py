@@ -45,6 +45,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from vitcube import trial as sdk
+from vitcube.integrations import as_search_metric
 
 __all__ = ["VitcubeCallback", "resume_checkpoint"]
 
@@ -149,17 +150,13 @@ class VitcubeCallback(TrainerCallback):
             reported[RENAMED.get(name, name)] = value
         if self._train_loss is not None:
             reported.setdefault("train_loss", self._train_loss)
-        name = self.trial.metric.name
-        if self.metric_key not in reported:
-            raise ValueError(
-                f"epoch {epoch}: the evaluation has no {self.metric_key!r}, and the search "
-                f"optimises {name} ({self.trial.metric.goal}); return it from compute_metrics "
-                f"or pass VitcubeCallback(metric=KEY) naming the key that holds it "
-                f"(evaluated: {', '.join(sorted(reported)) or 'nothing'})"
-            )
-        if self.metric_key != name:
-            reported[name] = reported.pop(self.metric_key)
-        return reported
+        return as_search_metric(
+            reported,
+            self.metric_key,
+            self.trial,
+            missing=f"epoch {epoch}: the evaluation has no {self.metric_key!r}: return it "
+            "from compute_metrics",
+        )
 
 
 def resume_checkpoint(trial: sdk.Trial | None = None) -> str | None:
